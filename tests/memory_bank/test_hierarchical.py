@@ -1,0 +1,347 @@
+"""HierarchicalMemoryBank: config, cascade, invariants, merge, retrieval, state, bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memory_bank import (
+    HierarchicalMemoryBank,
+    MemoryBankConfig,
+    MemoryBankError,
+    MemoryConfigError,
+    resize_token_grid,
+)
+
+from .conftest import axis, constant_grid, plane_vector, same, snapshot
+
+
+def frame_ids(entries):
+    return [e.frame_index for e in entries]
+
+
+def tier_content(bank):
+    """{tier: [(first frame, last frame), ...]} in tier order."""
+    return {name: [(e.frame_index, e.last_frame_index) for e in es] for name, es in bank.tiers().items()}
+
+
+# ---------------------------------------------------------------- config
+def test_defaults():
+    cfg = MemoryBankConfig()
+    assert cfg.memory_capacities == (8, 4, 1)
+    assert cfg.memory_reduced_sizes == (144, 64, 36)
+    assert cfg.grids == ((12, 12), (8, 8), (6, 6))
+    assert cfg.memory_similarity_threshold == 0.8
+    assert cfg.mm_hidden_size == 1152
+    assert cfg.memory_resize_mode == "area"
+    assert cfg.memory_tier_names == ("short", "mid", "long")
+    assert cfg.max_tokens == 8 * 144 + 4 * 64 + 36 == 1444
+    assert MemoryBankConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"memory_capacities": (8, 0, 1)}, "positive"),
+        ({"memory_capacities": ()}, "empty"),
+        ({"memory_reduced_sizes": (144, 60, 36)}, "perfect squares"),
+        ({"memory_reduced_sizes": (64, 144, 36)}, "must not grow"),
+        ({"memory_reduced_sizes": (144, 64)}, "one token count per tier"),
+        ({"memory_resize_mode": "nearest"}, "memory_resize_mode"),
+        ({"memory_similarity_threshold": 1.5}, "cosine similarity"),
+        ({"mm_hidden_size": 0}, "mm_hidden_size"),
+        ({"memory_tier_names": ("a", "a", "b")}, "distinct"),
+    ],
+)
+def test_config_rejects_invalid_settings(kwargs, message):
+    with pytest.raises(MemoryConfigError, match=message):
+        MemoryBankConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(MemoryConfigError, match="unknown"):
+        MemoryBankConfig.from_dict({"memory_capacity": (1,)})
+
+
+# --------------------------------------------------------------- cascade
+SMALL = dict(memory_capacities=(3, 2, 1), memory_reduced_sizes=(4, 1, 1), mm_hidden_size=4)
+
+
+def test_cascade_passes_frames_all_the_way_down():
+    """Frames 0 and 1 are orthogonal to everything; frames 2..6 sit at 0, 30, 40, 45, 47 degrees.
+
+    Short always evicts the earlier frame of its newest pair (2, 3, 4, 5 in turn).
+    Mid [2, 3, 4] evicts 3 (30-40 is closer than 0-30) to long, then mid [2, 4, 5]
+    evicts 4 (40-45 beats 0-40), so long merges 3 and 4. The reference
+    implementation's one-level cascade drops those instead and ends with
+    short [0, 1, 6] / mid [2, 5] / long [].
+    """
+    vectors = [axis(0), axis(1)] + [plane_vector(d) for d in (0, 30, 40, 45, 47)]
+    expected = [
+        {"short": [(0, 0)], "mid": [], "long": []},
+        {"short": [(0, 0), (1, 1)], "mid": [], "long": []},
+        {"short": [(0, 0), (1, 1), (2, 2)], "mid": [], "long": []},
+        {"short": [(0, 0), (1, 1), (3, 3)], "mid": [(2, 2)], "long": []},
+        {"short": [(0, 0), (1, 1), (4, 4)], "mid": [(2, 2), (3, 3)], "long": []},
+        {"short": [(0, 0), (1, 1), (5, 5)], "mid": [(2, 2), (4, 4)], "long": [(3, 3)]},
+        {"short": [(0, 0), (1, 1), (6, 6)], "mid": [(2, 2), (5, 5)], "long": [(3, 4)]},
+    ]
+    bank = HierarchicalMemoryBank(**SMALL)
+    for i, (v, want) in enumerate(zip(vectors, expected)):
+        bank.add(constant_grid(v, 4), i, float(i))
+        assert tier_content(bank) == want, f"after frame {i}"
+    merged = bank.tiers()["long"][0]
+    assert merged.num_frames == 2 and (merged.timestamp, merged.end_timestamp) == (3.0, 4.0)
+    assert torch.allclose(merged.tokens, ((vectors[3] + vectors[4]) / 2).expand(1, -1))
+    stats = bank.stats()["tiers"]
+    assert [stats[t]["evictions"] for t in ("short", "mid", "long")] == [4, 2, 0]
+    assert stats["long"]["merges"] == 1
+
+
+def test_pushed_down_entries_are_inserted_in_time_order():
+    """Angles 0, 10, 30, 35, 80, 100, 101 (all in one plane).
+
+    Frame 3: pair (2, 3) is closest -> 2 goes to mid. Frame 4: pair (0, 1) is
+    closest -> 0 goes to mid and lands *before* 2. Frame 5: short evicts 4, mid
+    [0, 2, 4] evicts 0 to long. Frame 6: short evicts 5, mid [2, 4, 5] evicts 4,
+    long merges 0 and 4.
+    """
+    angles = (0, 10, 30, 35, 80, 100, 101)
+    expected = [
+        {"short": [(0, 0)], "mid": [], "long": []},
+        {"short": [(0, 0), (1, 1)], "mid": [], "long": []},
+        {"short": [(0, 0), (1, 1), (2, 2)], "mid": [], "long": []},
+        {"short": [(0, 0), (1, 1), (3, 3)], "mid": [(2, 2)], "long": []},
+        {"short": [(1, 1), (3, 3), (4, 4)], "mid": [(0, 0), (2, 2)], "long": []},
+        {"short": [(1, 1), (3, 3), (5, 5)], "mid": [(2, 2), (4, 4)], "long": [(0, 0)]},
+        {"short": [(1, 1), (3, 3), (6, 6)], "mid": [(2, 2), (5, 5)], "long": [(0, 4)]},
+    ]
+    bank = HierarchicalMemoryBank(**SMALL)
+    for i, (deg, want) in enumerate(zip(angles, expected)):
+        bank.add(constant_grid(plane_vector(deg), 4), i, float(i))
+        assert tier_content(bank) == want, f"after frame {i}"
+    assert frame_ids(bank.readout()) == [0, 1, 2, 3, 5, 6]
+
+
+def test_long_stream_invariants():
+    """10,000 frames: tiers stay time-ordered and within capacity, tokens stay bounded,
+    and every frame is accounted for exactly once (the last tier summarises, never drops)."""
+    cfg = MemoryBankConfig(mm_hidden_size=16)
+    bank = HierarchicalMemoryBank(cfg)
+    g = torch.Generator().manual_seed(0)
+    walk = torch.randn(144, 16, generator=g)
+    for i in range(10_000):
+        walk = walk + 0.3 * torch.randn(144, 16, generator=g)
+        bank.add(walk, i, i * 0.5)
+        assert bank.num_tokens <= cfg.max_tokens
+        if i % 97 == 0 or i > 9_990:
+            for name, entries in bank.tiers().items():
+                keys = [(e.timestamp, e.frame_index) for e in entries]
+                assert keys == sorted(keys), name
+            counts = [len(es) for es in bank.tiers().values()]
+            assert all(n <= c for n, c in zip(counts, cfg.memory_capacities))
+            assert sum(e.num_frames for e in bank.readout()) == i + 1
+    assert bank.num_tokens == cfg.max_tokens
+    readout = bank.readout()
+    assert [(e.timestamp, e.frame_index) for e in readout] == sorted((e.timestamp, e.frame_index) for e in readout)
+    assert [e.tokens.shape for e in readout] == [(e.num_tokens, 16) for e in readout]
+    assert bank.frames_added == 10_000
+
+
+# ---------------------------------------------------------------- resize
+def test_area_resize_12_to_6_is_a_2x2_average():
+    x = torch.randn(144, 5)
+    got = resize_token_grid(x, (12, 12), (6, 6), "area")
+    want = F.avg_pool2d(x.reshape(12, 12, 5).permute(2, 0, 1), 2).permute(1, 2, 0).reshape(36, 5)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_area_resize_12_to_8_averages_overlapping_cells():
+    """adaptive pooling: output row i covers input rows floor(12i/8) .. ceil(12(i+1)/8) - 1."""
+    x = torch.arange(144, dtype=torch.float32).reshape(144, 1)
+    got = resize_token_grid(x, (12, 12), (8, 8), "area").reshape(8, 8)
+    grid = x.reshape(12, 12)
+    assert got[0, 0] == grid[0:2, 0:2].mean()
+    assert got[1, 1] == grid[1:3, 1:3].mean()
+    assert got[7, 7] == grid[10:12, 10:12].mean()
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+@pytest.mark.parametrize("src, dst", [((12, 12), (8, 8)), ((8, 8), (6, 6)), ((12, 12), (6, 6))])
+def test_constant_grid_stays_constant(mode, src, dst):
+    v = torch.randn(7)
+    out = resize_token_grid(v.expand(src[0] * src[1], -1), src, dst, mode)
+    assert out.shape == (dst[0] * dst[1], 7)
+    assert torch.allclose(out, v.expand_as(out), atol=1e-5)
+
+
+def test_bilinear_mode_is_antialiased():
+    """A one-cell checkerboard averages to its mean under antialiased resizing.
+
+    At 12 -> 6 the triangle filter weights 4 input cells by 1/8, 3/8, 3/8, 1/8 per
+    axis, so interior outputs are exactly 0.5; the filter is truncated at the border.
+    """
+    board = ((torch.arange(12)[:, None] + torch.arange(12)[None, :]) % 2).float().reshape(144, 1)
+    out = resize_token_grid(board, (12, 12), (6, 6), "bilinear").reshape(6, 6)
+    assert torch.allclose(out[1:-1, 1:-1], torch.full((4, 4), 0.5), atol=1e-6)
+    assert (out - 0.5).abs().max() < 0.02
+
+
+def test_resize_keeps_dtype():
+    x = torch.randn(144, 8, dtype=torch.bfloat16)
+    assert resize_token_grid(x, (12, 12), (8, 8)).dtype == torch.bfloat16
+
+
+# ----------------------------------------------------------------- merge
+def test_last_tier_merge_is_weighted_by_frames_summarised():
+    """Capacities (1, 1): every frame ends in one long entry; the mean is weighted, not pairwise."""
+    bank = HierarchicalMemoryBank(memory_capacities=(1, 1), memory_reduced_sizes=(1, 1),
+                                  mm_hidden_size=2, memory_tier_names=("short", "long"))
+    values = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 4.0]]), torch.tensor([[3.0, 3.0]]),
+              torch.tensor([[9.0, 1.0]])]
+    for i, v in enumerate(values):
+        bank.add(v, i, float(i))
+    (long,) = bank.tiers()["long"]
+    # long holds frames 0..2 (frame 3 is in short): (a + b + c) / 3, not ((a + b) / 2 + c) / 2.
+    assert long.num_frames == 3 and (long.frame_index, long.last_frame_index) == (0, 2)
+    assert (long.timestamp, long.end_timestamp) == (0.0, 2.0)
+    assert torch.allclose(long.tokens, (values[0] + values[1] + values[2]) / 3)
+    assert bank.stats()["tiers"]["long"]["merges"] == 2
+
+
+# ------------------------------------------------------------- retrieval
+def test_retrieve_orders_by_similarity_and_applies_threshold_and_k():
+    bank = HierarchicalMemoryBank(memory_capacities=(8,), memory_reduced_sizes=(4,), mm_hidden_size=4,
+                                  memory_tier_names=("short",))
+    angles = [0, 50, 10, 80, 25]
+    for i, deg in enumerate(angles):
+        bank.add(constant_grid(plane_vector(deg), 4), i, float(i))
+    hits = bank.retrieve(plane_vector(20), threshold=0.8)
+    # cos(20-deg) >= 0.8 keeps |20 - deg| <= 36.87 degrees: 25, 10, 0, 50 in that order.
+    assert frame_ids(e for e, _ in hits) == [4, 2, 0, 1]
+    assert [round(s, 5) for _, s in hits] == [round(math.cos(math.radians(d)), 5) for d in (5, 10, 20, 30)]
+    assert frame_ids(e for e, _ in bank.retrieve(plane_vector(20), k=2, threshold=0.8)) == [4, 2]
+    assert frame_ids(e for e, _ in bank.retrieve(plane_vector(20))) == [4, 2, 0, 1]  # config default 0.8
+    assert bank.retrieve(plane_vector(20), threshold=0.999) == []
+    tokens_query = constant_grid(plane_vector(80), 3)
+    assert frame_ids(e for e, _ in bank.retrieve(tokens_query, k=1)) == [3]
+
+
+def test_retrieve_rejects_bad_queries():
+    bank = HierarchicalMemoryBank(**SMALL)
+    with pytest.raises(MemoryBankError, match="query"):
+        bank.retrieve(torch.zeros(5))
+    with pytest.raises(MemoryBankError, match="k must"):
+        bank.retrieve(torch.zeros(4), k=0)
+    assert bank.retrieve(torch.ones(4)) == []
+
+
+# ----------------------------------------------------------------- state
+def _filled_bank(n=23, seed=0):
+    bank = HierarchicalMemoryBank(mm_hidden_size=8)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        bank.add(torch.randn(144, 8, generator=g), i, i * 0.25)
+    return bank
+
+
+def test_state_dict_round_trip_is_exact_and_continues_identically(tmp_path):
+    bank = _filled_bank()
+    copy = HierarchicalMemoryBank(mm_hidden_size=8)
+    copy.load_state_dict(bank.state_dict())
+    assert same(snapshot(copy), snapshot(bank))
+    path = tmp_path / "bank.safetensors"
+    bank.save(path)
+    loaded = HierarchicalMemoryBank.load(path)
+    assert loaded.config == bank.config
+    assert same(snapshot(loaded), snapshot(bank))
+    g = torch.Generator().manual_seed(1)
+    for i in range(23, 40):
+        x = torch.randn(144, 8, generator=g)
+        for b in (bank, copy, loaded):
+            b.add(x, i, i * 0.25)
+    assert same(snapshot(copy), snapshot(bank)) and same(snapshot(loaded), snapshot(bank))
+    with pytest.raises(MemoryBankError, match="already added"):
+        loaded.add(torch.randn(144, 8), 3, 100.0)
+
+
+def test_load_state_dict_rejects_another_config():
+    with pytest.raises(MemoryConfigError, match="saved with config"):
+        HierarchicalMemoryBank(**SMALL).load_state_dict(_filled_bank().state_dict())
+
+
+def test_load_rejects_missing_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        HierarchicalMemoryBank.load(tmp_path / "nope.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(MemoryBankError, match="not a saved"):
+        HierarchicalMemoryBank.load(tmp_path / "other.safetensors")
+
+
+def test_clear_empties_the_bank_and_allows_a_new_stream():
+    bank = _filled_bank()
+    bank.clear()
+    assert len(bank) == 0 and bank.readout() == [] and bank.num_tokens == 0
+    assert bank.stats()["frames_added"] == 0
+    assert all(t["evictions"] == 0 for t in bank.stats()["tiers"].values())
+    bank.add(torch.randn(144, 8), 0, 0.0)  # time order restarts
+    assert frame_ids(bank.readout()) == [0]
+
+
+def test_stats_reports_bytes_per_tier():
+    bank = _filled_bank()
+    tiers = bank.stats()["tiers"]
+    assert tiers["short"]["bytes"] == 8 * 144 * 8 * 4
+    assert tiers["mid"]["bytes"] == 4 * 64 * 8 * 4
+    assert tiers["long"]["bytes"] == 36 * 8 * 4
+    assert bank.stats()["tokens"] == 1444
+
+
+def test_views_into_larger_buffers_are_copied():
+    batch = torch.randn(4, 144, 8)
+    bank = HierarchicalMemoryBank(mm_hidden_size=8)
+    bank.add(batch[1], 0, 0.0)
+    stored = bank.readout()[0].tokens
+    assert torch.equal(stored, batch[1])
+    assert stored.untyped_storage().nbytes() == 144 * 8 * 4
+
+
+# ------------------------------------------------------------- bad input
+BAD = [
+    (lambda: torch.randn(2, 144, 8), 5, 9.0, "2x144 grid, not a square"),
+    (lambda: torch.randn(1, 2, 144, 8), 5, 9.0, "rank 4"),
+    (lambda: torch.randn(1152), 5, 9.0, "rank 1"),
+    (lambda: torch.randn(143, 8), 5, 9.0, "not a square grid"),
+    (lambda: torch.randn(144, 7), 5, 9.0, "mm_hidden_size=8"),
+    (lambda: torch.randn(64, 8), 5, 9.0, "8x8 token grid"),
+    (lambda: torch.randn(12, 12, 8).index_put_((torch.tensor(3),), torch.tensor(float("nan"))), 5, 9.0, "NaN"),
+    (lambda: torch.full((144, 8), float("inf")), 5, 9.0, "NaN or Inf"),
+    (lambda: torch.randn(144, 8), 5, 1.0, "earlier than the last"),
+    (lambda: torch.randn(144, 8), 4, 9.0, "already added"),
+    (lambda: torch.randn(144, 8), 2, 9.0, "already added"),
+    (lambda: torch.randint(0, 9, (144, 8)), 5, 9.0, "floating-point"),
+    (lambda: [[0.0] * 8] * 144, 5, 9.0, "torch.Tensor"),
+    (lambda: torch.randn(144, 8), "x", 9.0, "frame_index"),
+    (lambda: torch.randn(144, 8), 5, float("nan"), "finite"),
+    (lambda: torch.randn(144, 8), 5, "later", "seconds"),
+]
+
+
+@pytest.mark.parametrize("make, frame_index, timestamp, message", BAD)
+def test_bad_input_raises_and_leaves_the_bank_unchanged(make, frame_index, timestamp, message):
+    bank = HierarchicalMemoryBank(mm_hidden_size=8)
+    for i in range(5):
+        bank.add(torch.randn(144, 8), i, 2.0 * i)  # last: frame 4 at 8.0 s
+    before = snapshot(bank)
+    with pytest.raises(MemoryBankError, match=message):
+        bank.add(make(), frame_index, timestamp)
+    assert same(snapshot(bank), before)
+    bank.add(torch.randn(12, 12, 8), 5, 8.0)  # (h, w, C) input and an equal timestamp are fine
+    assert frame_ids(bank.readout())[-1] == 5
+
+
+def test_errors_are_value_errors():
+    assert issubclass(MemoryBankError, ValueError) and issubclass(MemoryConfigError, ValueError)
