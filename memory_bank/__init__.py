@@ -10,6 +10,7 @@ from .config import MemoryBankConfig
 from .errors import MemoryBankError, MemoryConfigError
 from .hierarchical import HierarchicalMemoryBank, pooled_descriptor
 from .resize import resize_token_grid
+from .unbounded import UnboundedMemory
 
 __all__ = [
     "FeatureAdapter",
@@ -22,4 +23,5 @@ __all__ = [
     "check_frame",
     "pooled_descriptor",
     "resize_token_grid",
+    "UnboundedMemory",
 ]

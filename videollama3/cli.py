@@ -1,0 +1,191 @@
+"""``vl3mem``: answer questions on a streaming video; benchmarks.
+
+Bad input (missing or broken video, bad question time, unknown memory, an
+unreachable model) exits with status 2 and one line on stderr. A video whose
+decoding breaks off half way answers the questions it reached, reports where
+decoding stopped, and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from memory_bank import MemoryBankError
+
+from .errors import ModelLoadError, QuestionError, VideoError
+
+MEMORY_NAMES = ("hierarchical", "none")
+
+
+class UsageError(ValueError):
+    """A command-line argument that makes no sense."""
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
+    """``[(question, time or None)]`` from ``-q/--at`` and ``--questions``."""
+    if len(args.at) > len(args.question):
+        raise UsageError(f"{len(args.at)} --at times for {len(args.question)} questions; give one -q per --at")
+    questions: list[tuple[str, float | None]] = [
+        (q, args.at[i] if i < len(args.at) else None) for i, q in enumerate(args.question)
+    ]
+    if args.questions:
+        path = Path(args.questions)
+        if not path.is_file():
+            raise QuestionError(f"no such questions file: {path}")
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                questions.append((str(record["question"]), record.get("time")))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise QuestionError(
+                    f"{path} line {n}: expected a JSON object with 'question' (and optional 'time'), "
+                    f"got {line[:60]!r} ({e.__class__.__name__})"
+                ) from None
+    if not questions:
+        raise UsageError("no question given; use -q TEXT (and --at SECONDS) or --questions FILE.jsonl")
+    return questions
+
+
+def _print_answer(a: dict[str, Any]) -> None:
+    print(f"\n[{a['time']:.1f}s] Q: {a['question']}")
+    print(f"  A: {a['answer']}")
+    print(f"  latency {a['latency_s'] * 1000:.0f} ms, {a['visual_tokens']} visual tokens, {a['frames_seen']} frames seen")
+    for name, times in a["tiers"].items():
+        shown = ", ".join(f"{t[0]:.1f}-{t[1]:.1f}s" if isinstance(t, list) else f"{t:.1f}s" for t in times)
+        print(f"  {name:>6}: {shown or '-'}")
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    """Stream a video, answer each question when the stream reaches its time."""
+    from tqdm import tqdm
+
+    from .model import VideoLlama3WithMemory
+    from .models import load_model
+    from .session import StreamingSession, check_question_time
+    from .video import iter_frames, probe_video
+
+    if args.memory not in MEMORY_NAMES:
+        raise UsageError(f"unknown memory {args.memory!r}; known: {', '.join(MEMORY_NAMES)}")
+    if not args.fps > 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    info = probe_video(args.video)
+    questions = [(q, check_question_time(t, info.duration) if t is not None else None) for q, t in _read_questions(args)]
+    pending = sorted(range(len(questions)), key=lambda i: (questions[i][1] is None, questions[i][1] or 0.0))
+
+    model, tokenizer = load_model(args.model, device=args.device)
+    wrapped = VideoLlama3WithMemory(model, tokenizer, enable_memory_bank=args.memory != "none")
+    session = StreamingSession(wrapped, frame_size=args.frame_size)
+    answers: dict[int, dict[str, Any]] = {}
+
+    def ask_due(now: float | None) -> None:
+        while pending and (now is None or (questions[pending[0]][1] is not None and questions[pending[0]][1] < now)):
+            i = pending.pop(0)
+            a = session.ask(questions[i][0], max_new_tokens=args.max_new_tokens).to_dict()
+            a["asked_at"] = questions[i][1]
+            answers[i] = a
+
+    stopped_at = None
+    expected = math.ceil(info.duration * args.fps) if info.duration else None
+    with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
+        try:
+            for frame, t in iter_frames(args.video, fps=args.fps):
+                ask_due(t)  # questions strictly before this frame see only earlier frames
+                session.push_frame(frame, t)
+                bar.update(1)
+        except VideoError as e:
+            stopped_at = e.stopped_at if e.stopped_at is not None else 0.0
+            print(f"vl3mem: warning: {e}", file=sys.stderr)
+    if stopped_at is None:
+        ask_due(None)
+    else:
+        ask_due(stopped_at + 1e-9)
+
+    ordered = [answers[i] for i in sorted(answers)]
+    for a in ordered:
+        _print_answer(a)
+    unanswered = [{"question": q, "asked_at": t} for i, (q, t) in enumerate(questions) if i not in answers]
+    for u in unanswered:
+        print(f"\n[{u['asked_at']}s] not answered: decoding stopped at {stopped_at:.2f}s before this time")
+    if args.output:
+        report = {
+            "video": str(args.video), "duration_s": info.duration, "model": args.model, "memory": args.memory,
+            "fps": args.fps, "frames_encoded": session.frames_seen, "answers": ordered,
+            "unanswered": unanswered, "decoding_stopped_at": stopped_at,
+        }
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2))
+    return 1 if stopped_at is not None else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark: ``memory`` (memory_bank.bench) or ``stream`` (videollama3.bench)."""
+    if args.target == "memory":
+        from memory_bank.bench import main as bench_memory
+
+        bench_memory(args.rest)
+    else:
+        from .bench import main as bench_stream
+
+        bench_stream(args.rest)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vl3mem", description="Streaming video questions with VideoLLaMA3 and a bounded memory.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("answer", help="answer questions on a video while it streams")
+    p.add_argument("video", help="video file (anything FFmpeg reads)")
+    p.add_argument("-q", "--question", action="append", default=[], help="question text (repeatable)")
+    p.add_argument("--at", action="append", type=float, default=[],
+                   help="time in seconds of the matching -q (repeatable; a question without one is asked at the end)")
+    p.add_argument("--questions", help="JSONL file of {\"question\": ..., \"time\": seconds (optional)}")
+    p.add_argument("--model", default="lkhl/VideoLLaMA3-2B-Image-HF", help="'tiny', a hub id or a local folder")
+    p.add_argument("--memory", default="hierarchical", help=f"memory backend: {', '.join(MEMORY_NAMES)}")
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument("--frame-size", type=int, default=336, help="frame side in pixels (336 -> 144 tokens)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--output", help="write the answers as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_answer)
+    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add) or stream (question latency)")
+    b.add_argument("target", choices=["memory", "stream"])
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vl3mem`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except (VideoError, ModelLoadError, QuestionError, MemoryBankError, UsageError) as e:
+        print(f"vl3mem: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vl3mem: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Errors of the VideoLLaMA3 hook, the streaming session and the CLI.
+
+All are :class:`ValueError` subclasses carrying a one-line message meant for the
+user; the CLI prints it and exits with status 2.
+"""
+
+
+class VideoError(ValueError):
+    """A video that cannot be opened or decoded (missing, not a video, empty, truncated).
+
+    Attributes:
+        path: the video's path.
+        stopped_at: seconds of video decoded before the failure (None when it
+            failed before the first frame).
+    """
+
+    def __init__(self, message: str, path: str = "", stopped_at: float | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.stopped_at = stopped_at
+
+
+class ModelLoadError(ValueError):
+    """A model or tokenizer that cannot be loaded (unreachable hub id, bad folder)."""
+
+
+class QuestionError(ValueError):
+    """A question that cannot be asked (time outside the video, empty text, bad file)."""

@@ -1,0 +1,158 @@
+"""StreamingSession: push frames as they arrive, ask questions at any moment."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from memory_bank import HierarchicalMemoryBank, MemoryBackend, MemoryBankError, UnboundedMemory
+
+from .errors import QuestionError
+from .model import VideoLlama3WithMemory
+from .preprocess import preprocess_frames
+
+
+@dataclass
+class Answer:
+    """One answered question and the memory state it was answered from.
+
+    Attributes:
+        question: the text asked.
+        time: stream time of the question, seconds (the last frame pushed).
+        answer: generated text.
+        latency_s: wall time of :meth:`StreamingSession.ask`, seconds.
+        visual_tokens: visual tokens given to the language model.
+        frames_seen: frames pushed before the question.
+        tiers: ``{tier name: [frame timestamps (s) of its entries]}``; a merged
+            entry appears as ``[start, end]``.
+    """
+
+    question: str
+    time: float
+    answer: str
+    latency_s: float
+    visual_tokens: int
+    frames_seen: int
+    tiers: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def tier_layout(memory: MemoryBackend) -> dict[str, list[Any]]:
+    """Frame times held per tier: ``{name: [t, ...]}``, merged entries as ``[start, end]``."""
+    names = getattr(getattr(memory, "config", memory), "memory_tier_names", None) or ()
+    layout: dict[str, list[Any]] = {name: [] for name in names}
+    for e in memory.readout():
+        name = names[e.tier] if e.tier < len(names) else f"tier{e.tier}"
+        layout.setdefault(name, []).append(
+            [round(e.timestamp, 3), round(e.end_timestamp, 3)] if e.is_merged else round(e.timestamp, 3)
+        )
+    return layout
+
+
+class StreamingSession:
+    """One model, one memory backend and a clock (DESIGN.md section 7).
+
+    :meth:`push_frame` preprocesses and encodes that one frame once and adds it
+    to the memory; :meth:`ask` answers from the memory readout at the current
+    stream time. No frame is encoded twice and nothing pushed after a question
+    can influence its answer.
+
+    Args:
+        model: the wrapped VideoLLaMA3.
+        memory: a memory backend; default: a ``HierarchicalMemoryBank`` with the
+            model's memory config, or every frame (``UnboundedMemory``) when the
+            model's memory is disabled.
+        frame_size: frames are resized to ``frame_size`` x ``frame_size`` (336 -> 144 tokens).
+    """
+
+    def __init__(self, model: VideoLlama3WithMemory, memory: MemoryBackend | None = None, frame_size: int = 336) -> None:
+        if memory is None:
+            memory = (HierarchicalMemoryBank(model.memory_config) if model.enable_memory_bank
+                      else UnboundedMemory(model.model.config.vision_config.hidden_size))
+        self.model = model
+        self.memory = memory
+        self.frame_size = frame_size
+        self.frames_seen = 0
+        self.time: float | None = None
+        self.history: list[tuple[str, str]] = []
+
+    def reset(self) -> None:
+        """Forget the stream: clear the memory, the clock and the dialogue."""
+        self.memory.clear()
+        self.frames_seen, self.time, self.history = 0, None, []
+
+    def push_frame(self, frame: np.ndarray | torch.Tensor, timestamp: float) -> None:
+        """Encode one frame and add it to the memory.
+
+        Args:
+            frame: ``(H, W, 3)`` uint8 RGB.
+            timestamp: seconds since the start of the stream, not earlier than the last frame's.
+
+        Raises:
+            ValueError: for a frame of the wrong shape or dtype (from preprocessing).
+            MemoryBankError: for a timestamp earlier than the last one; the session is unchanged.
+        """
+        if self.time is not None and timestamp < self.time:
+            raise MemoryBankError(f"frame at {timestamp:.3f}s arrived after one at {self.time:.3f}s; push frames in time order")
+        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_size, device=self.model.device)
+        (tokens,) = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
+        self.memory.add(tokens, self.frames_seen, timestamp, frame=frame)
+        self.frames_seen += 1
+        self.time = float(timestamp)
+
+    def ask(self, question: str, max_new_tokens: int = 64, keep_history: bool = False, **generate_kwargs) -> Answer:
+        """Answer ``question`` from what the memory holds now.
+
+        Args:
+            question: non-empty text.
+            max_new_tokens: generation budget.
+            keep_history: add this turn to the dialogue that later questions see.
+            **generate_kwargs: passed to ``model.generate`` (greedy by default).
+
+        Raises:
+            QuestionError: for an empty question.
+        """
+        if not isinstance(question, str) or not question.strip():
+            raise QuestionError("the question is empty; give some text to ask")
+        start = time.perf_counter()
+        entries = self.memory.readout()
+        text = self.model.generate(entries, question, max_new_tokens, self.history, **generate_kwargs)
+        latency = time.perf_counter() - start
+        if hasattr(self.memory, "mark_prompted") and self.frames_seen:
+            self.memory.mark_prompted(self.frames_seen - 1)
+        if keep_history:
+            self.history.append((question, text))
+        return Answer(
+            question=question,
+            time=self.time if self.time is not None else 0.0,
+            answer=text,
+            latency_s=latency,
+            visual_tokens=sum(e.num_tokens for e in entries),
+            frames_seen=self.frames_seen,
+            tiers=tier_layout(self.memory),
+        )
+
+
+def check_question_time(t: float, duration: float) -> float:
+    """Validate a question time in seconds against the video's duration.
+
+    Raises:
+        QuestionError: for a negative, non-finite, or past-the-end time.
+    """
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise QuestionError(f"question time must be a number of seconds, got {t!r}") from None
+    if not math.isfinite(t) or t < 0:
+        raise QuestionError(f"question time {t} s is negative or not finite; times are seconds from the start")
+    if duration > 0 and t > duration + 1e-6:
+        raise QuestionError(f"question time {t:.2f} s is beyond the end of the video ({duration:.2f} s)")
+    return t

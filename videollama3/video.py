@@ -1,0 +1,133 @@
+"""Frame decoding with PyAV at a target frame rate, lazily."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import VideoError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video stream.
+
+    Attributes:
+        path: the file.
+        duration: seconds (from the stream, else the container; 0.0 when unknown).
+        fps: average frame rate in frames per second (0.0 when unknown).
+        width, height: frame size in pixels.
+        num_frames: frames in the stream as the container reports it (0 when unknown).
+    """
+
+    path: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"no such video file: {path}", str(path))
+    if not path.is_file():
+        raise VideoError(f"not a file: {path}", str(path))
+    if path.stat().st_size == 0:
+        raise VideoError(f"video file is empty: {path}", str(path))
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoError(f"cannot open {path} as a video ({e.__class__.__name__}: {e})", str(path)) from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path} has no video stream", str(path))
+    return container
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read a video's duration, frame rate and size without decoding it.
+
+    Raises:
+        VideoError: when the file is missing, empty, not a video or has no video stream.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        return VideoInfo(str(path), duration, fps, stream.codec_context.width, stream.codec_context.height,
+                         int(stream.frames or 0))
+
+
+def iter_frames(
+    path: str | Path, fps: float | None = 1.0, start: float = 0.0, end: float | None = None
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield ``(frame, timestamp_s)`` sampled at ``fps``, decoding lazily.
+
+    The k-th sample is the first decoded frame whose presentation time is at or
+    after ``start + k / fps`` (all frames when ``fps`` is None), so only one frame
+    is held at a time and a 10-minute video never sits in memory.
+
+    Args:
+        path: video file.
+        fps: target frames per second (> 0), or None for every frame.
+        start: first time to sample, seconds.
+        end: stop after this time, seconds (None: to the end).
+
+    Yields:
+        ``frame``: ``(H, W, 3)`` uint8 RGB numpy array; ``timestamp_s``: its
+        presentation time in seconds from the start of the stream.
+
+    Raises:
+        VideoError: when the video cannot be opened, yields no frame, or breaks
+            off while decoding (``stopped_at`` gives the last time decoded).
+    """
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise VideoError(f"fps must be a positive number, got {fps!r}", str(path))
+    container = _open(path)
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    time_base = float(stream.time_base) if stream.time_base else 0.0
+    t0 = None
+    next_time = start
+    last_time = None
+    yielded = 0
+    try:
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                if t0 is None:  # streams may not start at pts 0
+                    t0 = float(stream.start_time * time_base) if stream.start_time is not None else frame.pts * time_base
+                t = frame.pts * time_base - t0
+                last_time = t
+                if end is not None and t > end:
+                    break
+                if t + 1e-6 < next_time:
+                    continue
+                yield frame.to_ndarray(format="rgb24"), round(t, 6)
+                yielded += 1
+                if fps is not None:
+                    # skip ahead by whole sample periods (a frame can cover several)
+                    next_time = start + (math.floor((t - start) * fps + 1e-6) + 1) / fps
+        except (av.error.FFmpegError, UnicodeDecodeError) as e:
+            raise VideoError(
+                f"decoding {path} stopped at {last_time or 0.0:.2f}s ({e.__class__.__name__}: {e})",
+                str(path),
+                stopped_at=last_time,
+            ) from None
+    finally:
+        container.close()
+    if yielded == 0 and start == 0.0:
+        raise VideoError(f"{path} contains no decodable video frame", str(path), stopped_at=None)
