@@ -79,7 +79,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     from .model import VideoLlama3WithMemory
     from .models import load_model
-    from .session import StreamingSession, check_question_time
+    from .session import StreamingSession, check_question_time, run_stream
     from .video import iter_frames, probe_video
 
     if args.memory not in MEMORY_NAMES:
@@ -88,35 +88,18 @@ def cmd_answer(args: argparse.Namespace) -> int:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     info = probe_video(args.video)
     questions = [(q, check_question_time(t, info.duration) if t is not None else None) for q, t in _read_questions(args)]
-    pending = sorted(range(len(questions)), key=lambda i: (questions[i][1] is None, questions[i][1] or 0.0))
 
     model, tokenizer = load_model(args.model, device=args.device)
     wrapped = VideoLlama3WithMemory(model, tokenizer, enable_memory_bank=args.memory != "none")
     session = StreamingSession(wrapped, frame_size=args.frame_size)
-    answers: dict[int, dict[str, Any]] = {}
-
-    def ask_due(now: float | None) -> None:
-        while pending and (now is None or (questions[pending[0]][1] is not None and questions[pending[0]][1] < now)):
-            i = pending.pop(0)
-            a = session.ask(questions[i][0], max_new_tokens=args.max_new_tokens).to_dict()
-            a["asked_at"] = questions[i][1]
-            answers[i] = a
-
-    stopped_at = None
     expected = math.ceil(info.duration * args.fps) if info.duration else None
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
-        try:
-            for frame, t in iter_frames(args.video, fps=args.fps):
-                ask_due(t)  # questions strictly before this frame see only earlier frames
-                session.push_frame(frame, t)
-                bar.update(1)
-        except VideoError as e:
-            stopped_at = e.stopped_at if e.stopped_at is not None else 0.0
-            print(f"vl3mem: warning: {e}", file=sys.stderr)
-    if stopped_at is None:
-        ask_due(None)
-    else:
-        ask_due(stopped_at + 1e-9)
+        result = run_stream(session, iter_frames(args.video, fps=args.fps), questions, args.max_new_tokens,
+                            on_frame=lambda: bar.update(1))
+    stopped_at = result.stopped_at
+    if result.error:
+        print(f"vl3mem: warning: {result.error}", file=sys.stderr)
+    answers = {i: {**a.to_dict(), "asked_at": questions[i][1]} for i, a in result.answers.items()}
 
     ordered = [answers[i] for i in sorted(answers)]
     for a in ordered:

@@ -156,3 +156,69 @@ def check_question_time(t: float, duration: float) -> float:
     if duration > 0 and t > duration + 1e-6:
         raise QuestionError(f"question time {t:.2f} s is beyond the end of the video ({duration:.2f} s)")
     return t
+
+
+@dataclass
+class StreamResult:
+    """What :func:`run_stream` produced.
+
+    Attributes:
+        answers: ``{question position: Answer}`` for every question reached.
+        stopped_at: seconds decoded before the frame source failed (None when it ran to the end).
+        error: the failure's message, when it failed.
+    """
+
+    answers: dict[int, Answer]
+    stopped_at: float | None = None
+    error: str | None = None
+
+
+def run_stream(
+    session: StreamingSession,
+    frames,
+    questions: list[tuple[str, float | None]],
+    max_new_tokens: int = 64,
+    on_frame=None,
+    **generate_kwargs,
+) -> StreamResult:
+    """Push frames into ``session`` and ask each question when the stream reaches its time.
+
+    A question at time ``q`` is asked after every frame with timestamp ``<= q``
+    and before any later frame is pushed, so nothing after ``q`` reaches its
+    answer. Questions without a time are asked after the last frame.
+
+    Args:
+        session: a fresh (or continuing) streaming session.
+        frames: iterable of ``(frame (H, W, 3) uint8, timestamp_s)`` in time order.
+        questions: ``[(text, time in seconds or None)]``.
+        max_new_tokens: generation budget per answer.
+        on_frame: called with no argument after each frame (progress bars).
+
+    Returns:
+        A :class:`StreamResult`. When the frame source raises :class:`VideoError`
+        part way, the questions up to the last decoded frame are answered and
+        the others are left out.
+    """
+    from .errors import VideoError
+
+    order = sorted(range(len(questions)), key=lambda i: (questions[i][1] is None, questions[i][1] or 0.0))
+    answers: dict[int, Answer] = {}
+
+    def ask_until(now: float | None) -> None:
+        while order and (now is None or (questions[order[0]][1] is not None and questions[order[0]][1] < now)):
+            i = order.pop(0)
+            answers[i] = session.ask(questions[i][0], max_new_tokens=max_new_tokens, **generate_kwargs)
+
+    try:
+        for frame, t in frames:
+            ask_until(t)
+            session.push_frame(frame, t)
+            if on_frame is not None:
+                on_frame()
+    except VideoError as e:
+        stopped = e.stopped_at if e.stopped_at is not None else (session.time or 0.0)
+        last = session.time if session.time is not None else -1.0
+        ask_until(last + 1e-9)
+        return StreamResult(answers, stopped_at=stopped, error=str(e))
+    ask_until(None)
+    return StreamResult(answers)

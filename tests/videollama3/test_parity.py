@@ -1,0 +1,135 @@
+"""The hook against transformers' native VideoLLaMA3 forward (tiny model, real frames)."""
+
+import numpy as np
+import pytest
+import torch
+
+from memory_bank import HierarchicalMemoryBank, UnboundedMemory
+from videollama3.model import VideoLlama3WithMemory
+from videollama3.preprocess import preprocess_frames
+from videollama3.session import StreamingSession, run_stream
+
+
+def native_inputs(wrapped, frames, question):
+    """Inputs of the native model for a video of these frames (one video, grid [T, 24, 24])."""
+    pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack([f for f, _ in frames]))
+    video_grid_thw = torch.tensor([[len(frames), grid_thw[0, 1], grid_thw[0, 2]]])
+    entries = UnboundedMemory(wrapped.model.config.vision_config.hidden_size)
+    for i, (f, t) in enumerate(frames):  # only the prompt text: 144 pads per frame at its time
+        entries.add(torch.zeros(144, entries.mm_hidden_size), i, t)
+    text = wrapped.build_prompt(entries.readout(), question)
+    input_ids = wrapped.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    return dict(input_ids=input_ids, pixel_values_videos=pixel_values, video_grid_thw=video_grid_thw,
+                video_merge_sizes=merge_sizes[:1])
+
+
+def capture_llm_inputs(model):
+    """Record inputs_embeds handed to the language model on each forward."""
+    seen = []
+    handle = model.model.language_model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["inputs_embeds"].detach().clone()), with_kwargs=True)
+    return seen, handle
+
+
+def test_memory_disabled_logits_equal_the_native_forward(tiny, bikes_frames):
+    model, tokenizer = tiny
+    wrapped = VideoLlama3WithMemory(model, tokenizer, enable_memory_bank=False)
+    session = StreamingSession(wrapped)
+    assert isinstance(session.memory, UnboundedMemory)
+    for f, t in bikes_frames:
+        session.push_frame(f, t)
+    question = "What is moving on the street?"
+    ours = wrapped.prepare_inputs(session.memory.readout(), question)
+    native = native_inputs(wrapped, bikes_frames, question)
+    assert torch.equal(ours["input_ids"], native["input_ids"])
+    with torch.no_grad():
+        logits_native = model(**native).logits
+        logits_ours = model(inputs_embeds=ours["inputs_embeds"], attention_mask=ours["attention_mask"]).logits
+    assert logits_native.shape == logits_ours.shape == (1, native["input_ids"].shape[1], len(tokenizer))
+    torch.testing.assert_close(logits_ours, logits_native, rtol=1e-5, atol=1e-5)
+
+
+def test_memory_on_all_frames_in_short_tier_gives_the_native_input_embeddings(tiny, bikes_frames):
+    model, tokenizer = tiny
+    wrapped = VideoLlama3WithMemory(model, tokenizer, enable_memory_bank=True)  # adapter at init
+    session = StreamingSession(wrapped)
+    assert isinstance(session.memory, HierarchicalMemoryBank)
+    for f, t in bikes_frames:  # 6 frames <= short capacity 8
+        session.push_frame(f, t)
+    assert [e.tier for e in session.memory.readout()] == [0] * 6
+    question = "Where are the bikes?"
+    native = native_inputs(wrapped, bikes_frames, question)
+    seen, handle = capture_llm_inputs(model)
+    try:
+        with torch.no_grad():
+            model(**native)
+        ours = wrapped.prepare_inputs(session.memory.readout(), question)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(ours["inputs_embeds"], seen[0], rtol=1e-6, atol=1e-6)
+
+
+def test_each_frame_is_encoded_once(tiny, bikes_frames):
+    model, tokenizer = tiny
+    session = StreamingSession(VideoLlama3WithMemory(model, tokenizer))
+    calls = []
+    handle = model.model.vision_model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        questions = [("first?", 1.0), ("second?", 1.0), ("third?", 3.5), ("last?", None)]
+        result = run_stream(session, iter(bikes_frames), questions, max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert len(calls) == len(bikes_frames) == session.frames_seen
+    assert [result.answers[i].frames_seen for i in range(4)] == [2, 2, 4, 6]
+
+
+@pytest.mark.parametrize("altered_from", [4, 2])
+def test_no_future_frame_reaches_an_answer(tiny, bikes_frames, altered_from):
+    """A question at 3.0 s sees frames 0..3; altering frames >= 4 changes nothing,
+    altering frame 2 (the control) changes the language-model input."""
+    model, tokenizer = tiny
+    altered = [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]
+    prefills = []
+    for frames in (bikes_frames, altered):
+        session = StreamingSession(VideoLlama3WithMemory(model, tokenizer))
+        seen, handle = capture_llm_inputs(model)
+        try:
+            result = run_stream(session, iter(frames), [("What happened?", 3.0)], max_new_tokens=3)
+        finally:
+            handle.remove()
+        assert session.frames_seen == 6 and result.answers[0].frames_seen == 4
+        prefills.append((seen[0], result.answers[0].answer))
+    same = torch.equal(prefills[0][0], prefills[1][0])
+    assert same == (altered_from == 4)
+    if same:
+        assert prefills[0][1] == prefills[1][1]
+
+
+def test_bounded_memory_keeps_the_prompt_bounded(tiny, videos):
+    from videollama3.video import iter_frames
+
+    model, tokenizer = tiny
+    session = StreamingSession(VideoLlama3WithMemory(model, tokenizer))
+    for f, t in iter_frames(videos / "vtest.avi", fps=1, end=20):
+        session.push_frame(f, t)
+    answer = session.ask("Who walks by?", max_new_tokens=2)
+    assert session.frames_seen == 21
+    assert answer.visual_tokens == 1444
+    assert [len(v) for v in answer.tiers.values()] == [8, 4, 1]
+    assert isinstance(answer.tiers["long"][0], list)  # merged entry: [start, end]
+
+
+def test_session_rejects_frames_out_of_order_and_empty_questions(tiny, bikes_frames):
+    from memory_bank import MemoryBankError
+    from videollama3.errors import QuestionError
+
+    model, tokenizer = tiny
+    session = StreamingSession(VideoLlama3WithMemory(model, tokenizer))
+    session.push_frame(*bikes_frames[1])
+    with pytest.raises(MemoryBankError, match="time order"):
+        session.push_frame(*bikes_frames[0])
+    assert session.frames_seen == 1
+    with pytest.raises(QuestionError, match="empty"):
+        session.ask("  ")
+    with pytest.raises(ValueError, match="uint8"):
+        session.push_frame(bikes_frames[2][0].astype(np.float32), 5.0)
