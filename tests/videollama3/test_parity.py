@@ -133,3 +133,19 @@ def test_session_rejects_frames_out_of_order_and_empty_questions(tiny, bikes_fra
         session.ask("  ")
     with pytest.raises(ValueError, match="uint8"):
         session.push_frame(bikes_frames[2][0].astype(np.float32), 5.0)
+
+
+def test_encode_images_with_memory_matches_the_streaming_session(tiny, bikes_frames):
+    """Batch entry point (training, evaluation): same memory as pushing frames one by one."""
+    model, tokenizer = tiny
+    wrapped = VideoLlama3WithMemory(model, tokenizer)
+    pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack([f for f, _ in bikes_frames]))
+    bank = HierarchicalMemoryBank(wrapped.memory_config)
+    entries = wrapped.encode_images_with_memory(pixel_values, grid_thw, merge_sizes,
+                                                [t for _, t in bikes_frames], bank)
+    session = StreamingSession(wrapped)
+    for f, t in bikes_frames:
+        session.push_frame(f, t)
+    expected = session.memory.readout()
+    assert [(e.frame_index, e.timestamp, e.tier) for e in entries] == [(e.frame_index, e.timestamp, e.tier) for e in expected]
+    assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(entries, expected))
