@@ -109,11 +109,19 @@ class VideoLlama3WithMemory(nn.Module):
 
         Returns:
             The memory readout after the last frame, in time order.
+
+        Raises:
+            ValueError: when ``timestamps`` or ``frame_indices`` do not give one value per frame.
         """
-        patches = (grid_thw.prod(dim=1)).tolist()
+        patches = grid_thw.prod(dim=1).tolist()
         if frame_indices is None:
             start = memory.stats().get("frames_added", 0)
             frame_indices = range(start, start + len(patches))
+        if not len(timestamps) == len(frame_indices) == len(patches) == len(merge_sizes):
+            raise ValueError(
+                f"{len(patches)} frames in grid_thw but {len(timestamps)} timestamps, {len(frame_indices)} frame "
+                f"indices and {len(merge_sizes)} merge sizes; give one of each per frame"
+            )
         for pv, thw, ms, t, i in zip(pixel_values.split(patches), grid_thw, merge_sizes, timestamps, frame_indices):
             (tokens,) = self.encode_frames(pv, thw[None], ms[None])
             memory.add(tokens, i, t)

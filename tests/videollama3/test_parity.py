@@ -15,7 +15,7 @@ def native_inputs(wrapped, frames, question):
     pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack([f for f, _ in frames]))
     video_grid_thw = torch.tensor([[len(frames), grid_thw[0, 1], grid_thw[0, 2]]])
     entries = UnboundedMemory(wrapped.model.config.vision_config.hidden_size)
-    for i, (f, t) in enumerate(frames):  # only the prompt text: 144 pads per frame at its time
+    for i, (_, t) in enumerate(frames):  # only the prompt text: 144 pads per frame at its time
         entries.add(torch.zeros(144, entries.mm_hidden_size), i, t)
     text = wrapped.build_prompt(entries.readout(), question)
     input_ids = wrapped.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
