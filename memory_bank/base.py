@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
 from .errors import MemoryBankError
 
@@ -167,6 +168,74 @@ def check_frame(
     return flat, (h, w), frame_index, timestamp, pooled
 
 
+def check_device(flat: torch.Tensor, device: torch.device | None, frame_index: int) -> None:
+    """Raise :class:`MemoryBankError` when ``flat`` is not on ``device`` (None: no frame stored yet)."""
+    if device is not None and flat.device != device:
+        raise MemoryBankError(
+            f"frame {frame_index} is on {flat.device} but the memory holds tokens on {device}; "
+            "keep every frame on one device"
+        )
+
+
+def own_storage(tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens`` detached, copied only when it is a view into a larger buffer.
+
+    Keeping a view would pin the whole buffer (for instance a batch of frames)
+    in memory for as long as the entry lives.
+    """
+    tokens = tokens.detach()
+    if tokens.is_contiguous() and tokens.untyped_storage().nbytes() == tokens.numel() * tokens.element_size():
+        return tokens
+    return tokens.clone(memory_format=torch.contiguous_format)
+
+
+def pooled_descriptor(tokens: torch.Tensor) -> torch.Tensor:
+    """Unit-norm mean of ``(n, C)`` tokens, as a float32 ``(C,)`` vector (zero stays zero).
+
+    Computed as the normalised sum (same direction as the mean, half the cost).
+    """
+    return F.normalize(tokens.sum(dim=0, dtype=torch.float32), dim=0)
+
+
+def check_query(query: Any, hidden_size: int, k: Any) -> torch.Tensor:
+    """Validate a retrieval query and return its unit float32 ``(C,)`` descriptor.
+
+    Args:
+        query: ``(C,)`` vector or ``(n, C)`` tokens (mean-pooled), any float dtype.
+        hidden_size: the backend's ``C``.
+        k: None or a positive integer.
+
+    Raises:
+        MemoryBankError: for a query of the wrong type or shape, or a bad ``k``.
+    """
+    if not isinstance(query, torch.Tensor) or query.dim() not in (1, 2) or query.shape[-1] != hidden_size:
+        shape = tuple(query.shape) if isinstance(query, torch.Tensor) else type(query).__name__
+        raise MemoryBankError(f"query must be a ({hidden_size},) vector or (n, {hidden_size}) tokens, got {shape}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise MemoryBankError(f"k must be a positive integer or None, got {k!r}")
+    return pooled_descriptor(query.reshape(-1, hidden_size))
+
+
+def rank_by_similarity(
+    entries: list["MemoryEntry"], descriptors: torch.Tensor, query: torch.Tensor, k: int | None, threshold: float | None
+) -> list[tuple["MemoryEntry", float]]:
+    """``[(entry, cosine similarity)]``, best first, at least ``threshold``, at most ``k``.
+
+    Args:
+        entries: ``n`` entries.
+        descriptors: ``(n, C)`` float32 unit descriptors of the entries (same order).
+        query: ``(C,)`` unit descriptor (from :func:`check_query`).
+        k / threshold: limits (None: no limit). Ties keep the order of ``entries``.
+    """
+    if not entries:
+        return []
+    scores = descriptors @ query.to(descriptors.device)
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    values = scores.tolist()
+    hits = [(entries[i], values[i]) for i in order if threshold is None or values[i] >= threshold]
+    return hits if k is None else hits[:k]
+
+
 @runtime_checkable
 class MemoryBackend(Protocol):
     """The interface every memory backend implements (DESIGN.md section 6).
@@ -175,13 +244,18 @@ class MemoryBackend(Protocol):
     backend can be swapped by name.
     """
 
+    memory_tier_names: tuple[str, ...]
+    """Name of each tier index that :attr:`MemoryEntry.tier` takes."""
+
     def add(
         self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: torch.Tensor | None = None
     ) -> bool:
-        """Offer one frame's tokens; return whether the backend stored it."""
+        """Offer one frame's ``(h*w, C)`` tokens (and optionally its raw ``(H, W, 3)`` uint8
+        frame); return whether the backend stored it. Raises ``MemoryBankError`` on bad
+        input and is then unchanged."""
 
     def readout(self) -> list[MemoryEntry]:
-        """Entries held, in time order."""
+        """Entries held, in time order (a backend may count this as a use of each entry)."""
 
     def retrieve(
         self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
@@ -199,3 +273,85 @@ class MemoryBackend(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output."""
+
+
+class StreamCursor:
+    """Where a backend's stream is: the last frame accepted, the device of its tokens, the count.
+
+    Backends hold one and call :meth:`check` before changing anything, then
+    :meth:`advance` once the frame is taken, so bad input leaves them unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to an empty stream."""
+        self.frame_index: int | None = None
+        self.timestamp: float | None = None
+        self.device: torch.device | None = None
+        self.frames_added = 0
+
+    def check(
+        self, tokens: Any, frame_index: Any, timestamp: Any, *, hidden_size: int, check_finite: bool = True
+    ) -> tuple[torch.Tensor, tuple[int, int], int, float, torch.Tensor]:
+        """:func:`check_frame` against the last frame, plus the device check; changes nothing.
+
+        Raises:
+            MemoryBankError: see :func:`check_frame` and :func:`check_device`.
+        """
+        flat, grid, frame_index, timestamp, pooled = check_frame(
+            tokens, frame_index, timestamp, hidden_size=hidden_size,
+            last_frame_index=self.frame_index, last_timestamp=self.timestamp, check_finite=check_finite,
+        )
+        check_device(flat, self.device, frame_index)
+        return flat, grid, frame_index, timestamp, pooled
+
+    def advance(self, frame_index: int, timestamp: float, device: torch.device) -> None:
+        """Record an accepted frame."""
+        self.frame_index, self.timestamp, self.device = frame_index, timestamp, device
+        self.frames_added += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state (the device is restored from the entries)."""
+        return {"last_frame_index": self.frame_index, "last_timestamp": self.timestamp, "frames_added": self.frames_added}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None) -> None:
+        """Restore from :meth:`state_dict` output and the device of the restored entries."""
+        self.frame_index = state["last_frame_index"]
+        self.timestamp = state["last_timestamp"]
+        self.frames_added = int(state["frames_added"])
+        self.device = device
+
+
+def entries_to_state(entries: list[MemoryEntry]) -> list[dict[str, Any]]:
+    """Entries as ``[{"tokens": tensor, **metadata}]`` (the tensors themselves, not copies)."""
+    return [{"tokens": e.tokens, **e.metadata()} for e in entries]
+
+
+def entries_from_state(items: list[dict[str, Any]], hidden_size: int) -> list[MemoryEntry]:
+    """Inverse of :func:`entries_to_state`, checking every token shape.
+
+    Raises:
+        MemoryBankError: for an item that is not an entry or whose tokens do not match its grid.
+    """
+    entries = []
+    for item in items:
+        try:
+            entry = MemoryEntry.from_metadata(item["tokens"], {k: v for k, v in item.items() if k != "tokens"})
+        except (KeyError, TypeError) as e:
+            raise MemoryBankError(f"malformed memory entry in state ({e}); pass the output of state_dict()") from None
+        if not isinstance(entry.tokens, torch.Tensor) or entry.tokens.shape != (entry.num_tokens, hidden_size):
+            shape = tuple(entry.tokens.shape) if isinstance(entry.tokens, torch.Tensor) else type(entry.tokens).__name__
+            raise MemoryBankError(
+                f"entry of frame {entry.frame_index} has tokens {shape}, expected ({entry.num_tokens}, {hidden_size})"
+            )
+        entries.append(entry)
+    return entries
+
+
+def check_state_format(state: Any, expected: str) -> None:
+    """Raise :class:`MemoryBankError` unless ``state`` is a dict saved by the backend ``expected``."""
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found != expected:
+        raise MemoryBankError(f"not a {expected} state (format {found!r}); load a state saved by the same backend")

@@ -116,3 +116,24 @@ class MemoryBankConfig:
         if unknown:
             raise MemoryConfigError(f"unknown MemoryBankConfig keys {sorted(unknown)}; known keys: {sorted(known)}")
         return cls(**data)
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``, or :class:`MemoryConfigError` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MemoryConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def number_in(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a float in ``[low, high]``, or :class:`MemoryConfigError` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+        raise MemoryConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, or :class:`MemoryConfigError` listing them."""
+    if value not in choices:
+        raise MemoryConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value

@@ -19,32 +19,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import MemoryEntry, check_frame
+from .base import MemoryEntry, check_device, check_frame, check_query, own_storage, pooled_descriptor, rank_by_similarity
 from .config import MemoryBankConfig
 from .errors import MemoryBankError, MemoryConfigError
 from .resize import resize_token_grid
 
 _FORMAT = "memory_bank.hierarchical/1"
-
-
-def pooled_descriptor(tokens: torch.Tensor) -> torch.Tensor:
-    """Unit-norm mean of ``(n, C)`` tokens, as a float32 ``(C,)`` vector (zero stays zero).
-
-    Computed as the normalised sum (same direction as the mean, half the cost).
-    """
-    return F.normalize(tokens.sum(dim=0, dtype=torch.float32), dim=0)
-
-
-def own_storage(tokens: torch.Tensor) -> torch.Tensor:
-    """``tokens`` detached, copied only when it is a view into a larger buffer.
-
-    Keeping a view would pin the whole buffer (for instance a batch of frames)
-    in memory for as long as the entry lives.
-    """
-    tokens = tokens.detach()
-    if tokens.is_contiguous() and tokens.untyped_storage().nbytes() == tokens.numel() * tokens.element_size():
-        return tokens
-    return tokens.clone(memory_format=torch.contiguous_format)
 
 
 class _Tier:
@@ -196,11 +176,7 @@ class HierarchicalMemoryBank:
                 f"frame {frame_index} has a {grid[0]}x{grid[1]} token grid but the {cfg.memory_tier_names[0]} "
                 f"tier holds {h}x{w}; set memory_reduced_sizes[0] = {grid[0] * grid[1]} or resize the frame"
             )
-        if self._device is not None and flat.device != self._device:
-            raise MemoryBankError(
-                f"frame {frame_index} is on {flat.device} but the bank holds tokens on {self._device}; "
-                "keep every frame on one device"
-            )
+        check_device(flat, self._device, frame_index)
         self._device = flat.device
         flat = own_storage(flat)
         self._tiers[0].insert(MemoryEntry(flat, grid, frame_index, timestamp, tier=0), F.normalize(pooled, dim=0))
@@ -270,23 +246,13 @@ class HierarchicalMemoryBank:
         Raises:
             MemoryBankError: for a query of the wrong shape or a non-positive ``k``.
         """
-        c = self.config.mm_hidden_size
-        if not isinstance(query, torch.Tensor) or query.dim() not in (1, 2) or query.shape[-1] != c:
-            shape = tuple(query.shape) if isinstance(query, torch.Tensor) else type(query).__name__
-            raise MemoryBankError(f"query must be a ({c},) vector or (n, {c}) tokens, got {shape}")
-        if k is not None and (not isinstance(k, int) or k < 1):
-            raise MemoryBankError(f"k must be a positive integer or None, got {k!r}")
+        q = check_query(query, self.config.mm_hidden_size, k)
         threshold = self.config.memory_similarity_threshold if threshold is None else float(threshold)
         if len(self) == 0:
             return []
-        q = pooled_descriptor(query.reshape(-1, c))
         entries = [e for t in self._tiers for e in t.entries]
         desc = torch.cat([t.descriptors() for t in self._tiers if len(t)])
-        scores = desc @ q.to(desc.device)
-        order = torch.argsort(scores, descending=True, stable=True).tolist()
-        values = scores.tolist()
-        hits = [(entries[i], values[i]) for i in order if values[i] >= threshold]
-        return hits if k is None else hits[:k]
+        return rank_by_similarity(entries, desc, q, k, threshold)
 
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.

@@ -17,11 +17,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from memory_bank import MemoryBankError
+from memory_bank import MEMORY_BACKENDS, MemoryBankError
 
 from .errors import ModelLoadError, QuestionError, VideoError
 
-MEMORY_NAMES = ("hierarchical", "none")
+NATIVE = "none"
+"""``--memory none``: no memory bank, every frame reaches the model (offline VideoLLaMA3)."""
+
+
+def memory_names() -> tuple[str, ...]:
+    """Names ``--memory`` accepts: the registered backends and ``none``."""
+    return (*MEMORY_BACKENDS, NATIVE)
 
 
 class UsageError(ValueError):
@@ -64,6 +70,55 @@ def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
     return questions
 
 
+def resolve_memory(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """``(name, options)`` from ``--memory``, ``--memory-config`` and ``--memory-option`` (which win, in that order).
+
+    Raises:
+        UsageError: for an unknown name. MemoryConfigError: for bad options.
+    """
+    from .options import parse_memory_options, read_memory_config
+
+    file_name, options = read_memory_config(args.memory_config) if args.memory_config else (None, {})
+    name = args.memory or file_name or "hierarchical"
+    if name not in memory_names():
+        raise UsageError(f"unknown memory {name!r}; known: {', '.join(memory_names())}")
+    options = {**options, **parse_memory_options(args.memory_option)}
+    if name == NATIVE and options:
+        raise UsageError(f"--memory none takes no options, got {sorted(options)}")
+    return name, options
+
+
+def build_wrapped(model, tokenizer, name: str, options: dict[str, Any]):
+    """The model wrapped with memory ``name`` and that memory, built for it.
+
+    ``hierarchical`` options become the wrapper's memory config (they size the
+    FeatureAdapter); ``none`` is the native path (every frame, no adapter).
+
+    Raises:
+        MemoryConfigError: for bad options.
+    """
+    from memory_bank import MemoryBankConfig
+
+    from .model import VideoLlama3WithMemory
+    from .session import memory_for
+
+    config = None
+    if name == "hierarchical":
+        width = model.config.vision_config.hidden_size
+        config = MemoryBankConfig.from_dict({**MemoryBankConfig(mm_hidden_size=width).to_dict(), **options})
+        options = {}
+    wrapped = VideoLlama3WithMemory(model, tokenizer, memory_config=config, enable_memory_bank=name != NATIVE)
+    return wrapped, memory_for(wrapped, "unbounded" if name == NATIVE else name, **options)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
 def _print_answer(a: dict[str, Any]) -> None:
     print(f"\n[{a['time']:.1f}s] Q: {a['question']}")
     print(f"  A: {a['answer']}")
@@ -82,16 +137,15 @@ def cmd_answer(args: argparse.Namespace) -> int:
     from .session import StreamingSession, check_question_time, run_stream
     from .video import iter_frames, probe_video
 
-    if args.memory not in MEMORY_NAMES:
-        raise UsageError(f"unknown memory {args.memory!r}; known: {', '.join(MEMORY_NAMES)}")
+    name, options = resolve_memory(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     info = probe_video(args.video)
     questions = [(q, check_question_time(t, info.duration) if t is not None else None) for q, t in _read_questions(args)]
 
     model, tokenizer = load_model(args.model, device=args.device)
-    wrapped = VideoLlama3WithMemory(model, tokenizer, enable_memory_bank=args.memory != "none")
-    session = StreamingSession(wrapped, frame_size=args.frame_size)
+    wrapped, memory = build_wrapped(model, tokenizer, name, options)
+    session = StreamingSession(wrapped, memory, frame_size=args.frame_size)
     expected = math.ceil(info.duration * args.fps) if info.duration else None
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
         result = run_stream(session, iter_frames(args.video, fps=args.fps), questions, args.max_new_tokens,
@@ -109,7 +163,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
         print(f"\n[{u['asked_at']}s] not answered: decoding stopped at {stopped_at:.2f}s before this time")
     if args.output:
         report = {
-            "video": str(args.video), "duration_s": info.duration, "model": args.model, "memory": args.memory,
+            "video": str(args.video), "duration_s": info.duration, "model": args.model, "memory": name,
+            "memory_options": options, "memory_stats": _json_safe(memory.stats()),
             "fps": args.fps, "frames_encoded": session.frames_seen, "answers": ordered,
             "unanswered": unanswered, "decoding_stopped_at": stopped_at,
         }
@@ -120,7 +175,11 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark: ``memory`` (memory_bank.bench) or ``stream`` (videollama3.bench)."""
-    if args.target == "memory":
+    if args.target == "memory" and "--all" in args.rest:
+        from .bench_backends import main as bench_backends
+
+        bench_backends([a for a in args.rest if a != "--all"])
+    elif args.target == "memory":
         from memory_bank.bench import main as bench_memory
 
         bench_memory(args.rest)
@@ -141,7 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time in seconds of the matching -q (repeatable; a question without one is asked at the end)")
     p.add_argument("--questions", help="JSONL file of {\"question\": ..., \"time\": seconds (optional)}")
     p.add_argument("--model", default="lkhl/VideoLLaMA3-2B-Image-HF", help="'tiny', a hub id or a local folder")
-    p.add_argument("--memory", default="hierarchical", help=f"memory backend: {', '.join(MEMORY_NAMES)}")
+    p.add_argument("--memory", default=None,
+                   help=f"memory backend: {', '.join(memory_names())} (default hierarchical)")
+    p.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option, e.g. num_recent=4 or memory_capacities=8,4,1 (repeatable)")
+    p.add_argument("--memory-config", metavar="FILE",
+                   help="YAML/JSON file: {memory: NAME, options: {...}} (command-line flags win)")
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument("--frame-size", type=int, default=336, help="frame side in pixels (336 -> 144 tokens)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -149,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the answers as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_answer)
-    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add) or stream (question latency)")
+    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video) "
+                                     "or stream (question latency)")
     b.add_argument("target", choices=["memory", "stream"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from memory_bank import HierarchicalMemoryBank, MemoryBackend, MemoryBankError, UnboundedMemory
+from memory_bank import (
+    HierarchicalMemoryBank,
+    MemoryBackend,
+    MemoryBankConfig,
+    MemoryBankError,
+    MemoryConfigError,
+    MemoryEntry,
+    UnboundedMemory,
+    build_memory,
+)
 
 from .errors import QuestionError
 from .model import VideoLlama3WithMemory
@@ -45,16 +55,51 @@ class Answer:
         return asdict(self)
 
 
-def tier_layout(memory: MemoryBackend) -> dict[str, list[Any]]:
-    """Frame times held per tier: ``{name: [t, ...]}``, merged entries as ``[start, end]``."""
-    names = getattr(getattr(memory, "config", memory), "memory_tier_names", None) or ()
+def tier_names(memory: MemoryBackend) -> tuple[str, ...]:
+    """Names of ``memory``'s tiers (from its config for the hierarchical bank)."""
+    return tuple(getattr(getattr(memory, "config", memory), "memory_tier_names", None) or ())
+
+
+def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = None) -> dict[str, list[Any]]:
+    """Frame times held per tier: ``{name: [t, ...]}``, merged entries as ``[start, end]``.
+
+    Args:
+        memory: the backend (for its tier names).
+        entries: a readout already taken (default: take one; a backend may count
+            a readout as a use of its entries, so pass the one you have).
+    """
+    names = tier_names(memory)
     layout: dict[str, list[Any]] = {name: [] for name in names}
-    for e in memory.readout():
+    for e in memory.readout() if entries is None else entries:
         name = names[e.tier] if e.tier < len(names) else f"tier{e.tier}"
         layout.setdefault(name, []).append(
             [round(e.timestamp, 3), round(e.end_timestamp, 3)] if e.is_merged else round(e.timestamp, 3)
         )
     return layout
+
+
+def memory_for(model: VideoLlama3WithMemory, name: str = "hierarchical", **options: Any) -> MemoryBackend:
+    """Build memory backend ``name`` (see :func:`memory_bank.build_memory`) sized for ``model``.
+
+    ``mm_hidden_size`` defaults to the model's memory width; ``hierarchical``
+    starts from the model's :class:`MemoryBankConfig` (which sizes the
+    FeatureAdapter's tier embedding) with ``options`` on top.
+
+    Raises:
+        MemoryConfigError: for an unknown name or option, an invalid value, or a
+            backend with more tiers than the model's FeatureAdapter has.
+    """
+    if name == "hierarchical":
+        memory = HierarchicalMemoryBank(MemoryBankConfig.from_dict({**model.memory_config.to_dict(), **options}))
+    else:
+        memory = build_memory(name, **{"mm_hidden_size": model.memory_config.mm_hidden_size, **options})
+    tiers = len(tier_names(memory))
+    if model.enable_memory_bank and tiers > model.adapter.num_tiers:
+        raise MemoryConfigError(
+            f"memory {name!r} has {tiers} tiers but the model's FeatureAdapter embeds {model.adapter.num_tiers}; "
+            "build the model with a memory_config of that many tiers"
+        )
+    return memory
 
 
 class StreamingSession:
@@ -137,7 +182,7 @@ class StreamingSession:
             latency_s=latency,
             visual_tokens=sum(e.num_tokens for e in entries),
             frames_seen=self.frames_seen,
-            tiers=tier_layout(self.memory),
+            tiers=tier_layout(self.memory, entries),
         )
 
 

@@ -50,7 +50,7 @@ def test_memory_none_is_the_native_view(videos, capsys):
         (["{tmp}/cut.mp4", "-q", "x"], "cannot open"),
         (["{bikes}", "-q", "x", "--at", "11"], "beyond the end"),
         (["{bikes}", "-q", "x", "--at", "-1"], "negative"),
-        (["{bikes}", "-q", "x", "--memory", "lru"], "unknown memory 'lru'; known: hierarchical, none"),
+        (["{bikes}", "-q", "x", "--memory", "lru"], "unknown memory 'lru'; known: hierarchical, fifo, lru_quantized, significance, unbounded, none"),
         (["{bikes}", "--at", "1"], "--at times for 0 questions"),
         (["{bikes}"], "no question given"),
         (["{bikes}", "--questions", "{tmp}/bad.jsonl"], "line 1"),

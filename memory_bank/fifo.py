@@ -1,0 +1,219 @@
+"""FIFOMemory: the N most recent frames plus up to M prompted frames (SAM2's memory bank).
+
+Origin: the memory bank of SAM 2 (Ravi et al., "SAM 2: Segment Anything in Images
+and Videos", 2024; ``facebookresearch/sam2``, ``num_maskmem`` recent frames plus the
+conditioning frames the user prompted, kept regardless of age). Here a frame is
+"prompted" when the user marks it or when a question is asked at it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import (
+    MemoryEntry,
+    StreamCursor,
+    check_query,
+    check_state_format,
+    entries_from_state,
+    entries_to_state,
+    own_storage,
+    pooled_descriptor,
+    rank_by_similarity,
+)
+from .config import positive_int
+from .errors import MemoryBankError
+
+_FORMAT = "memory_bank.fifo/1"
+
+
+class FIFOMemory:
+    """The ``num_recent`` newest frames, plus up to ``max_prompted`` prompted frames of any age.
+
+    Every frame is stored at the grid it was added with. When a frame leaves the
+    recent window it is dropped unless it was prompted (:meth:`mark_prompted`).
+    When more than ``max_prompted`` frames are prompted, the oldest prompted frame
+    loses its mark (and is dropped, unless it is still among the recent frames).
+    At most ``num_recent + max_prompted`` entries are held.
+
+    Readout tiers: ``recent`` (0) and ``prompted`` (1; a prompted frame is
+    reported there even while it is also recent).
+
+    Args:
+        mm_hidden_size: channel width ``C`` of the tokens.
+        num_recent: frames kept by age (SAM2's ``num_maskmem - 1``; default 6).
+        max_prompted: prompted frames kept regardless of age (default 8; 0 disables).
+        check_finite: reject NaN / Inf frames.
+
+    Raises:
+        MemoryConfigError: for a non-integer or out-of-range option.
+    """
+
+    memory_tier_names = ("recent", "prompted")
+
+    def __init__(self, mm_hidden_size: int = 1152, num_recent: int = 6, max_prompted: int = 8,
+                 check_finite: bool = True) -> None:
+        self.mm_hidden_size = positive_int("mm_hidden_size", mm_hidden_size)
+        self.num_recent = positive_int("num_recent", num_recent)
+        self.max_prompted = positive_int("max_prompted", max_prompted, minimum=0)
+        self.check_finite = bool(check_finite)
+        self._cursor = StreamCursor()
+        self.clear()
+
+    def clear(self) -> None:
+        """Drop every frame, mark and counter."""
+        self._held: dict[int, tuple[MemoryEntry, torch.Tensor]] = {}  # frame index -> (entry, descriptor)
+        self._recent: deque[int] = deque()
+        self._prompted: list[int] = []  # frame indices, ascending
+        self._evictions = 0
+        self._cursor.reset()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def prompted_frames(self) -> list[int]:
+        """Frame indices currently marked as prompted, ascending."""
+        return list(self._prompted)
+
+    def add(self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: torch.Tensor | None = None) -> bool:
+        """Store one frame's ``(h*w, C)`` or ``(h, w, C)`` tokens; the oldest unprompted recent frame goes.
+
+        Args:
+            tokens: floating tensor on the device of earlier frames.
+            frame_index: larger than every index added before.
+            timestamp: seconds, not earlier than the last frame's.
+            frame: unused (the raw frame, for pixel-based backends).
+
+        Returns:
+            True: every frame enters the recent window.
+
+        Raises:
+            MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
+        """
+        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
+        )
+        entry = MemoryEntry(own_storage(flat), grid, frame_index, timestamp)
+        self._held[frame_index] = (entry, F.normalize(pooled, dim=0))
+        self._recent.append(frame_index)
+        if len(self._recent) > self.num_recent:
+            self._release(self._recent.popleft())
+        self._cursor.advance(frame_index, timestamp, flat.device)
+        return True
+
+    def mark_prompted(self, frame_index: int) -> None:
+        """Keep frame ``frame_index`` regardless of age (a user prompt or a question at that frame).
+
+        Marking a frame already prompted does nothing. When the mark makes more
+        than ``max_prompted`` prompted frames, the oldest of them loses its mark.
+
+        Raises:
+            MemoryBankError: when the frame is not held (already dropped, or never added).
+        """
+        if frame_index not in self._held:
+            raise MemoryBankError(
+                f"frame {frame_index} is not in memory (held: {sorted(self._held)}); "
+                "mark a frame while it is still among the recent frames"
+            )
+        if self.max_prompted == 0 or frame_index in self._prompted:
+            return
+        bisect.insort(self._prompted, frame_index)
+        if len(self._prompted) > self.max_prompted:
+            oldest = self._prompted.pop(0)
+            if oldest not in self._recent:
+                self._release(oldest)
+
+    def _release(self, frame_index: int) -> None:
+        """Drop a frame unless something still keeps it."""
+        if frame_index not in self._prompted and frame_index not in self._recent:
+            del self._held[frame_index]
+            self._evictions += 1
+
+    def _ordered(self) -> list[int]:
+        return sorted(self._held)
+
+    def readout(self) -> list[MemoryEntry]:
+        """Held frames in time order; prompted frames carry ``tier == 1``."""
+        prompted = set(self._prompted)
+        entries = [self._held[i][0] for i in self._ordered()]
+        return [replace(e, tier=1) if e.frame_index in prompted else e for e in entries]
+
+    def retrieve(
+        self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
+    ) -> list[tuple[MemoryEntry, float]]:
+        """Held frames by cosine similarity of their pooled tokens to ``query``, best first.
+
+        Args:
+            query: ``(C,)`` vector or ``(n, C)`` tokens.
+            k: at most this many (all when None).
+            threshold: minimum cosine similarity (none when None).
+
+        Raises:
+            MemoryBankError: for a query of the wrong shape or a bad ``k``.
+        """
+        q = check_query(query, self.mm_hidden_size, k)
+        if not self._held:
+            return []
+        entries = self.readout()
+        desc = torch.stack([self._held[e.frame_index][1] for e in entries])
+        return rank_by_similarity(entries, desc, q, k, threshold)
+
+    def stats(self) -> dict[str, Any]:
+        """Entries, tokens and bytes per tier (``recent`` / ``prompted``) and in total."""
+        tiers = {name: {"entries": 0, "capacity": cap, "tokens": 0, "bytes": 0}
+                 for name, cap in zip(self.memory_tier_names, (self.num_recent, self.max_prompted))}
+        for e in self.readout():
+            t = tiers[self.memory_tier_names[e.tier]]
+            t["entries"] += 1
+            t["tokens"] += e.num_tokens
+            t["bytes"] += e.tokens.numel() * e.tokens.element_size()
+        return {
+            "tiers": tiers,
+            "entries": len(self._held),
+            "tokens": sum(t["tokens"] for t in tiers.values()),
+            "bytes": sum(t["bytes"] for t in tiers.values()),
+            "evictions": self._evictions,
+            "prompted_frames": list(self._prompted),
+            "frames_added": self._cursor.frames_added,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Options, entries, the recent window, the prompted marks and counters (tensors not copied)."""
+        return {
+            "format": _FORMAT,
+            "options": {"num_recent": self.num_recent, "max_prompted": self.max_prompted},
+            "entries": entries_to_state([self._held[i][0] for i in self._ordered()]),
+            "recent": list(self._recent),
+            "prompted": list(self._prompted),
+            "evictions": self._evictions,
+            **self._cursor.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output.
+
+        Raises:
+            MemoryBankError: for another backend's state, other options or malformed entries;
+                nothing changes.
+        """
+        check_state_format(state, _FORMAT)
+        options = {"num_recent": self.num_recent, "max_prompted": self.max_prompted}
+        if state["options"] != options:
+            raise MemoryBankError(f"state was saved with {state['options']} but this memory has {options}")
+        entries = entries_from_state(state["entries"], self.mm_hidden_size)
+        held = {e.frame_index: (e, pooled_descriptor(e.tokens))
+                for e in entries}
+        if set(held) != set(state["recent"]) | set(state["prompted"]):
+            raise MemoryBankError("state's entries do not match its recent and prompted frames")
+        self._held = held
+        self._recent = deque(state["recent"])
+        self._prompted = sorted(state["prompted"])
+        self._evictions = int(state["evictions"])
+        self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)

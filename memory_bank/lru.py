@@ -1,0 +1,329 @@
+"""LRUQuantizedMemory: fixed capacity, least-used eviction, precision by use count.
+
+Origin: the SAM2-style memory strategies of DESIGN.md section 6: a frequency /
+recency cache (least-frequently-used eviction, ties broken by least recent use)
+whose rarely used entries are stored at lower precision, in the spirit of
+mixed-precision KV-cache quantisation (e.g. KIVI, Liu et al. 2024), with one
+affine scale and offset per entry for 8 bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import (
+    MemoryEntry,
+    StreamCursor,
+    check_query,
+    check_state_format,
+    entries_from_state,
+    entries_to_state,
+    own_storage,
+    pooled_descriptor,
+    rank_by_similarity,
+)
+from .config import number_in, positive_int
+from .errors import MemoryBankError, MemoryConfigError
+
+_FORMAT = "memory_bank.lru_quantized/1"
+FULL, HALF, INT8 = 0, 1, 2
+_FP16_MAX = torch.finfo(torch.float16).max
+
+
+def quantize_uint8(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Affine 8-bit quantisation with one scale and offset for the whole tensor.
+
+    ``tokens ~= q * scale + offset``, ``q`` in ``[0, 255]``; the error of each value
+    is at most ``scale / 2 = (max - min) / 510`` (0.2% of the tensor's range).
+
+    Args:
+        tokens: any floating tensor.
+
+    Returns:
+        ``(q uint8 same shape, scale 0-d float32, offset 0-d float32)`` on ``tokens``' device.
+    """
+    x = tokens.float()
+    lo, hi = x.amin(), x.amax()
+    scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
+    q = ((x - lo) / scale).round_().clamp_(0, 255).to(torch.uint8)
+    return q, scale, lo
+
+
+def dequantize_uint8(q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`quantize_uint8`, cast to ``dtype``."""
+    return (q.float() * scale + offset).to(dtype)
+
+
+@dataclass
+class _Slot:
+    """One held frame: its tokens at the current precision and its use record."""
+
+    entry: MemoryEntry  # tokens: the stored representation (as added, 16-bit or uint8)
+    dtype: torch.dtype  # dtype the tokens were added with (what readout returns)
+    descriptor: torch.Tensor  # (C,) float32 unit, from the tokens as added
+    uses: float = 0  # an int unless use_decay < 1
+    last_used: int = 0
+    level: int = FULL
+    scale: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
+
+    def tokens(self) -> torch.Tensor:
+        data = self.entry.tokens
+        if self.level == INT8:
+            return dequantize_uint8(data, self.scale, self.offset, self.dtype)
+        return data if data.dtype == self.dtype else data.to(self.dtype)
+
+    def nbytes(self) -> int:
+        extra = 8 if self.level == INT8 else 0  # float32 scale + offset
+        return self.entry.tokens.numel() * self.entry.tokens.element_size() + extra
+
+    def bits(self) -> int:
+        return self.entry.tokens.element_size() * 8
+
+
+class LRUQuantizedMemory:
+    """A fixed number of frames; rarely used ones are held at 16 or 8 bits.
+
+    Every :meth:`readout` counts as a use of each entry it returns, every
+    :meth:`retrieve` as a use of each entry it returns. After each :meth:`add`,
+    every entry older than the ``grace_frames`` newest is held at the precision
+    its use count earns: 32 bits (as added) from ``full_precision_uses`` uses,
+    16 bits from ``half_precision_uses``, 8 bits below that (uint8 with one
+    float32 scale and offset per entry; error at most 0.2% of the entry's
+    range). Precision only goes down: an entry that later earns more uses keeps
+    the precision it has, since widening a rounded tensor would cost bytes and
+    restore nothing. When the memory is full, the entry with the fewest uses
+    (then the least recently used, then the oldest) is evicted.
+
+    Pure use counts favour whatever has been held longest: an entry present at
+    many questions outscores every newer frame, and the memory stops following
+    the stream (the known fault of least-frequently-used caches). ``use_decay``
+    below 1 ages the counts (each :meth:`add` multiplies them by it, "LFU with
+    dynamic aging"), so a use ``n`` frames ago weighs ``use_decay ** n``.
+
+    Tiers of the readout are precision levels: ``32-bit`` (0, tokens as added;
+    already 16 bits for a bfloat16 model), ``16-bit`` (1), ``8-bit`` (2).
+    Readout tokens are dequantised to the dtype they were added with.
+
+    Args:
+        mm_hidden_size: channel width ``C`` of the tokens.
+        capacity: frames held (default 7).
+        full_precision_uses: uses that keep an entry at full precision (default 3).
+        half_precision_uses: uses that keep it at 16 bits (default 1); fewer: 8 bits.
+        grace_frames: the newest frames are held at full precision whatever their
+            use count (default 2), so a question about what just happened sees it sharp.
+        use_decay: factor in ``(0, 1]`` applied to every use count at each add
+            (default 1: plain counts).
+        check_finite: reject NaN / Inf frames.
+
+    Raises:
+        MemoryConfigError: for out-of-range options or ``half_precision_uses > full_precision_uses``.
+    """
+
+    memory_tier_names = ("32-bit", "16-bit", "8-bit")
+
+    def __init__(self, mm_hidden_size: int = 1152, capacity: int = 7, full_precision_uses: int = 3,
+                 half_precision_uses: int = 1, grace_frames: int = 2, use_decay: float = 1.0,
+                 check_finite: bool = True) -> None:
+        self.mm_hidden_size = positive_int("mm_hidden_size", mm_hidden_size)
+        self.capacity = positive_int("capacity", capacity)
+        self.full_precision_uses = positive_int("full_precision_uses", full_precision_uses, minimum=0)
+        self.half_precision_uses = positive_int("half_precision_uses", half_precision_uses, minimum=0)
+        if self.half_precision_uses > self.full_precision_uses:
+            raise MemoryConfigError(
+                f"half_precision_uses ({half_precision_uses}) must not exceed full_precision_uses "
+                f"({full_precision_uses}): more uses earn more precision"
+            )
+        self.grace_frames = positive_int("grace_frames", grace_frames, minimum=0)
+        self.use_decay = number_in("use_decay", use_decay, 0, 1)
+        if self.use_decay == 0:
+            raise MemoryConfigError("use_decay must be in (0, 1]; 0 would forget every use at once")
+        self.check_finite = bool(check_finite)
+        self._cursor = StreamCursor()
+        self.clear()
+
+    def _options(self) -> dict[str, int]:
+        return {"capacity": self.capacity, "full_precision_uses": self.full_precision_uses,
+                "half_precision_uses": self.half_precision_uses, "grace_frames": self.grace_frames,
+                "use_decay": self.use_decay}
+
+    def clear(self) -> None:
+        """Drop every frame and counter."""
+        self._slots: list[_Slot] = []  # time order
+        self._clock = 0
+        self._evictions = 0
+        self._requantizations = 0
+        self._cursor.reset()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def level_for(self, uses: float) -> int:
+        """Precision level an entry with ``uses`` uses earns: 0 (32-bit), 1 (16-bit) or 2 (8-bit)."""
+        if uses >= self.full_precision_uses:
+            return FULL
+        return HALF if uses >= self.half_precision_uses else INT8
+
+    # -------------------------------------------------------------------- add
+    def add(self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: torch.Tensor | None = None) -> bool:
+        """Store one frame's ``(h*w, C)`` or ``(h, w, C)`` tokens, evicting the least used when full.
+
+        Args:
+            tokens: floating tensor on the device of earlier frames.
+            frame_index: larger than every index added before.
+            timestamp: seconds, not earlier than the last frame's.
+            frame: unused (the raw frame, for pixel-based backends).
+
+        Returns:
+            True: every new frame is stored.
+
+        Raises:
+            MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
+        """
+        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
+        )
+        if len(self._slots) >= self.capacity:
+            victim = min(range(len(self._slots)),
+                         key=lambda i: (self._slots[i].uses, self._slots[i].last_used, i))
+            del self._slots[victim]
+            self._evictions += 1
+        if self.use_decay < 1:
+            for slot in self._slots:
+                slot.uses *= self.use_decay
+        self._clock += 1
+        entry = MemoryEntry(own_storage(flat), grid, frame_index, timestamp)
+        self._slots.append(_Slot(entry, flat.dtype, F.normalize(pooled, dim=0), last_used=self._clock))
+        for slot in self._slots[: max(0, len(self._slots) - self.grace_frames)]:
+            self._lower_precision(slot, self.level_for(slot.uses))
+        self._cursor.advance(frame_index, timestamp, flat.device)
+        return True
+
+    def _lower_precision(self, slot: _Slot, level: int) -> None:
+        if level <= slot.level:
+            return
+        data = slot.entry.tokens
+        if level == HALF:
+            if data.element_size() > 2:
+                half = data.to(torch.float16)
+                if bool(data.abs().amax() > _FP16_MAX):  # out of float16 range: keep the exponent
+                    half = data.to(torch.bfloat16)
+                data = half
+        else:
+            data, slot.scale, slot.offset = quantize_uint8(slot.tokens())
+        slot.entry = replace(slot.entry, tokens=data, tier=level)
+        slot.level = level
+        self._requantizations += 1
+
+    # ---------------------------------------------------------------- readout
+    def _use(self, slots: list[_Slot]) -> None:
+        self._clock += 1
+        for slot in slots:
+            slot.uses += 1
+            slot.last_used = self._clock
+
+    def _entry(self, slot: _Slot) -> MemoryEntry:
+        return replace(slot.entry, tokens=slot.tokens())
+
+    def readout(self) -> list[MemoryEntry]:
+        """Held frames in time order, dequantised; counts one use of each."""
+        self._use(self._slots)
+        return [self._entry(s) for s in self._slots]
+
+    def retrieve(
+        self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
+    ) -> list[tuple[MemoryEntry, float]]:
+        """Held frames by cosine similarity of their pooled tokens to ``query``, best first.
+
+        Counts one use of each entry returned. Descriptors come from the tokens
+        as added, so quantisation does not move the ranking.
+
+        Args:
+            query: ``(C,)`` vector or ``(n, C)`` tokens.
+            k: at most this many (all when None).
+            threshold: minimum cosine similarity (none when None).
+
+        Raises:
+            MemoryBankError: for a query of the wrong shape or a bad ``k``.
+        """
+        q = check_query(query, self.mm_hidden_size, k)
+        if not self._slots:
+            return []
+        desc = torch.stack([s.descriptor for s in self._slots])
+        hits = rank_by_similarity(list(range(len(self._slots))), desc, q, k, threshold)
+        self._use([self._slots[i] for i, _ in hits])
+        return [(self._entry(self._slots[i]), score) for i, score in hits]
+
+    def stats(self) -> dict[str, Any]:
+        """Entries, tokens and bytes per precision tier; ``bytes_per_precision`` by bit width.
+
+        ``bytes`` are the bytes of token storage actually held, with the 8-bit
+        entries' scale and offset.
+        """
+        tiers = {name: {"entries": 0, "capacity": self.capacity, "tokens": 0, "bytes": 0}
+                 for name in self.memory_tier_names}
+        per_bits = {"32": 0, "16": 0, "8": 0}
+        for s in self._slots:
+            t = tiers[self.memory_tier_names[s.level]]
+            t["entries"] += 1
+            t["tokens"] += s.entry.num_tokens
+            t["bytes"] += s.nbytes()
+            per_bits[str(s.bits())] = per_bits.get(str(s.bits()), 0) + s.nbytes()
+        return {
+            "tiers": tiers,
+            "entries": len(self._slots),
+            "tokens": sum(t["tokens"] for t in tiers.values()),
+            "bytes": sum(t["bytes"] for t in tiers.values()),
+            "bytes_per_precision": per_bits,
+            "uses": [s.uses for s in self._slots],
+            "evictions": self._evictions,
+            "requantizations": self._requantizations,
+            "frames_added": self._cursor.frames_added,
+        }
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Options, entries in their stored precision, scales, use records and counters."""
+        slots = [{"dtype": str(s.dtype).removeprefix("torch."), "uses": s.uses, "last_used": s.last_used,
+                  "level": s.level, "scale": s.scale, "offset": s.offset, "descriptor": s.descriptor}
+                 for s in self._slots]
+        return {
+            "format": _FORMAT,
+            "options": self._options(),
+            "entries": entries_to_state([s.entry for s in self._slots]),
+            "slots": slots,
+            "clock": self._clock,
+            "evictions": self._evictions,
+            "requantizations": self._requantizations,
+            **self._cursor.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output exactly (stored precision included).
+
+        Raises:
+            MemoryBankError: for another backend's state, other options or malformed entries;
+                nothing changes.
+        """
+        check_state_format(state, _FORMAT)
+        if state["options"] != self._options():
+            raise MemoryBankError(f"state was saved with {state['options']} but this memory has {self._options()}")
+        entries = entries_from_state(state["entries"], self.mm_hidden_size)
+        if len(entries) != len(state["slots"]) or len(entries) > self.capacity:
+            raise MemoryBankError("state's entries and slots do not match, or exceed the capacity")
+        slots = []
+        for entry, s in zip(entries, state["slots"]):
+            dtype = getattr(torch, s["dtype"], None)
+            if not isinstance(dtype, torch.dtype) or s["level"] not in (FULL, HALF, INT8):
+                raise MemoryBankError(f"entry of frame {entry.frame_index} has dtype {s['dtype']!r}, level {s['level']!r}")
+            descriptor = s["descriptor"] if s.get("descriptor") is not None else pooled_descriptor(entry.tokens)
+            slots.append(_Slot(entry, dtype, descriptor, s["uses"], s["last_used"], s["level"], s["scale"], s["offset"]))
+        self._slots = slots
+        self._clock = int(state["clock"])
+        self._evictions = int(state["evictions"])
+        self._requantizations = int(state["requantizations"])
+        self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)

@@ -1,0 +1,134 @@
+"""Every memory backend on real video (``vl3mem bench memory --all``).
+
+Each video is decoded at ``--fps`` and every frame encoded once by the model
+(the tiny one by default); the same tokens are then streamed through each
+registered backend with its default options. A question is simulated every
+``--ask-every`` seconds of stream time as :meth:`StreamingSession.ask` does it
+(one readout, then ``mark_prompted`` where the backend has it), outside the timer.
+
+Prints, per backend and video: frames offered, frames stored, entries and
+visual tokens at the end, bytes held, mean and p95 time per ``add``; writes a
+PNG of tokens held over the stream per backend (``--plot``) and optionally the
+numbers as JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memory_bank import MEMORY_BACKENDS
+
+from .model import VideoLlama3WithMemory
+from .models import load_model
+from .preprocess import preprocess_frames
+from .session import memory_for
+from .video import iter_frames
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
+DEFAULT_VIDEOS = [SHARED_VIDEOS / "vtest.avi", SHARED_VIDEOS / "trailer_bbb.mp4"]
+
+
+def encode_video(wrapped: VideoLlama3WithMemory, path: str | Path, fps: float) -> list[tuple[torch.Tensor, float]]:
+    """``[(tokens (n, C), timestamp_s)]`` for every frame sampled at ``fps``, each encoded once."""
+    out = []
+    for frame, t in iter_frames(path, fps=fps):
+        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, device=wrapped.device)
+        (tokens,) = wrapped.encode_frames(pixel_values, grid_thw, merge_sizes)
+        out.append((tokens, t))
+    return out
+
+
+def run_backend(wrapped: VideoLlama3WithMemory, name: str, frames: list[tuple[torch.Tensor, float]],
+                ask_every: float) -> dict:
+    """Stream ``frames`` through a fresh backend ``name``; return its numbers and token curve."""
+    memory = memory_for(wrapped, name)
+    sync = torch.cuda.synchronize if wrapped.device.type == "cuda" else (lambda: None)
+    add_ms, tokens_held, stored, next_ask = [], [], 0, ask_every
+    for i, (tokens, t) in enumerate(frames):
+        sync()
+        t0 = time.perf_counter()
+        stored += bool(memory.add(tokens, i, t))
+        sync()
+        add_ms.append((time.perf_counter() - t0) * 1000)
+        if ask_every > 0 and t >= next_ask:
+            memory.readout()
+            if hasattr(memory, "mark_prompted"):
+                memory.mark_prompted(i)
+            next_ask += ask_every
+        tokens_held.append(memory.stats()["tokens"])
+    stats = memory.stats()
+    return {
+        "frames": len(frames), "frames_stored": stored, "entries": stats["entries"], "tokens": stats["tokens"],
+        "bytes": stats["bytes"], "mean_add_ms": float(np.mean(add_ms)), "p95_add_ms": float(np.quantile(add_ms, 0.95)),
+        "tokens_held": tokens_held, "times": [t for _, t in frames],
+    }
+
+
+def plot(results: dict, path: str | Path) -> None:
+    """Tokens held over stream time, one panel per video, one line per backend (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    videos = list(results)
+    fig, axes = plt.subplots(1, len(videos), figsize=(6 * len(videos), 4), squeeze=False)
+    for ax, video in zip(axes[0], videos):
+        for name, r in results[video].items():
+            ax.plot(r["times"], r["tokens_held"], label=name, drawstyle="steps-post")
+        ax.set_yscale("log")
+        ax.set_title(video)
+        ax.set_xlabel("stream time (s)")
+        ax.set_ylabel("visual tokens held")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print the table, write the plot; return the numbers."""
+    parser = argparse.ArgumentParser(prog="vl3mem bench memory --all", description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", nargs="+", default=[str(v) for v in DEFAULT_VIDEOS])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
+    parser.add_argument("--ask-every", type=float, default=10.0, help="seconds between simulated questions (0: none)")
+    parser.add_argument("--backends", nargs="+", default=list(MEMORY_BACKENDS))
+    parser.add_argument("--plot", default="bench_memory_backends.png", help="PNG of tokens held over the stream")
+    parser.add_argument("--json", help="write the numbers to this JSON file")
+    args = parser.parse_args(argv)
+
+    model, tokenizer = load_model(args.model, device=args.device)
+    wrapped = VideoLlama3WithMemory(model, tokenizer)
+    results: dict[str, dict] = {}
+    print(f"model {args.model} on {args.device}, {args.fps} fps, a question every {args.ask_every} s")
+    header = f"| {'backend':<14} | {'video':<16} | frames | stored | entries | tokens | bytes held | mean add ms | p95 add ms |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for video in args.videos:
+        frames = encode_video(wrapped, video, args.fps)
+        name = Path(video).name
+        results[name] = {}
+        for backend in args.backends:
+            r = results[name][backend] = run_backend(wrapped, backend, frames, args.ask_every)
+            print(f"| {backend:<14} | {name:<16} | {r['frames']:>6} | {r['frames_stored']:>6} | {r['entries']:>7} | "
+                  f"{r['tokens']:>6} | {r['bytes']:>10,} | {r['mean_add_ms']:>11.3f} | {r['p95_add_ms']:>10.3f} |",
+                  flush=True)
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot of tokens held: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

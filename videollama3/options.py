@@ -1,0 +1,74 @@
+"""Memory options from the command line (``key=value``) or a small YAML / JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from memory_bank import MemoryConfigError
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as Python: JSON when it parses (``6``, ``0.5``, ``true``,
+    ``[8, 4, 1]``), a comma list of such values (``8,4,1``), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(part.strip()) for part in text.split(",")]
+    return text
+
+
+def parse_memory_options(pairs: list[str]) -> dict[str, Any]:
+    """``["num_recent=4", "memory_capacities=8,4,1"]`` -> ``{"num_recent": 4, "memory_capacities": [8, 4, 1]}``.
+
+    Raises:
+        MemoryConfigError: for an item without ``=`` or with an empty key.
+    """
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise MemoryConfigError(f"--memory-option {pair!r} is not key=value (e.g. num_recent=6)")
+        options[key.strip()] = parse_value(value.strip())
+    return options
+
+
+def read_memory_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """Read ``{"memory": NAME (optional), "options": {...}}`` or a flat mapping of options
+    from a ``.yaml`` / ``.yml`` / ``.json`` file.
+
+    Returns:
+        ``(name or None, options)``.
+
+    Raises:
+        MemoryConfigError: for a missing or unparsable file, or one that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MemoryConfigError(f"no such memory config file: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ImportError:
+        raise MemoryConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write JSON") from None
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: both name the line
+        raise MemoryConfigError(f"{path} does not parse: {e}") from None
+    if not isinstance(data, dict):
+        raise MemoryConfigError(f"{path} must hold a mapping of memory options, got {type(data).__name__}")
+    name = data.pop("memory", None)
+    options = data.pop("options", None)
+    if options is None:
+        options = data
+    elif data:
+        raise MemoryConfigError(f"{path}: put every option under 'options' (found {sorted(data)} beside it)")
+    if not isinstance(options, dict):
+        raise MemoryConfigError(f"{path}: 'options' must be a mapping")
+    return name, options
