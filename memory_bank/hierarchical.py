@@ -125,6 +125,11 @@ class HierarchicalMemoryBank:
         return sum(len(t) * t.grid[0] * t.grid[1] for t in self._tiers)
 
     @property
+    def memory_tier_names(self) -> tuple[str, ...]:
+        """Tier names, newest first (``config.memory_tier_names``)."""
+        return self.config.memory_tier_names
+
+    @property
     def frames_added(self) -> int:
         """Frames accepted by :meth:`add` since the last :meth:`clear`."""
         return self._frames_added

@@ -97,7 +97,9 @@ class LRUQuantizedMemory:
     range). Precision only goes down: an entry that later earns more uses keeps
     the precision it has, since widening a rounded tensor would cost bytes and
     restore nothing. When the memory is full, the entry with the fewest uses
-    (then the least recently used, then the oldest) is evicted.
+    (then the least recently used, then the oldest) is evicted; the
+    ``grace_frames`` newest are not candidates (a frame just added has had no
+    chance to be used yet).
 
     Pure use counts favour whatever has been held longest: an entry present at
     many questions outscores every newer frame, and the memory stops following
@@ -114,8 +116,9 @@ class LRUQuantizedMemory:
         capacity: frames held (default 7).
         full_precision_uses: uses that keep an entry at full precision (default 3).
         half_precision_uses: uses that keep it at 16 bits (default 1); fewer: 8 bits.
-        grace_frames: the newest frames are held at full precision whatever their
-            use count (default 2), so a question about what just happened sees it sharp.
+        grace_frames: the newest frames are held at full precision and not evicted,
+            whatever their use count (default 2), so a question about what just
+            happened sees it sharp.
         use_decay: factor in ``(0, 1]`` applied to every use count at each add
             (default 1: plain counts).
         check_finite: reject NaN / Inf frames.
@@ -188,8 +191,8 @@ class LRUQuantizedMemory:
             tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
         )
         if len(self._slots) >= self.capacity:
-            victim = min(range(len(self._slots)),
-                         key=lambda i: (self._slots[i].uses, self._slots[i].last_used, i))
+            candidates = len(self._slots) - self.grace_frames if self.capacity > self.grace_frames else len(self._slots)
+            victim = min(range(candidates), key=lambda i: (self._slots[i].uses, self._slots[i].last_used, i))
             del self._slots[victim]
             self._evictions += 1
         if self.use_decay < 1:
@@ -221,6 +224,8 @@ class LRUQuantizedMemory:
 
     # ---------------------------------------------------------------- readout
     def _use(self, slots: list[_Slot]) -> None:
+        if not slots:
+            return
         self._clock += 1
         for slot in slots:
             slot.uses += 1

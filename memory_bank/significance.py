@@ -120,10 +120,13 @@ class SignificanceMemory:
     or, from the raw frame given to :meth:`add`, ``pixel`` (mean absolute
     difference), ``histogram`` (colour histogram distance) or ``ssim``
     (``1 - SSIM``). With ``adaptive=True`` the threshold follows the stream:
-    after ``adaptive_warmup`` distances it is ``mean + adaptive_k * std`` of all
-    distances seen so far (never below ``threshold_floor``), so a busy video keeps
-    its peaks and a calm one its rare changes. Stored frames are resized to
-    ``stored_tokens`` (default 64 = 8x8) by area averaging.
+    after ``adaptive_warmup`` background distances (those of frames judged not
+    significant) it is ``mean + adaptive_k * std`` of them, never below
+    ``threshold_floor``: a shaky or busy video raises it above its own jitter, a
+    calm one lowers it to catch small changes. The significant distances are left
+    out of the statistics, so a run of cuts does not blind the detector to the
+    next one. Stored frames are resized to ``stored_tokens`` (default 64 = 8x8)
+    by area averaging.
 
     A static video thus keeps one frame; a video with cuts keeps about one per cut.
 
@@ -132,9 +135,11 @@ class SignificanceMemory:
         criterion: one of ``feature``, ``pixel``, ``histogram``, ``ssim``.
         threshold: fixed threshold (default per criterion, :data:`DEFAULT_THRESHOLDS`).
         adaptive: set the threshold from the running distribution of distances.
-        adaptive_k: standard deviations above the mean (default 2).
-        adaptive_warmup: distances seen before the adaptive threshold takes over (default 8).
-        threshold_floor: the adaptive threshold never goes below this (default 0.01).
+        adaptive_k: standard deviations above the mean (default 3).
+        adaptive_warmup: background distances seen before the adaptive threshold
+            takes over (default 8; until then ``threshold`` applies).
+        threshold_floor: the adaptive threshold never goes below this (default:
+            half of ``threshold``).
         buffer_size: significant frames kept (default 8).
         stored_tokens: tokens per stored frame, a square number (default 64; a frame
             with fewer tokens is kept as it is).
@@ -150,8 +155,8 @@ class SignificanceMemory:
     memory_tier_names = ("significant",)
 
     def __init__(self, mm_hidden_size: int = 1152, criterion: str = "feature", threshold: float | None = None,
-                 adaptive: bool = False, adaptive_k: float = 2.0, adaptive_warmup: int = 8,
-                 threshold_floor: float = 0.01, buffer_size: int = 8, stored_tokens: int = 64,
+                 adaptive: bool = False, adaptive_k: float = 3.0, adaptive_warmup: int = 8,
+                 threshold_floor: float | None = None, buffer_size: int = 8, stored_tokens: int = 64,
                  resize_mode: str = "area", signature_size: int = 64, histogram_bins: int = 16,
                  check_finite: bool = True) -> None:
         self.mm_hidden_size = positive_int("mm_hidden_size", mm_hidden_size)
@@ -160,7 +165,8 @@ class SignificanceMemory:
         self.adaptive = bool(adaptive)
         self.adaptive_k = number_in("adaptive_k", adaptive_k, 0, 100)
         self.adaptive_warmup = positive_int("adaptive_warmup", adaptive_warmup)
-        self.threshold_floor = number_in("threshold_floor", threshold_floor, 0, 2)
+        floor = self.threshold / 2 if threshold_floor is None else threshold_floor
+        self.threshold_floor = number_in("threshold_floor", floor, 0, 2)
         self.buffer_size = positive_int("buffer_size", buffer_size)
         self.stored_tokens = positive_int("stored_tokens", stored_tokens)
         side = math.isqrt(self.stored_tokens)
@@ -184,7 +190,7 @@ class SignificanceMemory:
         self._entries: list[MemoryEntry] = []
         self._descriptors: list[torch.Tensor] = []
         self._reference: torch.Tensor | None = None  # signature of the last stored frame
-        self._count, self._mean, self._m2 = 0, 0.0, 0.0  # Welford running distance statistics
+        self._count, self._mean, self._m2 = 0, 0.0, 0.0  # Welford statistics of background distances
         self._stored = 0
         self._evictions = 0
         self._cursor.reset()
@@ -233,16 +239,18 @@ class SignificanceMemory:
         if not store:
             d = distance(self.criterion, self._reference, signature.to(self._reference.device))
             store = d > self.current_threshold()
-            self._count += 1  # Welford update, after the decision
-            delta = d - self._mean
-            self._mean += delta / self._count
-            self._m2 += delta * (d - self._mean)
+            if not store:  # Welford update of the background (non-significant) distances
+                self._count += 1
+                delta = d - self._mean
+                self._mean += delta / self._count
+                self._m2 += delta * (d - self._mean)
         if store:
-            if grid[0] * grid[1] > self.stored_tokens:
+            resized = grid[0] * grid[1] > self.stored_tokens
+            if resized:
                 flat = resize_token_grid(flat, grid, self.stored_grid, self.resize_mode)
                 grid = self.stored_grid
             self._entries.append(MemoryEntry(own_storage(flat), grid, frame_index, timestamp))
-            self._descriptors.append(descriptor)
+            self._descriptors.append(pooled_descriptor(flat) if resized else descriptor)
             self._reference = signature
             self._stored += 1
             if len(self._entries) > self.buffer_size:

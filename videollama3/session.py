@@ -56,8 +56,8 @@ class Answer:
 
 
 def tier_names(memory: MemoryBackend) -> tuple[str, ...]:
-    """Names of ``memory``'s tiers (from its config for the hierarchical bank)."""
-    return tuple(getattr(getattr(memory, "config", memory), "memory_tier_names", None) or ())
+    """Names of ``memory``'s tiers (``()`` for a backend that does not name them)."""
+    return tuple(getattr(memory, "memory_tier_names", None) or ())
 
 
 def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = None) -> dict[str, list[Any]]:

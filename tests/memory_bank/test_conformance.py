@@ -1,0 +1,299 @@
+"""One conformance suite, run against every memory backend (DESIGN.md section 6)."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from memory_bank import (
+    MEMORY_BACKENDS,
+    MemoryBackend,
+    MemoryBankError,
+    MemoryConfigError,
+    build_memory,
+    memory_options,
+    register_memory,
+)
+
+C = 8  # channels
+SIDE = 4  # 4x4 = 16 tokens per frame
+
+
+# name, options, bound on entries, bound on tokens, whether add() needs the raw frame
+BACKENDS = {
+    "hierarchical": ("hierarchical", {"memory_capacities": [3, 2, 1], "memory_reduced_sizes": [16, 9, 4]}, 6, 3 * 16 + 2 * 9 + 4),
+    "fifo": ("fifo", {"num_recent": 3, "max_prompted": 2}, 5, 5 * 16),
+    "lru_quantized": ("lru_quantized", {"capacity": 4, "grace_frames": 1}, 4, 4 * 16),
+    "significance": ("significance", {"buffer_size": 3, "stored_tokens": 4, "threshold": 0.05}, 3, 3 * 4),
+    "significance_pixel": ("significance", {"criterion": "pixel", "buffer_size": 3, "stored_tokens": 9,
+                                            "adaptive": True, "adaptive_warmup": 4}, 3, 3 * 9),
+    "significance_ssim": ("significance", {"criterion": "ssim", "buffer_size": 2, "signature_size": 16}, 2, 2 * 16),
+}
+
+
+def make(key):
+    name, options, _, _ = BACKENDS[key]
+    return build_memory(name, mm_hidden_size=C, **options)
+
+
+class Stream:
+    """A synthetic video: scenes of 5 frames (a new scene every 5th frame), small noise within a scene.
+
+    Frame ``i`` gives ``(tokens (16, C) float32, i, timestamp 0.5 * i, raw frame (16, 16, 3) uint8)``.
+    """
+
+    def __init__(self, seed=0, scenes=23):
+        g = torch.Generator().manual_seed(seed)
+        self.tokens = torch.randn(scenes, SIDE * SIDE, C, generator=g)
+        self.images = torch.randint(0, 256, (scenes, 16, 16, 3), generator=g, dtype=torch.uint8)
+        self.noise = torch.randn(31, SIDE * SIDE, C, generator=g) * 0.01
+        self.pixel_noise = torch.randint(-2, 3, (31, 16, 16, 3), generator=g)
+
+    def frame(self, i):
+        scene = (i // 5) % len(self.tokens)
+        tokens = self.tokens[scene] + self.noise[i % 31]
+        image = (self.images[scene].int() + self.pixel_noise[i % 31]).clamp(0, 255).to(torch.uint8)
+        return tokens, i, 0.5 * i, image
+
+
+def feed(memory, stream, start, stop, ask_every=7):
+    """Add frames ``start..stop-1``; every ``ask_every`` frames take a readout and prompt the frame."""
+    for i in range(start, stop):
+        tokens, index, t, image = stream.frame(i)
+        memory.add(tokens, index, t, frame=image)
+        if i % ask_every == ask_every - 1:
+            memory.readout()
+            if hasattr(memory, "mark_prompted"):
+                memory.mark_prompted(index)
+
+
+def assert_same_state(a, b, path="state"):
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), path
+        assert a.dtype == b.dtype and a.shape == b.shape and a.device == b.device, path
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_same_state(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def assert_time_ordered(entries):
+    keys = [(e.timestamp, e.frame_index) for e in entries]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert all(e.end_timestamp >= e.timestamp and e.last_frame_index >= e.frame_index for e in entries)
+
+
+backends = pytest.mark.parametrize("key", list(BACKENDS))
+
+
+@backends
+def test_implements_the_protocol(key):
+    memory = make(key)
+    assert isinstance(memory, MemoryBackend)
+    assert memory.readout() == [] and memory.stats()["entries"] == 0 and memory.stats()["tokens"] == 0
+
+
+@backends
+def test_readout_is_in_time_order_after_every_add(key):
+    memory, stream = make(key), Stream()
+    for i in range(80):
+        feed(memory, stream, i, i + 1)
+        entries = memory.readout()
+        assert_time_ordered(entries)
+        assert entries and entries[-1].last_frame_index <= i
+        assert all(0 <= e.tier < len(memory.memory_tier_names) for e in entries)
+
+
+@backends
+def test_memory_is_bounded_on_a_10000_frame_stream(key):
+    _, _, max_entries, max_tokens = BACKENDS[key]
+    memory, stream = make(key), Stream()
+    peak_entries = peak_tokens = 0
+    for start in range(0, 10_000, 100):
+        feed(memory, stream, start, start + 100)
+        stats = memory.stats()
+        peak_entries, peak_tokens = max(peak_entries, stats["entries"]), max(peak_tokens, stats["tokens"])
+        assert stats["tokens"] == sum(e.num_tokens for e in memory.readout())
+    assert memory.stats()["frames_added"] == 10_000
+    assert 0 < peak_entries <= max_entries and 0 < peak_tokens <= max_tokens
+    assert memory.stats()["bytes"] <= max_tokens * C * 4 + 8 * max_entries
+
+
+@backends
+def test_state_round_trip_is_exact(key):
+    stream = Stream()
+    a = make(key)
+    feed(a, stream, 0, 60)
+    b = make(key)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    assert_same_state(a.state_dict(), b.state_dict())
+    for x, y in zip(a.readout(), b.readout()):
+        assert x.metadata() == y.metadata() and torch.equal(x.tokens, y.tokens)
+    # the restored memory goes on exactly like the original
+    feed(a, stream, 60, 100)
+    feed(b, stream, 60, 100)
+    assert_same_state(a.state_dict(), b.state_dict())
+    assert a.stats() == b.stats()
+
+
+@backends
+def test_state_of_another_backend_or_config_is_refused(key):
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 10)
+    before = copy.deepcopy(memory.state_dict())
+    other = build_memory("unbounded", mm_hidden_size=C)
+    other.add(torch.randn(SIDE * SIDE, C), 0, 0.0)
+    with pytest.raises(MemoryBankError):
+        memory.load_state_dict(other.state_dict())
+    assert_same_state(before, memory.state_dict())
+
+
+def bad_inputs(last_index, last_t):
+    good = torch.randn(SIDE * SIDE, C)
+    nan = good.clone()
+    nan[3, 2] = float("nan")
+    inf = good.clone()
+    inf[0, 0] = float("inf")
+    image = torch.zeros(16, 16, 3, dtype=torch.uint8)
+    return {
+        "wrong width": (torch.randn(SIDE * SIDE, C + 1), last_index + 1, last_t + 1, image),
+        "nan": (nan, last_index + 1, last_t + 1, image),
+        "inf": (inf, last_index + 1, last_t + 1, image),
+        "integer tokens": (good.long(), last_index + 1, last_t + 1, image),
+        "rank 1": (good.flatten(), last_index + 1, last_t + 1, image),
+        "not square": (good[:15], last_index + 1, last_t + 1, image),
+        "not a tensor": (good.tolist(), last_index + 1, last_t + 1, image),
+        "repeated index": (good, last_index, last_t + 1, image),
+        "earlier time": (good, last_index + 1, last_t - 0.25, image),
+        "negative index": (good, -1, last_t + 1, image),
+        "nan time": (good, last_index + 1, float("nan"), image),
+        "text time": (good, last_index + 1, "soon", image),
+    }
+
+
+@backends
+@pytest.mark.parametrize("case", list(bad_inputs(0, 0.0)))
+def test_bad_input_is_rejected_and_changes_nothing(key, case):
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 20)
+    before = copy.deepcopy(memory.state_dict())
+    tokens, index, t, image = bad_inputs(19, 9.5)[case]
+    with pytest.raises(MemoryBankError):
+        memory.add(tokens, index, t, frame=image)
+    assert_same_state(before, memory.state_dict())
+    feed(memory, stream, 20, 21)  # and it goes on
+    assert memory.stats()["frames_added"] == 21
+
+
+@pytest.mark.parametrize("key", ["significance_pixel", "significance_ssim"])
+@pytest.mark.parametrize("frame", [None, "float", "gray", "empty"])
+def test_pixel_criteria_reject_a_missing_or_bad_raw_frame(key, frame):
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 5)
+    before = copy.deepcopy(memory.state_dict())
+    bad = {None: None, "float": torch.zeros(16, 16, 3), "gray": torch.zeros(16, 16, dtype=torch.uint8),
+           "empty": torch.zeros(0, 16, 3, dtype=torch.uint8)}[frame]
+    with pytest.raises(MemoryBankError, match="frame"):
+        memory.add(torch.randn(SIDE * SIDE, C), 5, 2.5, frame=bad)
+    assert_same_state(before, memory.state_dict())
+
+
+@backends
+def test_clear_empties_everything(key):
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 40)
+    memory.clear()
+    stats = memory.stats()
+    assert memory.readout() == [] and stats["entries"] == 0 and stats["tokens"] == 0 and stats["bytes"] == 0
+    assert stats["frames_added"] == 0
+    assert_same_state(memory.state_dict(), make(key).state_dict())
+    feed(memory, stream, 0, 3)  # a new stream may start again at frame 0
+    assert memory.stats()["frames_added"] == 3
+
+
+@backends
+def test_retrieve_finds_the_entry_a_query_was_taken_from(key):
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 30)
+    target = memory.readout()[-1]
+    hits = memory.retrieve(target.tokens.mean(0), k=2)
+    assert 1 <= len(hits) <= 2
+    assert hits[0][0].frame_index == target.frame_index and hits[0][1] == pytest.approx(1.0, abs=1e-3)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert memory.retrieve(target.tokens.mean(0), threshold=1.01) == []
+    with pytest.raises(MemoryBankError, match="query"):
+        memory.retrieve(torch.randn(C + 1))
+    with pytest.raises(MemoryBankError, match="k must be"):
+        memory.retrieve(torch.randn(C), k=0)
+
+
+# ------------------------------------------------------------------ registry
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(MemoryConfigError) as e:
+        build_memory("sam2")
+    assert str(e.value) == (
+        "unknown memory backend 'sam2'; known: hierarchical, fifo, lru_quantized, significance, unbounded"
+    )
+
+
+def test_unknown_option_lists_the_accepted_ones():
+    with pytest.raises(MemoryConfigError, match="unknown option.*num_frames.*accepted: mm_hidden_size, num_recent"):
+        build_memory("fifo", num_frames=3)
+    with pytest.raises(MemoryConfigError, match="unknown option.*capacity.*accepted: memory_capacities"):
+        build_memory("hierarchical", capacity=3)
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("fifo", {"num_recent": 0}, "num_recent must be an integer >= 1"),
+        ("fifo", {"max_prompted": "8"}, "max_prompted must be an integer >= 0"),
+        ("lru_quantized", {"capacity": 2.5}, "capacity"),
+        ("lru_quantized", {"half_precision_uses": 4, "full_precision_uses": 2}, "must not exceed"),
+        ("lru_quantized", {"use_decay": 0}, "use_decay"),
+        ("significance", {"criterion": "optical_flow"}, "criterion must be one of feature, pixel, histogram, ssim"),
+        ("significance", {"stored_tokens": 50}, "square"),
+        ("significance", {"threshold": -0.1}, "threshold"),
+        ("hierarchical", {"memory_capacities": [8, 0, 1]}, "positive"),
+    ],
+)
+def test_invalid_option_values_are_named(name, options, message):
+    with pytest.raises(MemoryConfigError, match=message):
+        build_memory(name, **options)
+
+
+def test_memory_options_give_the_defaults():
+    assert memory_options("fifo") == {"mm_hidden_size": 1152, "num_recent": 6, "max_prompted": 8, "check_finite": True}
+    assert memory_options("lru_quantized")["capacity"] == 7
+    assert memory_options("hierarchical")["memory_capacities"] == [8, 4, 1]
+    assert set(MEMORY_BACKENDS) >= {"hierarchical", "fifo", "lru_quantized", "significance"}
+
+
+def test_register_memory_adds_a_name_once():
+    register_memory("test_fifo_tiny", lambda mm_hidden_size=1152: build_memory("fifo", mm_hidden_size=mm_hidden_size,
+                                                                             num_recent=1))
+    try:
+        memory = build_memory("test_fifo_tiny", mm_hidden_size=C)
+        for i in range(3):
+            memory.add(torch.randn(4, C), i, float(i))
+        assert [e.frame_index for e in memory.readout()] == [2]
+        with pytest.raises(MemoryConfigError, match="already registered"):
+            register_memory("test_fifo_tiny", lambda: None)
+    finally:
+        del MEMORY_BACKENDS["test_fifo_tiny"]
+
+
+def test_stream_fixture_has_scene_cuts_every_5_frames():
+    stream = Stream()
+    t0, t1, t5 = stream.frame(0)[0], stream.frame(1)[0], stream.frame(5)[0]
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(t0.flatten(), t1.flatten(), dim=0) > 0.99 > 0.5 > abs(cos(t0.flatten(), t5.flatten(), dim=0))
+    assert math.isclose(stream.frame(7)[2], 3.5)
