@@ -24,11 +24,11 @@ from .significance import SignificanceMemory
 from .unbounded import UnboundedMemory
 
 __all__ = [
+    "MEMORY_BACKENDS",
     "FIFOMemory",
     "FeatureAdapter",
     "HierarchicalMemoryBank",
     "LRUQuantizedMemory",
-    "MEMORY_BACKENDS",
     "MemoryBackend",
     "MemoryBankConfig",
     "MemoryBankError",

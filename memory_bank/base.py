@@ -71,7 +71,7 @@ class MemoryEntry:
         }
 
     @classmethod
-    def from_metadata(cls, tokens: torch.Tensor, meta: dict[str, Any]) -> "MemoryEntry":
+    def from_metadata(cls, tokens: torch.Tensor, meta: dict[str, Any]) -> MemoryEntry:
         """Inverse of :meth:`metadata` given the tokens."""
         return cls(tokens=tokens, **{**meta, "grid": tuple(meta["grid"])})
 
@@ -217,8 +217,8 @@ def check_query(query: Any, hidden_size: int, k: Any) -> torch.Tensor:
 
 
 def rank_by_similarity(
-    entries: list["MemoryEntry"], descriptors: torch.Tensor, query: torch.Tensor, k: int | None, threshold: float | None
-) -> list[tuple["MemoryEntry", float]]:
+    entries: list[MemoryEntry], descriptors: torch.Tensor, query: torch.Tensor, k: int | None, threshold: float | None
+) -> list[tuple[MemoryEntry, float]]:
     """``[(entry, cosine similarity)]``, best first, at least ``threshold``, at most ``k``.
 
     Args:
@@ -355,3 +355,24 @@ def check_state_format(state: Any, expected: str) -> None:
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found != expected:
         raise MemoryBankError(f"not a {expected} state (format {found!r}); load a state saved by the same backend")
+
+
+def entries_of_state(state: Any, expected_format: str, options: dict[str, Any], hidden_size: int) -> list[MemoryEntry]:
+    """The entries of a backend state, after checking its format and options.
+
+    Args:
+        state: a ``state_dict()`` output.
+        expected_format: the loading backend's format tag.
+        options: the loading backend's options; the state must have been saved with the same.
+        hidden_size: the loading backend's ``C``.
+
+    Raises:
+        MemoryBankError: for another backend's state, other options or malformed entries.
+    """
+    check_state_format(state, expected_format)
+    if state.get("options") != options:
+        raise MemoryBankError(
+            f"state was saved with options {state.get('options')} but this memory has {options}; "
+            "build the memory with the saved options"
+        )
+    return entries_from_state(state["entries"], hidden_size)

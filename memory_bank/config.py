@@ -109,7 +109,7 @@ class MemoryBankConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if not k.startswith("_")}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MemoryBankConfig":
+    def from_dict(cls, data: dict[str, Any]) -> MemoryBankConfig:
         """Build a config from :meth:`to_dict` output (unknown keys raise :class:`MemoryConfigError`)."""
         known = {f.name for f in fields(cls) if f.init}
         unknown = set(data) - known

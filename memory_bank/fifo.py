@@ -20,8 +20,7 @@ from .base import (
     MemoryEntry,
     StreamCursor,
     check_query,
-    check_state_format,
-    entries_from_state,
+    entries_of_state,
     entries_to_state,
     own_storage,
     pooled_descriptor,
@@ -65,6 +64,9 @@ class FIFOMemory:
         self.check_finite = bool(check_finite)
         self._cursor = StreamCursor()
         self.clear()
+
+    def _options(self) -> dict[str, int]:
+        return {"num_recent": self.num_recent, "max_prompted": self.max_prompted}
 
     def clear(self) -> None:
         """Drop every frame, mark and counter."""
@@ -188,7 +190,7 @@ class FIFOMemory:
         """Options, entries, the recent window, the prompted marks and counters (tensors not copied)."""
         return {
             "format": _FORMAT,
-            "options": {"num_recent": self.num_recent, "max_prompted": self.max_prompted},
+            "options": self._options(),
             "entries": entries_to_state([self._held[i][0] for i in self._ordered()]),
             "recent": list(self._recent),
             "prompted": list(self._prompted),
@@ -203,13 +205,8 @@ class FIFOMemory:
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        check_state_format(state, _FORMAT)
-        options = {"num_recent": self.num_recent, "max_prompted": self.max_prompted}
-        if state["options"] != options:
-            raise MemoryBankError(f"state was saved with {state['options']} but this memory has {options}")
-        entries = entries_from_state(state["entries"], self.mm_hidden_size)
-        held = {e.frame_index: (e, pooled_descriptor(e.tokens))
-                for e in entries}
+        entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
+        held = {e.frame_index: (e, pooled_descriptor(e.tokens)) for e in entries}
         if set(held) != set(state["recent"]) | set(state["prompted"]):
             raise MemoryBankError("state's entries do not match its recent and prompted frames")
         self._held = held

@@ -19,7 +19,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import MemoryEntry, check_device, check_frame, check_query, own_storage, pooled_descriptor, rank_by_similarity
+from .base import (
+    MemoryEntry,
+    check_device,
+    check_frame,
+    check_query,
+    own_storage,
+    pooled_descriptor,
+    rank_by_similarity,
+)
 from .config import MemoryBankConfig
 from .errors import MemoryBankError, MemoryConfigError
 from .resize import resize_token_grid
@@ -346,7 +354,7 @@ class HierarchicalMemoryBank:
         save_file(tensors, str(path), metadata={"format": _FORMAT, "state": json.dumps(state)})
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "HierarchicalMemoryBank":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> HierarchicalMemoryBank:
         """Build a bank from a file written by :meth:`save`, with its saved config.
 
         Raises:

@@ -19,8 +19,7 @@ from .base import (
     MemoryEntry,
     StreamCursor,
     check_query,
-    check_state_format,
-    entries_from_state,
+    entries_of_state,
     entries_to_state,
     own_storage,
     pooled_descriptor,
@@ -314,10 +313,7 @@ class LRUQuantizedMemory:
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        check_state_format(state, _FORMAT)
-        if state["options"] != self._options():
-            raise MemoryBankError(f"state was saved with {state['options']} but this memory has {self._options()}")
-        entries = entries_from_state(state["entries"], self.mm_hidden_size)
+        entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
         if len(entries) != len(state["slots"]) or len(entries) > self.capacity:
             raise MemoryBankError("state's entries and slots do not match, or exceed the capacity")
         slots = []

@@ -20,8 +20,7 @@ from .base import (
     MemoryEntry,
     StreamCursor,
     check_query,
-    check_state_format,
-    entries_from_state,
+    entries_of_state,
     entries_to_state,
     own_storage,
     pooled_descriptor,
@@ -320,10 +319,7 @@ class SignificanceMemory:
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        check_state_format(state, _FORMAT)
-        if state["options"] != self._options():
-            raise MemoryBankError(f"state was saved with {state['options']} but this memory has {self._options()}")
-        entries = entries_from_state(state["entries"], self.mm_hidden_size)
+        entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
         descriptors = list(state.get("descriptors") or [pooled_descriptor(e.tokens) for e in entries])
         if len(descriptors) != len(entries) or len(entries) > self.buffer_size:
             raise MemoryBankError("state's entries and descriptors do not match, or exceed buffer_size")

@@ -9,6 +9,17 @@ from .session import Answer, StreamingSession
 from .video import VideoInfo, iter_frames, probe_video
 
 __all__ = [
-    "Answer", "DEFAULT_MODEL", "ModelLoadError", "QuestionError", "StreamingSession", "VideoError", "VideoInfo",
-    "VideoLlama3WithMemory", "build_tiny_model", "iter_frames", "load_model", "preprocess_frames", "probe_video",
+    "DEFAULT_MODEL",
+    "Answer",
+    "ModelLoadError",
+    "QuestionError",
+    "StreamingSession",
+    "VideoError",
+    "VideoInfo",
+    "VideoLlama3WithMemory",
+    "build_tiny_model",
+    "iter_frames",
+    "load_model",
+    "preprocess_frames",
+    "probe_video",
 ]

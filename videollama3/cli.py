@@ -132,7 +132,6 @@ def cmd_answer(args: argparse.Namespace) -> int:
     """Stream a video, answer each question when the stream reaches its time."""
     from tqdm import tqdm
 
-    from .model import VideoLlama3WithMemory
     from .models import load_model
     from .session import StreamingSession, check_question_time, run_stream
     from .video import iter_frames, probe_video

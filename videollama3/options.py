@@ -49,17 +49,12 @@ def read_memory_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise MemoryConfigError(f"no such memory config file: {path}")
+    import yaml
+
     text = path.read_text()
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except ImportError:
-        raise MemoryConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write JSON") from None
-    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: both name the line
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:  # both name the line
         raise MemoryConfigError(f"{path} does not parse: {e}") from None
     if not isinstance(data, dict):
         raise MemoryConfigError(f"{path} must hold a mapping of memory options, got {type(data).__name__}")

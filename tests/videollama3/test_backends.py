@@ -1,0 +1,163 @@
+"""Every memory backend behind the streaming session, the CLI and the bench."""
+
+import json
+
+import pytest
+import torch
+
+from memory_bank import MEMORY_BACKENDS, FIFOMemory, MemoryConfigError
+from videollama3.cli import main
+from videollama3.model import VideoLlama3WithMemory
+from videollama3.options import parse_memory_options, parse_value, read_memory_config
+from videollama3.session import StreamingSession, memory_for, run_stream
+
+from .test_parity import capture_llm_inputs
+
+BOUNDED = ["hierarchical", "fifo", "lru_quantized", "significance"]
+
+
+@pytest.mark.parametrize("name", BOUNDED)
+@pytest.mark.parametrize("altered_from", [4, 0])
+def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, name, altered_from):
+    """A question at 3.0 s sees frames 0..3: altering frames >= 4 changes nothing;
+    altering every frame (the control) changes the language-model input."""
+    model, tokenizer = tiny
+    altered = [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]
+    prefills = []
+    for frames in (bikes_frames, altered):
+        wrapped = VideoLlama3WithMemory(model, tokenizer)
+        session = StreamingSession(wrapped, memory_for(wrapped, name))
+        seen, handle = capture_llm_inputs(model)
+        try:
+            result = run_stream(session, iter(frames), [("What happened?", 3.0)], max_new_tokens=2)
+        finally:
+            handle.remove()
+        assert session.frames_seen == 6 and result.answers[0].frames_seen == 4
+        prefills.append(seen[0])
+    assert torch.equal(prefills[0], prefills[1]) == (altered_from == 4)
+
+
+def test_fifo_session_keeps_the_frame_each_question_was_asked_at(tiny, bikes_frames):
+    wrapped = VideoLlama3WithMemory(*tiny)
+    session = StreamingSession(wrapped, memory_for(wrapped, "fifo", num_recent=2))
+    result = run_stream(session, iter(bikes_frames), [("first?", 2.0), ("second?", None)], max_new_tokens=1)
+    assert result.answers[0].tiers == {"recent": [1.0, 2.0], "prompted": []}
+    assert result.answers[1].tiers == {"recent": [4.0, 5.0], "prompted": [2.0]}  # frame 2 outlived the window
+    assert result.answers[1].visual_tokens == 3 * 144
+    assert isinstance(session.memory, FIFOMemory) and session.memory.prompted_frames == [2, 5]
+
+
+def test_lru_session_counts_one_use_per_question(tiny, bikes_frames):
+    wrapped = VideoLlama3WithMemory(*tiny)
+    session = StreamingSession(wrapped, memory_for(wrapped, "lru_quantized", capacity=3, grace_frames=1))
+    for f, t in bikes_frames[:3]:
+        session.push_frame(f, t)
+    answer = session.ask("what?", max_new_tokens=1)
+    assert session.memory.stats()["uses"] == [1, 1, 1]
+    # unused until the question: frames 0 and 1 fell to 8 bits as frames arrived
+    assert answer.tiers == {"32-bit": [2.0], "16-bit": [], "8-bit": [0.0, 1.0]}
+    session.push_frame(*bikes_frames[3])  # full: frame 0 goes (as used as frame 1, older); frame 2 earns 16 bits
+    assert [(e.frame_index, e.tier) for e in session.memory.readout()] == [(1, 2), (2, 1), (3, 0)]
+
+
+def test_memory_for_sizes_the_backend_for_the_model(tiny):
+    wrapped = VideoLlama3WithMemory(*tiny)
+    width = tiny[0].config.vision_config.hidden_size
+    for name in MEMORY_BACKENDS:
+        memory = memory_for(wrapped, name)
+        assert (memory.config.mm_hidden_size if name == "hierarchical" else memory.mm_hidden_size) == width
+    assert memory_for(wrapped, "hierarchical", memory_capacities=[2, 1, 1]).config.memory_capacities == (2, 1, 1)
+    with pytest.raises(MemoryConfigError, match="2 tiers but the model's FeatureAdapter embeds 1"):
+        memory_for(VideoLlama3WithMemory(*tiny, memory_config=memory_for(
+            wrapped, "hierarchical", memory_capacities=[8], memory_reduced_sizes=[144], memory_tier_names=["all"]).config),
+            "fifo")
+
+
+# ------------------------------------------------------------------- options
+@pytest.mark.parametrize("text, value", [("6", 6), ("0.5", 0.5), ("true", True), ("8,4,1", [8, 4, 1]),
+                                         ("[144, 64]", [144, 64]), ("feature", "feature"), ("a,b", ["a", "b"])])
+def test_parse_value(text, value):
+    assert parse_value(text) == value
+
+
+def test_memory_options_and_config_files(tmp_path):
+    assert parse_memory_options(["num_recent=4", " capacity = 3 "]) == {"num_recent": 4, "capacity": 3}
+    with pytest.raises(MemoryConfigError, match="not key=value"):
+        parse_memory_options(["num_recent"])
+    (tmp_path / "m.yaml").write_text("memory: fifo\noptions:\n  num_recent: 3\n")
+    (tmp_path / "flat.json").write_text('{"capacity": 5}')
+    (tmp_path / "bad.yaml").write_text("memory: [unclosed\n")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert read_memory_config(tmp_path / "m.yaml") == ("fifo", {"num_recent": 3})
+    assert read_memory_config(tmp_path / "flat.json") == (None, {"capacity": 5})
+    for name, message in [("bad.yaml", "does not parse"), ("list.json", "mapping"), ("none.yaml", "no such")]:
+        with pytest.raises(MemoryConfigError, match=message):
+            read_memory_config(tmp_path / name)
+
+
+# ----------------------------------------------------------------------- CLI
+def answer(capsys, videos, tmp_path, *argv):
+    output = tmp_path / "out.json"
+    code = main(["answer", str(videos / "bikes.mp4"), "-q", "What moves?", "--at", "4.5", "-q", "And now?",
+                 "--model", "tiny", "--max-new-tokens", "2", "--quiet", "--output", str(output), *argv])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(output.read_text())
+
+
+@pytest.mark.parametrize(
+    "argv, memory, tokens",
+    [
+        (["--memory", "fifo", "--memory-option", "num_recent=2"], "fifo", [2 * 144, 3 * 144]),
+        (["--memory", "lru_quantized"], "lru_quantized", [5 * 144, 7 * 144]),
+        (["--memory", "hierarchical", "--memory-option", "memory_capacities=4,2,1"], "hierarchical",
+         [4 * 144 + 64, 4 * 144 + 2 * 64 + 36]),
+    ],
+)
+def test_answer_with_each_backend_end_to_end(videos, tmp_path, capsys, argv, memory, tokens):
+    report = answer(capsys, videos, tmp_path, *argv)
+    assert report["memory"] == memory and report["frames_encoded"] == 10
+    assert [a["visual_tokens"] for a in report["answers"]] == tokens
+    assert report["memory_stats"]["frames_added"] == 10
+
+
+def test_answer_with_significance_and_a_config_file(videos, tmp_path, capsys):
+    config = tmp_path / "memory.yaml"
+    config.write_text("memory: significance\noptions:\n  criterion: pixel\n  stored_tokens: 36\n")
+    report = answer(capsys, videos, tmp_path, "--memory-config", str(config), "--memory-option", "threshold=0.02")
+    assert report["memory"] == "significance"
+    assert report["memory_options"] == {"criterion": "pixel", "stored_tokens": 36, "threshold": 0.02}
+    stats = report["memory_stats"]
+    assert stats["frames_added"] == 10 and 1 <= stats["frames_stored"] <= 10
+    assert report["answers"][-1]["visual_tokens"] == 36 * stats["entries"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--memory", "fifo", "--memory-option", "num_recent"], "not key=value"),
+        (["--memory", "fifo", "--memory-option", "bogus=1"], "unknown option(s) bogus for memory 'fifo'"),
+        (["--memory", "lru_quantized", "--memory-option", "capacity=0"], "capacity must be an integer >= 1"),
+        (["--memory", "none", "--memory-option", "x=1"], "--memory none takes no options"),
+        (["--memory-config", "missing.yaml"], "no such memory config file"),
+    ],
+)
+def test_bad_memory_options_exit_2_with_one_line(videos, capsys, argv, message):
+    code = main(["answer", str(videos / "bikes.mp4"), "-q", "x", "--model", "tiny", "--quiet", *argv])
+    _, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+# --------------------------------------------------------------------- bench
+def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
+    plot, numbers = tmp_path / "tokens.png", tmp_path / "bench.json"
+    code = main(["bench", "memory", "--all", "--videos", str(videos / "bikes.mp4"), "--fps", "1",
+                 "--backends", "hierarchical", "fifo", "unbounded", "--plot", str(plot), "--json", str(numbers)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads(numbers.read_text())["bikes.mp4"]
+    assert {k: (r["frames"], r["frames_stored"], r["tokens"]) for k, r in results.items()} == {
+        "hierarchical": (10, 10, 8 * 144 + 2 * 64), "fifo": (10, 10, 6 * 144), "unbounded": (10, 10, 10 * 144)}
+    assert results["unbounded"]["tokens_held"] == [144 * (i + 1) for i in range(10)]
+    assert "| fifo " in out and "mean add ms" in out
