@@ -189,9 +189,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vl3mem", description="Streaming video questions with VideoLLaMA3 and a bounded memory.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_memory_arguments(p: argparse.ArgumentParser) -> None:
+    """``--memory``, ``--memory-option``, ``--memory-config`` (shared by answer, eval and train)."""
+    p.add_argument("--memory", default=None,
+                   help=f"memory backend: {', '.join(memory_names())} (default hierarchical)")
+    p.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option, e.g. num_recent=4 or memory_capacities=8,4,1 (repeatable)")
+    p.add_argument("--memory-config", metavar="FILE",
+                   help="YAML/JSON file: {memory: NAME, options: {...}} (command-line flags win)")
+
+
+def add_commands(sub) -> None:
+    """Add ``answer`` and ``bench`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("answer", help="answer questions on a video while it streams")
     p.add_argument("video", help="video file (anything FFmpeg reads)")
     p.add_argument("-q", "--question", action="append", default=[], help="question text (repeatable)")
@@ -199,12 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time in seconds of the matching -q (repeatable; a question without one is asked at the end)")
     p.add_argument("--questions", help="JSONL file of {\"question\": ..., \"time\": seconds (optional)}")
     p.add_argument("--model", default="lkhl/VideoLLaMA3-2B-Image-HF", help="'tiny', a hub id or a local folder")
-    p.add_argument("--memory", default=None,
-                   help=f"memory backend: {', '.join(memory_names())} (default hierarchical)")
-    p.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend option, e.g. num_recent=4 or memory_capacities=8,4,1 (repeatable)")
-    p.add_argument("--memory-config", metavar="FILE",
-                   help="YAML/JSON file: {memory: NAME, options: {...}} (command-line flags win)")
+    add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument("--frame-size", type=int, default=336, help="frame side in pixels (336 -> 144 tokens)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -217,12 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("target", choices=["memory", "stream"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``vl3mem`` with this layer's commands (``answer``, ``bench``); the console
+    script (:mod:`vl3mem.cli`) adds ``eval`` and ``train``."""
+    parser = argparse.ArgumentParser(prog="vl3mem", description="Streaming video questions with VideoLLaMA3 and a bounded memory.")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vl3mem`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse ``argv`` with ``parser`` (default :func:`build_parser`) and run the command.
+
+    Bad input exits with status 2 and one line on stderr; returns the exit status.
+    """
+    args = (parser or build_parser()).parse_args(argv)
     _quiet_libraries()
     try:
         return args.func(args)

@@ -208,7 +208,8 @@ class StreamResult:
     """What :func:`run_stream` produced.
 
     Attributes:
-        answers: ``{question position: Answer}`` for every question reached.
+        answers: ``{question position: Answer}`` for every question reached (or what
+            the ``ask`` callable of :func:`run_stream` returned).
         stopped_at: seconds decoded before the frame source failed (None when it ran to the end).
         error: the failure's message, when it failed.
     """
@@ -224,6 +225,7 @@ def run_stream(
     questions: list[tuple[str, float | None]],
     max_new_tokens: int = 64,
     on_frame=None,
+    ask=None,
     **generate_kwargs,
 ) -> StreamResult:
     """Push frames into ``session`` and ask each question when the stream reaches its time.
@@ -238,6 +240,8 @@ def run_stream(
         questions: ``[(text, time in seconds or None)]``.
         max_new_tokens: generation budget per answer.
         on_frame: called with no argument after each frame (progress bars).
+        ask: called as ``ask(position)`` instead of ``session.ask`` when given (an
+            evaluation that records more than the answer); its result is stored.
 
     Returns:
         A :class:`StreamResult`. When the frame source raises :class:`VideoError`
@@ -252,7 +256,8 @@ def run_stream(
     def ask_until(now: float | None) -> None:
         while order and (now is None or (questions[order[0]][1] is not None and questions[order[0]][1] < now)):
             i = order.pop(0)
-            answers[i] = session.ask(questions[i][0], max_new_tokens=max_new_tokens, **generate_kwargs)
+            answers[i] = (ask(i) if ask is not None
+                          else session.ask(questions[i][0], max_new_tokens=max_new_tokens, **generate_kwargs))
 
     try:
         for frame, t in frames:

@@ -1,0 +1,74 @@
+"""Multiple-choice prompts in each benchmark's style, and the chosen letter parsed from free text."""
+
+from __future__ import annotations
+
+import re
+
+from .data import LETTERS, TimedQuestion
+
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+def format_prompt(question: TimedQuestion, style: str = "jsonl") -> str:
+    """The text asked for ``question``.
+
+    Styles follow the benchmarks' own evaluation prompts: ``ovo`` (OVO-Bench:
+    ``Question: ...`` / ``Options:`` / ``A. ...``), ``ovbench`` (options as
+    ``A. ...`` lines under the question), ``jsonl`` (``(A) ...``). An open
+    question (no options) is asked as it is.
+    """
+    if not question.options:
+        return question.question
+    if style == "ovo":
+        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
+        return f"Question: {question.question}\nOptions:\n{options}\n{INSTRUCTION}"
+    if style == "ovbench":
+        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
+        return f"{question.question}\n{options}\nPlease select the correct answer. {INSTRUCTION}"
+    options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(question.options))
+    return f"{question.question}\nOptions:\n{options}\n{INSTRUCTION}"
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+def parse_letter(text: str, options: list[str]) -> str | None:
+    """The option letter a free-text answer chose, or None.
+
+    Tried in order: a letter at the start (``B``, ``(B)``, ``B.``, ``B) ...``) when
+    no other option letter stands alone in the text (``B or C`` is no answer);
+    ``answer/option/choice is B``; a bracketed ``(B)``; exactly one option's text
+    inside the answer; a lone capital letter among the valid ones (not the word
+    "A" or "I" starting a sentence).
+    """
+    valid = LETTERS[: len(options)]
+    t = text.strip()
+    if not t or not valid:
+        return None
+    lone = [c for c in re.findall(rf"(?<![A-Za-z'])([{valid}])(?![A-Za-z'])", t)
+            if not (c in "AI" and re.search(rf"(?<![A-Za-z]){c}\s+[a-z]", t))]
+    m = re.match(r"^\W*([A-Z])(?:\W|$)", t)
+    if m and m.group(1) in valid and not re.match(r"^\W*(?:A|I)\s+[a-z]", t) and set(lone) <= {m.group(1)}:
+        return m.group(1)
+    m = re.search(rf"\b(?:answer|option|choice)\s*(?:is|would be|:)?\s*[:\-]?\s*\(?([{valid}])\)?(?![a-z])", t, re.I)
+    if m and m.group(1).upper() in valid:
+        return m.group(1).upper()
+    m = re.search(rf"\(([{valid}])\)", t)
+    if m:
+        return m.group(1)
+    said = _normalise(t)
+    hits = [LETTERS[i] for i, o in enumerate(options) if _normalise(o) and f" {_normalise(o)} " in f" {said} "]
+    if len(hits) == 1:
+        return hits[0]
+    return lone[0] if len(set(lone)) == 1 else None
+
+
+def is_correct(question: TimedQuestion, prediction: str) -> tuple[str | None, bool]:
+    """``(chosen letter or None, correct)``: by letter with options, else by the
+    normalised reference text appearing in the prediction."""
+    if question.options:
+        letter = parse_letter(prediction, question.options)
+        return letter, letter == question.answer
+    reference = _normalise(question.answer)
+    return None, bool(reference) and f" {reference} " in f" {_normalise(prediction)} "

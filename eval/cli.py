@@ -1,0 +1,155 @@
+"""``vl3mem eval`` / ``python -m eval`` / ``accelerate launch -m eval``: streaming evaluation.
+
+Distributed: under ``accelerate launch`` (or any launcher that sets ``WORLD_SIZE``)
+videos are sharded across processes (``videos[rank::world_size]``); each process
+appends to its own shard file, and rank 0 merges the shards into
+``predictions.jsonl`` and writes the summary once all processes are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from videollama3.cli import UsageError, add_memory_arguments, build_wrapped, resolve_memory
+from videollama3.cli import main as run
+
+from .data import BENCHMARKS, AnnotationError, load_benchmark
+from .report import write_outputs
+from .runner import PredictionStore, check_questions_in_video, evaluate_video, read_records
+
+PROMPT_STYLE = {"jsonl": "jsonl", "ovo": "ovo", "ovbench": "ovbench"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``eval``."""
+    p.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="annotation format")
+    p.add_argument("--annotations", required=True, help="annotation file")
+    p.add_argument("--video-root", required=True, help="folder the annotations' video paths are relative to")
+    p.add_argument("--model", default="lkhl/VideoLLaMA3-2B-Image-HF", help="'tiny', a hub id or a local folder")
+    add_memory_arguments(p)
+    p.add_argument("--fps", type=float, default=1.0, help="sampling rate where the annotations give none (default 1)")
+    p.add_argument("--frame-size", type=int, default=336)
+    p.add_argument("--output-dir", default="eval_out", help="predictions.jsonl, summary.json, report.md, plots")
+    p.add_argument("--limit", type=int, help="first N questions only (in file order)")
+    p.add_argument("--no-model", action="store_true",
+                   help="do not run the language model: measure evidence retention of the memory only")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--device", default=None, help="torch device (default: this process's accelerator, else cpu)")
+    p.add_argument("--skip-bad", action="store_true", help="report bad records and go on instead of stopping")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_command(sub) -> None:
+    """Add ``eval`` to an ``add_subparsers()`` object."""
+    p = sub.add_parser("eval", help="streaming benchmark: each question answered from the memory at its time")
+    add_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def process_group() -> tuple[int, int, Any, str | None]:
+    """``(rank, world_size, barrier, device)``: accelerate's state when launched by it, else one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        device = None if state.device.type == "cpu" else str(state.device)
+        return state.process_index, state.num_processes, state.wait_for_everyone, device
+    return 0, 1, (lambda: None), None
+
+
+def _check_run(output_dir: Path, settings: dict[str, Any], rank: int) -> None:
+    """Refuse to mix runs with other settings in one folder (resume needs the same ones)."""
+    path = output_dir / "run.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            raise UsageError(f"{output_dir} holds a run with other settings ({', '.join(changed)}); "
+                             "use another --output-dir, or the same settings to resume")
+    elif rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the evaluation; returns the exit status."""
+    from tqdm import tqdm
+
+    from videollama3.models import load_model
+    from videollama3.session import StreamingSession
+
+    start = time.perf_counter()
+    rank, world, barrier, device = process_group()
+    name, options = resolve_memory(args)
+    if not args.fps > 0:
+        raise UsageError(f"--fps must be positive, got {args.fps}")
+    bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
+    skipped = list(bench.skipped)
+    for video in bench.videos:
+        late = check_questions_in_video(video)
+        for q in late:
+            message = f"{args.annotations}: question {q.id} at {q.time:.2f}s is beyond the end of {video.video}"
+            if not args.skip_bad:
+                raise AnnotationError(message + " (use --skip-bad to report it and go on)")
+            skipped.append(message)
+        video.questions = [q for q in video.questions if q not in late]
+    if args.limit is not None:
+        remaining = args.limit
+        for video in bench.videos:
+            video.questions, remaining = video.questions[: max(remaining, 0)], remaining - len(video.questions)
+    videos = [v for v in bench.videos if v.questions]
+    output_dir = Path(args.output_dir)
+    settings = {"benchmark": args.benchmark, "annotations": str(Path(args.annotations).resolve()),
+                "model": args.model, "memory": name, "memory_options": options, "fps": args.fps,
+                "frame_size": args.frame_size, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
+    _check_run(output_dir, settings, rank)
+
+    model, tokenizer = load_model(args.model, device=args.device or device or "cpu")
+    wrapped, memory = build_wrapped(model, tokenizer, name, options)
+    session = StreamingSession(wrapped, memory, frame_size=args.frame_size)
+    store = PredictionStore(output_dir, rank, world)
+    unanswered: list[str] = []
+    mine = videos[rank::world]
+    total_frames = None
+    with tqdm(total=total_frames, unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0,
+              file=sys.stderr) as bar:
+        for video in mine:
+            result = evaluate_video(session, video, args.fps, store, PROMPT_STYLE[args.benchmark], args.no_model,
+                                    args.max_new_tokens, on_frame=lambda: bar.update(1))
+            if result["error"]:
+                print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
+            unanswered += result["unanswered"]
+    barrier()
+    if rank != 0:
+        return 0
+    records = store.merge() if world > 1 else read_records(output_dir / "predictions.jsonl")
+    wanted = {q.id for v in videos for q in v.questions}
+    records = [r for r in records if r["id"] in wanted]
+    meta = {**settings, "world_size": world, "wall_time_s": round(time.perf_counter() - start, 2),
+            "skipped_records": skipped, "skipped_tasks": bench.skipped_tasks, "unanswered": unanswered}
+    summary = write_outputs(records, meta, output_dir)
+    acc, ret = summary["accuracy"], summary["retention"]
+    print(f"{summary['questions']} questions, {len(videos)} videos, memory {name}, {meta['wall_time_s']} s")
+    if acc["scored"]:
+        print(f"accuracy: micro {acc['micro']} %, macro {acc['macro']} %")
+    if ret["questions"]:
+        print(f"evidence retention ({ret['questions']} questions): kept as own entry {ret['kept_own_pct']} %, "
+              f"kept at all {ret['kept_any_pct']} %")
+    if bench.skipped_tasks:
+        print(f"tasks not run (forward active responding): {bench.skipped_tasks}")
+    print(f"report: {output_dir / 'report.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eval ...`` (the options of ``vl3mem eval``)."""
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    parser.set_defaults(func=cmd_eval)
+    return run(argv, parser)

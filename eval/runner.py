@@ -1,0 +1,193 @@
+"""One pass per video: frames encoded once, each question answered from the memory at its time.
+
+The protocol is :func:`videollama3.session.run_stream`'s: a question at ``t`` is
+asked after every frame with timestamp ``<= t`` and before any later frame is
+pushed, so nothing after ``t`` reaches its answer. Published streaming
+evaluators re-encode the whole prefix for every question instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from videollama3.session import StreamingSession, run_stream, tier_layout, tier_names
+from videollama3.video import iter_frames, probe_video
+
+from .answers import format_prompt, is_correct
+from .data import AnnotationError, TimedQuestion, VideoQuestions
+
+PREDICTIONS = "predictions.jsonl"
+
+
+def retention(layout: dict[str, list[Any]], evidence: tuple[float, float] | None) -> dict[str, Any] | None:
+    """Whether the memory still holds something built from a frame inside ``evidence``.
+
+    Args:
+        layout: ``{tier: [t, ...]}`` from :func:`~videollama3.session.tier_layout`, newest
+            tier first; a merged entry is ``[start, end]``.
+        evidence: ``(start_s, end_s)``, or None.
+
+    Returns:
+        None without evidence, else ``{"kept_own": a frame of the window is held as its own
+        entry, "kept_any": ... or inside a merged summary whose span meets the window,
+        "only_merged": kept only inside a summary, "tier": the tier holding it (the
+        sharpest one) or None}``.
+    """
+    if evidence is None:
+        return None
+    start, end = evidence
+    own = [name for name, items in layout.items() for x in items if not isinstance(x, list) and start <= x <= end]
+    merged = [name for name, items in layout.items() for x in items if isinstance(x, list) and x[0] <= end and x[1] >= start]
+    return {"kept_own": bool(own), "kept_any": bool(own or merged), "only_merged": bool(merged and not own),
+            "tier": (own or merged or [None])[0]}
+
+
+@dataclass
+class PredictionStore:
+    """Append-only ``predictions.jsonl`` in ``output_dir`` (one shard file per process when distributed).
+
+    Attributes:
+        output_dir: the run's folder.
+        rank / world_size: this process and how many there are.
+    """
+
+    output_dir: Path
+    rank: int = 0
+    world_size: int = 1
+    _done: set[str] = field(default_factory=set)
+
+    @property
+    def path(self) -> Path:
+        """Where this process appends."""
+        if self.world_size == 1:
+            return self.output_dir / PREDICTIONS
+        return self.output_dir / "shards" / f"predictions.rank{self.rank}.jsonl"
+
+    def shard_paths(self) -> list[Path]:
+        """Every shard file present."""
+        return sorted((self.output_dir / "shards").glob("predictions.rank*.jsonl"))
+
+    def load(self) -> set[str]:
+        """Ids of questions already answered in this folder (merged file and shards)."""
+        self._done = {r["id"] for p in [self.output_dir / PREDICTIONS, *self.shard_paths()] for r in read_records(p)}
+        return self._done
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record and flush it (a killed run loses nothing written)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._done.add(record["id"])
+
+    def merge(self) -> list[dict[str, Any]]:
+        """Append the shards' new records to ``predictions.jsonl``, delete the shards; return all records."""
+        main = self.output_dir / PREDICTIONS
+        records = read_records(main)
+        seen = {r["id"] for r in records}
+        new = [r for p in self.shard_paths() for r in read_records(p) if r["id"] not in seen and not seen.add(r["id"])]
+        if new:
+            with main.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
+        for p in self.shard_paths():
+            p.unlink()
+        return records + new
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a predictions file (empty when it does not exist). A torn last line
+    (a run killed while writing) is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def evaluate_video(
+    session: StreamingSession,
+    video: VideoQuestions,
+    fps: float,
+    store: PredictionStore,
+    style: str = "jsonl",
+    no_model: bool = False,
+    max_new_tokens: int = 16,
+    on_frame=None,
+) -> dict[str, Any]:
+    """Stream ``video`` once through ``session`` and answer its questions not yet in ``store``.
+
+    Args:
+        session: a session on the model and memory backend under test (reset here).
+        video: the video and its questions.
+        fps: sampling rate when the annotation gives none.
+        store: where records go; questions already in it are not asked again
+            (the video is still streamed, since the memory must be rebuilt).
+        style: prompt style (``jsonl``, ``ovo``, ``ovbench``).
+        no_model: do not call the language model: record only what the memory holds.
+        max_new_tokens: generation budget per answer.
+        on_frame: progress callback.
+
+    Returns:
+        ``{"asked": n, "unanswered": [ids], "error": message or None}``.
+
+    Raises:
+        AnnotationError: for a question time beyond the end of the video.
+        VideoError: for a video that cannot be opened.
+    """
+    info = probe_video(video.video)
+    todo = [q for q in video.questions if q.id not in store.load()]
+    if not todo:
+        return {"asked": 0, "unanswered": [], "error": None}
+    for q in todo:
+        if info.duration and q.time > info.duration + 1e-6:
+            raise AnnotationError(f"question {q.id} at {q.time:.2f}s is beyond the end of {video.video} "
+                                  f"({info.duration:.2f}s)")
+    session.reset()
+    names = tier_names(session.memory)
+
+    def ask(i: int) -> dict[str, Any]:
+        q = todo[i]
+        start = time.perf_counter()
+        if no_model:
+            entries = session.memory.readout()
+            if hasattr(session.memory, "mark_prompted") and session.frames_seen:
+                session.memory.mark_prompted(session.frames_seen - 1)
+            layout, visual_tokens, prediction = tier_layout(session.memory, entries), sum(e.num_tokens for e in entries), None
+        else:
+            answer = session.ask(format_prompt(q, style), max_new_tokens=max_new_tokens)
+            layout, visual_tokens, prediction = answer.tiers, answer.visual_tokens, answer.answer
+        latency = time.perf_counter() - start
+        letter, correct = is_correct(q, prediction) if prediction is not None else (None, None)
+        record = {
+            **{k: v for k, v in asdict(q).items() if k != "evidence"},
+            "evidence": list(q.evidence) if q.evidence else None,
+            "video": str(video.video), "asked_at": session.time, "frames_seen": session.frames_seen,
+            "prediction": prediction, "pred_letter": letter, "correct": correct, "latency_s": latency,
+            "visual_tokens": visual_tokens, "memory_bytes": session.memory.stats()["bytes"],
+            "tiers": layout, "tier_names": list(names), "retention": retention(layout, q.evidence),
+        }
+        store.append(record)
+        return record
+
+    result = run_stream(session, iter_frames(video.video, fps=video.fps or fps), [(q.question, q.time) for q in todo],
+                        on_frame=on_frame, ask=ask)
+    unanswered = [q.id for i, q in enumerate(todo) if i not in result.answers]
+    return {"asked": len(result.answers), "unanswered": unanswered, "error": result.error}
+
+
+def check_questions_in_video(video: VideoQuestions) -> list[TimedQuestion]:
+    """Questions of ``video`` past its end (probing the file once).
+
+    Raises:
+        VideoError: for a video that cannot be opened.
+    """
+    duration = probe_video(video.video).duration
+    return [q for q in video.questions if duration and q.time > duration + 1e-6]
+
