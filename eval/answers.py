@@ -52,7 +52,8 @@ def parse_letter(text: str, options: list[str]) -> str | None:
     if m and m.group(1) in valid and not re.match(r"^\W*(?:A|I)\s+[a-z]", t) and set(lone) <= {m.group(1)}:
         return m.group(1)
     m = re.search(rf"\b(?:answer|option|choice)\s*(?:is|would be|:)?\s*[:\-]?\s*\(?([{valid}])\)?(?![a-z])", t, re.I)
-    if m and m.group(1).upper() in valid:
+    article = m and m.group(1) in "AI" and re.match(r"\s+[a-z]", t[m.end():])  # "answer: A dog"
+    if m and m.group(1).upper() in valid and not article:
         return m.group(1).upper()
     m = re.search(rf"\(([{valid}])\)", t)
     if m:

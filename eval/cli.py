@@ -1,6 +1,8 @@
 """``vl3mem eval`` / ``python -m eval`` / ``accelerate launch -m eval``: streaming evaluation.
 
-Distributed: under ``accelerate launch`` (or any launcher that sets ``WORLD_SIZE``)
+Distributed: under ``accelerate launch --multi_gpu --num_processes N -m eval ...``
+(also on a CPU-only machine, where the processes join a gloo group), or any
+launcher that sets ``WORLD_SIZE`` (``torchrun``),
 videos are sharded across processes (``videos[rank::world_size]``); each process
 appends to its own shard file, and rank 0 merges the shards into
 ``predictions.jsonl`` and writes the summary once all processes are done.
@@ -55,9 +57,10 @@ def add_command(sub) -> None:
 def process_group() -> tuple[int, int, Any, str | None]:
     """``(rank, world_size, barrier, device)``: accelerate's state when launched by it, else one process."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
         from accelerate import PartialState
 
-        state = PartialState()
+        state = PartialState(cpu=not torch.cuda.is_available())  # gloo process group on CPU-only machines
         device = None if state.device.type == "cpu" else str(state.device)
         return state.process_index, state.num_processes, state.wait_for_everyone, device
     return 0, 1, (lambda: None), None

@@ -94,6 +94,8 @@ class PredictionStore:
                 f.writelines(json.dumps(r) + "\n" for r in new)
         for p in self.shard_paths():
             p.unlink()
+        if (self.output_dir / "shards").is_dir() and not any((self.output_dir / "shards").iterdir()):
+            (self.output_dir / "shards").rmdir()
         return records + new
 
 

@@ -1,0 +1,37 @@
+"""Prompts in each benchmark's style; the chosen letter parsed from messy free text."""
+
+import pytest
+
+from eval.answers import format_prompt, is_correct, parse_letter
+from eval.data import TimedQuestion
+
+OPTIONS = ["A tripod", "A bicycle", "A bench", "A dog"]
+
+
+@pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("B", "B"), ("(C)", "C"), ("D.", "D"), ("B. A bicycle", "B"), ("D) a dog", "D"), ("  c  ", None),
+        ("The answer is D.", "D"), ("answer: c", "C"), ("Answer:(B)", "B"), ("The correct choice would be D", "D"),
+        ("Option B is right", "B"), ("I think it's (B).", "B"), ("It is a bench.", "C"),
+        ("A tripod stands there", "A"), ("A", "A"), ("A.", "A"),
+        ("I don't know", None), ("", None), ("B or C", None), ("a bicycle near a bench", None),
+        ("E", None), ("**B**", "B"), ("Answer: A dog", "D"),
+    ],
+)
+def test_parse_letter(text, letter):
+    assert parse_letter(text, OPTIONS) == letter
+
+
+def test_prompt_styles_and_scoring():
+    q = TimedQuestion("1", 3.0, "What is it?", ["red", "blue"], "B")
+    assert format_prompt(q, "ovo") == ("Question: What is it?\nOptions:\nA. red\nB. blue\n"
+                                       "Answer with the option's letter from the given choices directly.")
+    assert format_prompt(q, "jsonl").splitlines()[1:4] == ["Options:", "(A) red", "(B) blue"]
+    assert format_prompt(q, "ovbench").splitlines()[1:3] == ["A. red", "B. blue"]
+    assert is_correct(q, "The answer is (B)") == ("B", True)
+    assert is_correct(q, "red") == ("A", False)
+    open_q = TimedQuestion("2", 1.0, "What moves?", [], "a bike")
+    assert format_prompt(open_q) == "What moves?"
+    assert is_correct(open_q, "I see A bike, moving.") == (None, True)
+    assert is_correct(open_q, "a bicycle") == (None, False)

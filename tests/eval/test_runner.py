@@ -1,0 +1,148 @@
+"""The one-pass evaluation: outputs, resume, shards, no future leak, evidence retention."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from eval.data import TimedQuestion, VideoQuestions
+from eval.runner import PredictionStore, evaluate_video, read_records, retention
+from videollama3.model import VideoLlama3WithMemory
+from videollama3.session import StreamingSession, memory_for
+from vl3mem.cli import main
+
+from ..videollama3.test_parity import capture_llm_inputs
+
+DEV = Path(__file__).parents[2] / "eval" / "data" / "dev.jsonl"
+
+
+def run_eval(capsys, videos, out, *argv):
+    code = main(["eval", "--benchmark", "jsonl", "--annotations", str(DEV), "--video-root", str(videos),
+                 "--model", "tiny", "--output-dir", str(out), "--quiet", "--max-new-tokens", "4", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_outputs_and_resume(videos, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_eval(capsys, videos, out, "--limit", "5")
+    assert code == 0, err
+    first = (out / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in first] == ["vtest-01", "vtest-02", "vtest-03", "vtest-04", "vtest-05"]
+    code, stdout, err = run_eval(capsys, videos, out)  # resume: the 5 answered are not asked again
+    assert code == 0, err
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert lines[:5] == first and len(lines) == 31 == len({json.loads(x)["id"] for x in lines})
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(x) for x in lines]
+    correct = sum(r["correct"] for r in records)
+    assert summary["questions"] == 31 and summary["accuracy"]["micro"] == round(100 * correct / 31, 2)
+    assert sum(t["total"] for t in summary["accuracy"]["tasks"].values()) == 31
+    for r in records:  # each answered from the memory at its time, nothing later
+        assert r["asked_at"] <= r["time"] and r["frames_seen"] == int(r["time"]) + 1
+        assert r["prediction"] is not None and r["visual_tokens"] > 0 and r["memory_bytes"] > 0
+    for name in ("report.md", "accuracy.png", "timeline.png"):
+        assert (out / name).stat().st_size > 0
+    assert "## Accuracy" in (out / "report.md").read_text() and "accuracy: micro" in stdout
+    code, _, err = run_eval(capsys, videos, out, "--memory", "fifo")  # other settings: refused
+    assert code == 2 and "holds a run with other settings (memory)" in err
+
+
+def test_shards_merge_into_one_file(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "predictions.jsonl").write_text(json.dumps({"id": "a"}) + "\n")
+    for rank, ids in ((0, ["b", "c"]), (1, ["d", "a"])):
+        store = PredictionStore(out, rank, 2)
+        for i in ids:
+            store.append({"id": i})
+    assert {p.name for p in PredictionStore(out, 0, 2).shard_paths()} == {"predictions.rank0.jsonl", "predictions.rank1.jsonl"}
+    assert PredictionStore(out, 1, 2).load() == {"a", "b", "c", "d"}
+    merged = PredictionStore(out, 0, 2).merge()
+    assert [r["id"] for r in merged] == ["a", "b", "c", "d"]
+    assert [r["id"] for r in read_records(out / "predictions.jsonl")] == ["a", "b", "c", "d"]
+    assert not (out / "shards").exists()
+
+
+def test_accelerate_launch_with_two_cpu_processes(videos, tmp_path):
+    out = tmp_path / "dist"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "eval",
+           "--benchmark", "jsonl", "--annotations", str(DEV), "--video-root", str(videos), "--model", "tiny",
+           "--no-model", "--output-dir", str(out), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["questions"] == 31
+    records = read_records(out / "predictions.jsonl")
+    assert len(records) == 31 == len({r["id"] for r in records}) and not (out / "shards").exists()
+
+
+def test_bad_annotations_exit_2_or_are_skipped(videos, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(DEV.read_text().splitlines()[1] + "\n" + json.dumps({"video": "missing.mp4", "questions": []}) + "\n")
+    code = main(["eval", "--benchmark", "jsonl", "--annotations", str(bad), "--video-root", str(videos),
+                 "--model", "tiny", "--output-dir", str(tmp_path / "o"), "--quiet", "--no-model"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "line 2: video 'missing.mp4' not found" in err
+    code = main(["eval", "--benchmark", "jsonl", "--annotations", str(bad), "--video-root", str(videos),
+                 "--model", "tiny", "--output-dir", str(tmp_path / "o"), "--quiet", "--no-model", "--skip-bad"])
+    capsys.readouterr()
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert code == 0 and summary["questions"] == 14 and "missing.mp4" in summary["skipped_records"][0]
+
+
+@pytest.mark.parametrize("altered_from", [4, 0])
+def test_no_future_frame_reaches_an_evaluated_answer(tiny, bikes_frames, tmp_path, monkeypatch, altered_from):
+    """A question at 3.0 s: altering frames >= 4 changes neither the LLM input nor the record."""
+    import eval.runner
+
+    model, tokenizer = tiny
+    video = VideoQuestions(Path("bikes.mp4"), 1, [TimedQuestion("q", 3.0, "What?", ["a", "b"], "A")])
+    monkeypatch.setattr(eval.runner, "probe_video", lambda path: type("I", (), {"duration": 6.0})())
+    results = []
+    for frames in (bikes_frames, [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]):
+        monkeypatch.setattr(eval.runner, "iter_frames", lambda path, fps, frames=frames: iter(frames))
+        wrapped = VideoLlama3WithMemory(model, tokenizer)
+        store = PredictionStore(tmp_path / f"o{len(results)}")
+        seen, handle = capture_llm_inputs(model)
+        try:
+            evaluate_video(StreamingSession(wrapped, memory_for(wrapped)), video, 1, store, max_new_tokens=2)
+        finally:
+            handle.remove()
+        (record,) = read_records(store.path)
+        assert record["frames_seen"] == 4 and record["asked_at"] == 3.0
+        results.append((seen[0], record["prediction"]))
+    assert torch.equal(results[0][0], results[1][0]) == (altered_from == 4)
+
+
+def test_no_model_retention_hierarchical_keeps_old_evidence_fifo_does_not(videos, tmp_path, capsys):
+    ann = tmp_path / "old.jsonl"
+    ann.write_text(json.dumps({"video": "vtest.avi", "fps": 1, "questions": [
+        {"id": "old", "time": 60, "question": "What happened at the start?", "options": ["a", "b"], "answer": "A",
+         "task": "past", "evidence": [2, 4]}]}) + "\n")
+    kept = {}
+    for memory in ("hierarchical", "fifo"):
+        code = main(["eval", "--benchmark", "jsonl", "--annotations", str(ann), "--video-root", str(videos),
+                     "--model", "tiny", "--memory", memory, "--no-model", "--output-dir", str(tmp_path / memory),
+                     "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        (record,) = read_records(tmp_path / memory / "predictions.jsonl")
+        assert record["prediction"] is None and record["correct"] is None
+        kept[memory] = record["retention"]
+    capsys.readouterr()
+    assert kept["hierarchical"]["kept_any"] and kept["hierarchical"]["tier"] in ("short", "mid", "long")
+    assert kept["fifo"] == {"kept_own": False, "kept_any": False, "only_merged": False, "tier": None}
+
+
+def test_retention_reads_the_tier_layout():
+    layout = {"short": [9.0, 10.0], "mid": [5.0], "long": [[0.0, 3.0]]}
+    assert retention(layout, (4.5, 5.5)) == {"kept_own": True, "kept_any": True, "only_merged": False, "tier": "mid"}
+    assert retention(layout, (1.0, 2.0)) == {"kept_own": False, "kept_any": True, "only_merged": True, "tier": "long"}
+    assert retention(layout, (6.0, 8.0)) == {"kept_own": False, "kept_any": False, "only_merged": False, "tier": None}
+    assert retention(layout, None) is None
