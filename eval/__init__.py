@@ -6,7 +6,13 @@ parsing), :mod:`eval.runner` (the single pass, evidence retention, predictions),
 """
 
 from .answers import format_prompt, is_correct, parse_letter
-from .data import AnnotationError, Benchmark, TimedQuestion, VideoQuestions, load_benchmark
+from .data import (
+    AnnotationError,
+    Benchmark,
+    TimedQuestion,
+    VideoQuestions,
+    load_benchmark,
+)
 from .report import summarize
 from .runner import PredictionStore, evaluate_video, retention
 

@@ -51,7 +51,7 @@ def parse_letter(text: str, options: list[str]) -> str | None:
     m = re.match(r"^\W*([A-Z])(?:\W|$)", t)
     if m and m.group(1) in valid and not re.match(r"^\W*(?:A|I)\s+[a-z]", t) and set(lone) <= {m.group(1)}:
         return m.group(1)
-    m = re.search(rf"\b(?:answer|option|choice)\s*(?:is|would be|:)?\s*[:\-]?\s*\(?([{valid}])\)?(?![a-z])", t, re.I)
+    m = re.search(rf"\b(?:answer|option|choice)\s*(?:is|would be|:)?\s*[:\-]?\s*\(?([{valid}])\)?(?![a-z])", t, re.IGNORECASE)
     article = m and m.group(1) in "AI" and re.match(r"\s+[a-z]", t[m.end():])  # "answer: A dog"
     if m and m.group(1).upper() in valid and not article:
         return m.group(1).upper()

@@ -18,12 +18,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videollama3.cli import UsageError, add_memory_arguments, build_wrapped, resolve_memory
+from videollama3.cli import (
+    UsageError,
+    add_memory_arguments,
+    build_wrapped,
+    resolve_memory,
+)
 from videollama3.cli import main as run
 
 from .data import BENCHMARKS, AnnotationError, load_benchmark
 from .report import write_outputs
-from .runner import PredictionStore, check_questions_in_video, evaluate_video, read_records
+from .runner import (
+    PredictionStore,
+    check_questions_in_video,
+    evaluate_video,
+    read_records,
+)
 
 PROMPT_STYLE = {"jsonl": "jsonl", "ovo": "ovo", "ovbench": "ovbench"}
 

@@ -18,6 +18,7 @@ Formats:
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def _resolve_video(root: Path, name: str) -> Path:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be a non-negative number of seconds, got {value!r}")
     return float(value)
 
@@ -119,7 +120,7 @@ def _letter(answer: Any, options: list[str]) -> str:
             raise ValueError(f"answer index {answer} is outside the {len(options)} options")
         return LETTERS[answer]
     text = str(answer).strip()
-    m = re.fullmatch(r"\(?([A-Za-z])\)?(?:[.:)]\s*.*)?", text, flags=re.S)
+    m = re.fullmatch(r"\(?([A-Za-z])\)?(?:[.:)]\s*.*)?", text, flags=re.DOTALL)
     if m and (len(text) == 1 or not text[1:2].isalpha()):
         letter = m.group(1).upper()
         if LETTERS.index(letter) >= len(options):
