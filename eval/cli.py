@@ -35,8 +35,6 @@ from .runner import (
     read_records,
 )
 
-PROMPT_STYLE = {"jsonl": "jsonl", "ovo": "ovo", "ovbench": "ovbench"}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``eval``."""
@@ -129,11 +127,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = PredictionStore(output_dir, rank, world)
     unanswered: list[str] = []
     mine = videos[rank::world]
-    total_frames = None
-    with tqdm(total=total_frames, unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0,
+    with tqdm(unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0,
               file=sys.stderr) as bar:
         for video in mine:
-            result = evaluate_video(session, video, args.fps, store, PROMPT_STYLE[args.benchmark], args.no_model,
+            result = evaluate_video(session, video, args.fps, store, args.benchmark, args.no_model,
                                     args.max_new_tokens, on_frame=lambda: bar.update(1))
             if result["error"]:
                 print(f"vl3mem: warning: {result['error']}", file=sys.stderr)

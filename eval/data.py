@@ -176,16 +176,21 @@ class _Loader:
         return Benchmark(videos, self.skipped, self.skipped_tasks)
 
 
-def _read(path: Path, jsonl: bool) -> Any:
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise AnnotationError(f"no such annotation file: {path}")
-    text = path.read_text()
-    if not jsonl:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(f"{path} is not valid JSON: {e}") from None
-    return text.splitlines()
+    return path.read_text()
+
+
+def _read_list(path: Path, what: str) -> list[Any]:
+    """A JSON file holding a list of ``what``."""
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+    return data
 
 
 def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> Benchmark:
@@ -198,7 +203,7 @@ def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False)
     """
     path = Path(path)
     loader = _Loader(path, Path(video_root), skip_bad)
-    for n, line in enumerate(_read(path, jsonl=True), 1):
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -252,10 +257,7 @@ def load_ovo(path: str | Path, video_root: str | Path, skip_bad: bool = False) -
     """
     path = Path(path)
     loader = _Loader(path, Path(video_root), skip_bad)
-    data = _read(path, jsonl=False)
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of OVO-Bench records, got {type(data).__name__}")
-    for n, r in enumerate(data):
+    for n, r in enumerate(_read_list(path, "OVO-Bench records")):
         rid = f"record {n} (id {r.get('id')!r})" if isinstance(r, dict) else f"record {n}"
         try:
             if not isinstance(r, dict):
@@ -293,10 +295,7 @@ def load_ovbench(path: str | Path, video_root: str | Path, skip_bad: bool = Fals
     """
     path = Path(path)
     loader = _Loader(path, Path(video_root), skip_bad)
-    data = _read(path, jsonl=False)
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of OVBench videos, got {type(data).__name__}")
-    for n, r in enumerate(data):
+    for n, r in enumerate(_read_list(path, "OVBench videos")):
         vid = r.get("video_id") if isinstance(r, dict) else None
         try:
             if not isinstance(r, dict) or vid is None or not isinstance(r.get("questions"), list):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ class PredictionStore:
     output_dir: Path
     rank: int = 0
     world_size: int = 1
-    _done: set[str] = field(default_factory=set)
 
     @property
     def path(self) -> Path:
@@ -73,15 +72,13 @@ class PredictionStore:
 
     def load(self) -> set[str]:
         """Ids of questions already answered in this folder (merged file and shards)."""
-        self._done = {r["id"] for p in [self.output_dir / PREDICTIONS, *self.shard_paths()] for r in read_records(p)}
-        return self._done
+        return {r["id"] for p in [self.output_dir / PREDICTIONS, *self.shard_paths()] for r in read_records(p)}
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and flush it (a killed run loses nothing written)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        self._done.add(record["id"])
 
     def merge(self) -> list[dict[str, Any]]:
         """Append the shards' new records to ``predictions.jsonl``, delete the shards; return all records."""
@@ -144,7 +141,8 @@ def evaluate_video(
         VideoError: for a video that cannot be opened.
     """
     info = probe_video(video.video)
-    todo = [q for q in video.questions if q.id not in store.load()]
+    done = store.load()
+    todo = [q for q in video.questions if q.id not in done]
     if not todo:
         return {"asked": 0, "unanswered": [], "error": None}
     for q in todo:

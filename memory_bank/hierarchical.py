@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from .base import (
     MemoryEntry,
-    check_device,
-    check_frame,
+    StreamCursor,
     check_query,
     own_storage,
     pooled_descriptor,
@@ -119,10 +118,7 @@ class HierarchicalMemoryBank:
         self._tiers = [_Tier(c, g) for c, g in zip(cfg.memory_capacities, cfg.grids)]
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
-        self._frames_added = 0
-        self._last_frame_index: int | None = None
-        self._last_timestamp: float | None = None
-        self._device: torch.device | None = None
+        self._cursor = StreamCursor()
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._tiers)
@@ -140,7 +136,7 @@ class HierarchicalMemoryBank:
     @property
     def frames_added(self) -> int:
         """Frames accepted by :meth:`add` since the last :meth:`clear`."""
-        return self._frames_added
+        return self._cursor.frames_added
 
     def tiers(self) -> dict[str, list[MemoryEntry]]:
         """Entries of each tier by tier name, each list in time order."""
@@ -174,14 +170,8 @@ class HierarchicalMemoryBank:
                 The bank is unchanged when it raises.
         """
         cfg = self.config
-        flat, grid, frame_index, timestamp, pooled = check_frame(
-            tokens,
-            frame_index,
-            timestamp,
-            hidden_size=cfg.mm_hidden_size,
-            last_frame_index=self._last_frame_index,
-            last_timestamp=self._last_timestamp,
-            check_finite=cfg.memory_check_finite,
+        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+            tokens, frame_index, timestamp, hidden_size=cfg.mm_hidden_size, check_finite=cfg.memory_check_finite
         )
         if grid != cfg.grids[0]:
             h, w = cfg.grids[0]
@@ -189,13 +179,10 @@ class HierarchicalMemoryBank:
                 f"frame {frame_index} has a {grid[0]}x{grid[1]} token grid but the {cfg.memory_tier_names[0]} "
                 f"tier holds {h}x{w}; set memory_reduced_sizes[0] = {grid[0] * grid[1]} or resize the frame"
             )
-        check_device(flat, self._device, frame_index)
-        self._device = flat.device
         flat = own_storage(flat)
         self._tiers[0].insert(MemoryEntry(flat, grid, frame_index, timestamp, tier=0), F.normalize(pooled, dim=0))
         self._cascade()
-        self._last_frame_index, self._last_timestamp = frame_index, timestamp
-        self._frames_added += 1
+        self._cursor.advance(frame_index, timestamp, flat.device)
         return True
 
     def _cascade(self) -> None:
@@ -288,7 +275,7 @@ class HierarchicalMemoryBank:
             "tokens": self.num_tokens,
             "max_tokens": self.config.max_tokens,
             "bytes": sum(t["bytes"] for t in tiers.values()),
-            "frames_added": self._frames_added,
+            "frames_added": self._cursor.frames_added,
         }
 
     # ------------------------------------------------------------ persistence
@@ -304,9 +291,7 @@ class HierarchicalMemoryBank:
             "entries": [{"tokens": e.tokens, **e.metadata()} for t in self._tiers for e in t.entries],
             "evictions": list(self._evictions),
             "merges": list(self._merges),
-            "frames_added": self._frames_added,
-            "last_frame_index": self._last_frame_index,
-            "last_timestamp": self._last_timestamp,
+            **self._cursor.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -340,10 +325,7 @@ class HierarchicalMemoryBank:
         self._tiers = tiers
         self._evictions = list(state["evictions"])
         self._merges = list(state["merges"])
-        self._frames_added = int(state["frames_added"])
-        self._last_frame_index = state["last_frame_index"]
-        self._last_timestamp = state["last_timestamp"]
-        self._device = device
+        self._cursor.load_state_dict(state, device)
 
     def save(self, path: str | Path) -> None:
         """Write the state to a safetensors file (tokens as tensors, the rest as JSON metadata)."""

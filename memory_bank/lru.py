@@ -22,7 +22,6 @@ from .base import (
     entries_of_state,
     entries_to_state,
     own_storage,
-    pooled_descriptor,
     rank_by_similarity,
 )
 from .config import number_in, positive_int
@@ -321,8 +320,7 @@ class LRUQuantizedMemory:
             dtype = getattr(torch, s["dtype"], None)
             if not isinstance(dtype, torch.dtype) or s["level"] not in (FULL, HALF, INT8):
                 raise MemoryBankError(f"entry of frame {entry.frame_index} has dtype {s['dtype']!r}, level {s['level']!r}")
-            descriptor = s["descriptor"] if s.get("descriptor") is not None else pooled_descriptor(entry.tokens)
-            slots.append(_Slot(entry, dtype, descriptor, s["uses"], s["last_used"], s["level"], s["scale"], s["offset"]))
+            slots.append(_Slot(entry, dtype, s["descriptor"], s["uses"], s["last_used"], s["level"], s["scale"], s["offset"]))
         self._slots = slots
         self._clock = int(state["clock"])
         self._evictions = int(state["evictions"])

@@ -320,7 +320,7 @@ class SignificanceMemory:
                 nothing changes.
         """
         entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
-        descriptors = list(state.get("descriptors") or [pooled_descriptor(e.tokens) for e in entries])
+        descriptors = list(state["descriptors"])
         if len(descriptors) != len(entries) or len(entries) > self.buffer_size:
             raise MemoryBankError("state's entries and descriptors do not match, or exceed buffer_size")
         self._entries, self._descriptors = entries, descriptors

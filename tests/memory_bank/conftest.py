@@ -26,8 +26,8 @@ def snapshot(bank):
     return (
         bank.stats(),
         [(e.frame_index, e.tier, e.timestamp, e.end_timestamp, e.num_frames, e.tokens.clone()) for e in bank.readout()],
-        bank._last_frame_index,
-        bank._last_timestamp,
+        bank._cursor.frame_index,
+        bank._cursor.timestamp,
     )
 
 
