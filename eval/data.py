@@ -99,7 +99,12 @@ class Benchmark:
         return sum(len(v.questions) for v in self.videos)
 
 
-def _resolve_video(root: Path, name: str) -> Path:
+def resolve_video(root: Path, name: str) -> Path:
+    """``root / name``, trying the usual video extensions when ``name`` has none.
+
+    Raises:
+        FileNotFoundError: with ``name`` as its argument, when no such file exists.
+    """
     for ext in VIDEO_EXTENSIONS:
         path = root / f"{name}{ext}"
         if path.is_file():
@@ -164,7 +169,7 @@ class _Loader:
         self.skipped.append(message)
 
     def video(self, name: str, fps: float | None) -> VideoQuestions:
-        path = _resolve_video(self.video_root, name)
+        path = resolve_video(self.video_root, name)
         if path not in self.videos:
             self.videos[path] = VideoQuestions(path, fps, [])
         return self.videos[path]
@@ -193,8 +198,11 @@ def _read_list(path: Path, what: str) -> list[Any]:
     return data
 
 
-def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> Benchmark:
-    """Load our JSONL format (module docstring). Videos are relative to ``video_root``.
+def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> Benchmark:
+    """Read our JSONL format line by line, one :class:`VideoQuestions` per line (not merged).
+
+    Training reads a line as one conversation (its questions, in file order, are
+    the turns); :func:`load_jsonl` merges lines on the same video.
 
     Raises:
         AnnotationError: for a missing file, a line that does not parse, a missing video,
@@ -203,6 +211,7 @@ def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False)
     """
     path = Path(path)
     loader = _Loader(path, Path(video_root), skip_bad)
+    records: list[VideoQuestions] = []
     for n, line in enumerate(_read_text(path).splitlines(), 1):
         if not line.strip():
             continue
@@ -213,7 +222,8 @@ def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False)
             fps = record.get("fps")
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
                 raise ValueError(f"fps must be a positive number, got {fps!r}")
-            video = loader.video(str(record["video"]), fps)
+            video = VideoQuestions(resolve_video(loader.video_root, str(record["video"])), fps, [])
+            records.append(video)
         except json.JSONDecodeError as e:
             loader.bad(f"line {n}", f"does not parse as JSON ({e.msg})")
             continue
@@ -243,7 +253,23 @@ def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False)
                 ))
             except ValueError as e:
                 loader.bad(f"line {n} question {qid}", str(e))
-    return loader.result()
+    return Benchmark([r for r in records if r.questions], loader.skipped)
+
+
+def load_jsonl(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> Benchmark:
+    """Load our JSONL format (module docstring), lines on the same video merged, questions
+    in time order. Videos are relative to ``video_root``.
+
+    Raises:
+        AnnotationError: see :func:`read_jsonl_records`.
+    """
+    records = read_jsonl_records(path, video_root, skip_bad)
+    merged: dict[Path, VideoQuestions] = {}
+    for r in records.videos:
+        merged.setdefault(r.video, VideoQuestions(r.video, r.fps, [])).questions.extend(r.questions)
+    for v in merged.values():
+        v.questions.sort(key=lambda q: (q.time, q.id))
+    return Benchmark(list(merged.values()), records.skipped)
 
 
 def load_ovo(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> Benchmark:

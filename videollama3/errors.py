@@ -26,3 +26,7 @@ class ModelLoadError(ValueError):
 
 class QuestionError(ValueError):
     """A question that cannot be asked (time outside the video, empty text, bad file)."""
+
+
+class CheckpointError(ValueError):
+    """A fine-tuned checkpoint folder that cannot be read or does not fit the model."""

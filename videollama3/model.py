@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,6 +12,23 @@ from transformers import PreTrainedTokenizerBase, VideoLlama3ForConditionalGener
 from memory_bank import FeatureAdapter, MemoryBackend, MemoryBankConfig, MemoryEntry
 
 from .models import VIDEO_TOKEN
+
+
+def memory_tokens(entries: Sequence[MemoryEntry]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A readout as one tensor: ``(sum n_i, C)`` tokens (a new tensor, on the entries'
+    device) and ``(sum n_i,)`` long tier ids.
+
+    Raises:
+        ValueError: for an empty readout.
+    """
+    if not entries:
+        raise ValueError("the memory readout is empty; push a frame before asking")
+    tokens = torch.cat([e.tokens for e in entries])
+    tier_ids = torch.repeat_interleave(
+        torch.tensor([e.tier for e in entries], device=tokens.device),
+        torch.tensor([e.num_tokens for e in entries], device=tokens.device),
+    )
+    return tokens, tier_ids
 
 
 class VideoLlama3WithMemory(nn.Module):
@@ -135,8 +153,11 @@ class VideoLlama3WithMemory(nn.Module):
         """
         return ",".join(f"Time {e.timestamp:.1f}s:" + VIDEO_TOKEN * e.num_tokens for e in entries)
 
-    def build_prompt(self, entries: Sequence[MemoryEntry], question: str, history: Sequence[tuple[str, str]] = ()) -> str:
-        """Chat-formatted text: the memory, then the question (earlier turns first, when given)."""
+    def build_messages(
+        self, entries: Sequence[MemoryEntry], question: str, history: Sequence[tuple[str, str]] = ()
+    ) -> list[dict[str, Any]]:
+        """Chat messages: the memory in the first user turn, earlier ``(question, answer)``
+        turns, then ``question`` (a user message; no assistant reply)."""
         messages = []
         for i, (q, a) in enumerate(history):
             text = f"{self.memory_prompt(entries)}\n{q}" if i == 0 and entries else q
@@ -144,38 +165,93 @@ class VideoLlama3WithMemory(nn.Module):
                          {"role": "assistant", "content": [{"type": "text", "text": a}]}]
         text = question if history or not entries else f"{self.memory_prompt(entries)}\n{question}"
         messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return messages
+
+    def build_prompt(self, entries: Sequence[MemoryEntry], question: str, history: Sequence[tuple[str, str]] = ()) -> str:
+        """Chat-formatted text: the memory, then the question (earlier turns first, when given),
+        ending with the assistant's generation prompt."""
+        return self.tokenizer.apply_chat_template(self.build_messages(entries, question, history), tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def embed_visual(self, tokens: torch.Tensor, tier_ids: torch.Tensor) -> torch.Tensor:
+        """Language-model inputs for memory tokens: FeatureAdapter (when the memory is
+        enabled), then the native projector.
+
+        Args:
+            tokens: ``(N, C_mem)`` memory tokens (any float dtype, any device).
+            tier_ids: ``(N,)`` long, the tier of each token.
+
+        Returns:
+            ``(N, D_llm)`` on the model's device, in the projector's dtype; differentiable
+            with respect to the adapter and projector.
+        """
+        tokens = tokens.to(self.device, self.adapter.fc1.weight.dtype)
+        if self.enable_memory_bank:
+            tokens = self.adapter(tokens, tier_ids.to(self.device))
+        return self.model.model.projector(tokens.to(self.model.model.projector.readout[0].weight.dtype))
 
     def visual_embeds(self, entries: Sequence[MemoryEntry]) -> torch.Tensor:
-        """``(sum n_i, D_llm)`` language-model inputs for the entries: adapter (when the memory
-        is enabled), then the native projector."""
-        tokens = torch.cat([e.tokens for e in entries]).to(self.device, self.adapter.fc1.weight.dtype)
-        if self.enable_memory_bank:
-            tiers = torch.repeat_interleave(
-                torch.tensor([e.tier for e in entries], device=self.device),
-                torch.tensor([e.num_tokens for e in entries], device=self.device),
+        """``(sum n_i, D_llm)`` language-model inputs for the entries (see :meth:`embed_visual`)."""
+        tokens, tier_ids = memory_tokens(entries)
+        return self.embed_visual(tokens, tier_ids)
+
+    def _scatter_visual(self, input_ids: torch.Tensor, embeds: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """``embeds`` with ``visual`` rows written at the ``<|video_pad|>`` positions of ``input_ids``
+        (row-major over the batch, as the native model does)."""
+        mask = (input_ids == self.video_token_id).unsqueeze(-1)
+        if int(mask.sum()) != visual.shape[0]:
+            raise ValueError(
+                f"prompt holds {int(mask.sum())} {VIDEO_TOKEN} tokens for {visual.shape[0]} visual tokens; "
+                "the question text must not contain the video pad token"
             )
-            tokens = self.adapter(tokens, tiers)
-        return self.model.model.projector(tokens.to(self.model.model.projector.readout[0].weight.dtype))
+        return embeds.masked_scatter(mask, visual.to(embeds.dtype))
 
     def prepare_inputs(
         self, entries: Sequence[MemoryEntry], question: str, history: Sequence[tuple[str, str]] = ()
     ) -> dict[str, torch.Tensor]:
         """``input_ids`` ``(1, L)``, ``attention_mask`` ``(1, L)`` and ``inputs_embeds`` ``(1, L, D)``
-        with the visual embeddings scattered at the ``<|video_pad|>`` positions."""
+        with the visual embeddings scattered at the ``<|video_pad|>`` positions.
+
+        Raises:
+            ValueError: when the question text holds ``<|video_pad|>`` itself.
+        """
         text = self.build_prompt(entries, question, history)
         input_ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)
         embeds = self.model.get_input_embeddings()(input_ids)
         if entries:
-            visual = self.visual_embeds(entries).to(embeds.dtype)
-            mask = (input_ids == self.video_token_id).unsqueeze(-1)
-            if int(mask.sum()) != visual.shape[0]:
-                raise ValueError(
-                    f"prompt holds {int(mask.sum())} {VIDEO_TOKEN} tokens for {visual.shape[0]} visual tokens; "
-                    "the question text must not contain the video pad token"
-                )
-            embeds = embeds.masked_scatter(mask, visual)
+            embeds = self._scatter_visual(input_ids, embeds, self.visual_embeds(entries))
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "inputs_embeds": embeds}
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        tier_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
+        """Training forward: memory tokens through adapter and projector into the prompt, then the
+        native language model (its loss when ``labels`` are given).
+
+        Args:
+            input_ids: ``(B, L)`` long, right-padded prompts + answers.
+            attention_mask: ``(B, L)``, 0 at padding.
+            visual_tokens: ``(N, C_mem)``: every sample's memory tokens, concatenated in
+                batch order; ``N`` equals the number of ``<|video_pad|>`` ids in ``input_ids``.
+            tier_ids: ``(N,)`` long.
+            labels: ``(B, L)`` long, -100 where no loss is taken (prompt, padding).
+
+        Returns:
+            The native model's output (``.loss``: mean cross-entropy over the labelled tokens,
+            next-token shifted; ``.logits``: ``(B, L, vocab)``).
+
+        Raises:
+            ValueError: when the pad-token count and ``N`` differ.
+        """
+        embeds = self.model.get_input_embeddings()(input_ids)
+        if visual_tokens.numel():
+            embeds = self._scatter_visual(input_ids, embeds, self.embed_visual(visual_tokens, tier_ids))
+        return self.model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
 
     @torch.no_grad()
     def generate(

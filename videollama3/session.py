@@ -153,6 +153,20 @@ class StreamingSession:
         self.frames_seen += 1
         self.time = float(timestamp)
 
+    def question_readout(self) -> list[MemoryEntry]:
+        """The memory readout a question asked now is answered from, with what asking does
+        to the memory: ``fifo`` marks the current frame prompted, ``lru_quantized`` counts a
+        use of every entry. :meth:`ask` and training (``train/``) both take it here, so a
+        model is trained on exactly what it sees at inference.
+
+        Returns:
+            The entries in time order (empty before the first frame).
+        """
+        entries = self.memory.readout()
+        if hasattr(self.memory, "mark_prompted") and self.frames_seen:
+            self.memory.mark_prompted(self.frames_seen - 1)
+        return entries
+
     def ask(self, question: str, max_new_tokens: int = 64, keep_history: bool = False, **generate_kwargs) -> Answer:
         """Answer ``question`` from what the memory holds now.
 
@@ -168,11 +182,9 @@ class StreamingSession:
         if not isinstance(question, str) or not question.strip():
             raise QuestionError("the question is empty; give some text to ask")
         start = time.perf_counter()
-        entries = self.memory.readout()
+        entries = self.question_readout()
         text = self.model.generate(entries, question, max_new_tokens, self.history, **generate_kwargs)
         latency = time.perf_counter() - start
-        if hasattr(self.memory, "mark_prompted") and self.frames_seen:
-            self.memory.mark_prompted(self.frames_seen - 1)
         if keep_history:
             self.history.append((question, text))
         return Answer(

@@ -1,4 +1,4 @@
-"""``vl3mem``: ``answer`` and ``bench`` (videollama3), ``eval`` (eval).
+"""``vl3mem``: ``answer`` and ``bench`` (videollama3), ``eval`` (eval), ``train`` (train).
 
 This module sits above every layer, so the layers below never import upwards.
 """
@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from eval.cli import add_command as add_eval
+from train.cli import add_command as add_train
 from videollama3.cli import add_commands
 from videollama3.cli import main as run
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
     add_eval(sub)
+    add_train(sub)
     return parser
 
 

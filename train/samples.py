@@ -1,0 +1,224 @@
+"""Training samples built by streaming each video through the memory, exactly as at inference.
+
+For a conversation, the video is decoded lazily at its fps and every frame is pushed
+into a :class:`~videollama3.session.StreamingSession` (encoded once by the frozen vision
+encoder, added to the memory backend). At each turn's time ``t`` (after every frame
+``<= t`` and before any later one, as :func:`~videollama3.session.run_stream` does) the
+sample is the memory readout (:meth:`StreamingSession.question_readout`) + the dialogue so
+far + the question, with the loss on the answer tokens only.
+
+Data order: conversations are shuffled per epoch from ``seed + epoch``; each process
+takes ``order[rank::world_size]``; turns follow in time order. A position in this order
+is one integer (samples consumed), so a resumed run picks up at the same sample, and
+rebuilds the memory of a conversation it stopped in by streaming that video again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from eval.data import AnnotationError
+from videollama3.errors import VideoError
+from videollama3.model import VideoLlama3WithMemory, memory_tokens
+from videollama3.session import StreamingSession
+from videollama3.video import iter_frames
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TrainingSample:
+    """One turn, ready for the model.
+
+    Attributes:
+        id: the turn's id; time: its time in seconds.
+        input_ids: ``(L,)`` long: prompt (with ``n`` ``<|video_pad|>`` ids) + answer.
+        labels: ``(L,)`` long: the answer's ids (and the chat template's end of turn),
+            :data:`IGNORE_INDEX` elsewhere.
+        visual_tokens: ``(n, C_mem)`` memory tokens (a new tensor, on the model's device).
+        tier_ids: ``(n,)`` long.
+        frames_seen: frames pushed before the turn; last_frame_time: the latest one's
+            time in seconds (``<= time``).
+        entry_times: ``(start, end)`` seconds of every memory entry in the readout.
+    """
+
+    id: str
+    time: float
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    visual_tokens: torch.Tensor
+    tier_ids: torch.Tensor
+    frames_seen: int
+    last_frame_time: float
+    entry_times: list[tuple[float, float]]
+
+
+def encode_turn(
+    wrapped: VideoLlama3WithMemory,
+    entries: Sequence,
+    question: str,
+    answer: str,
+    history: Sequence[tuple[str, str]],
+    max_length: int,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Token ids and labels of one turn, in the model's own chat template.
+
+    The prompt is :meth:`VideoLlama3WithMemory.build_prompt` (what ``generate`` sees);
+    the target is what the template appends for the assistant's ``answer`` (e.g.
+    ``answer<|im_end|>\\n`` for ChatML). The oldest dialogue turns are dropped until
+    the sample fits in ``max_length`` tokens.
+
+    Returns:
+        ``(input_ids (L,), labels (L,), history turns kept)``.
+
+    Raises:
+        ValueError: when even without dialogue the sample exceeds ``max_length``, or the
+            chat template does not extend the prompt with the answer.
+    """
+    tokenizer = wrapped.tokenizer
+    history = list(history)
+    while True:
+        messages = wrapped.build_messages(entries, question, history)
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            messages + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
+        )
+        if not full.startswith(prompt):
+            raise ValueError("the chat template does not write the answer after the generation prompt; "
+                             "training needs a template whose prompt is a prefix of the answered dialogue")
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        target_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        if len(prompt_ids) + len(target_ids) <= max_length:
+            break
+        if not history:
+            raise ValueError(f"the turn needs {len(prompt_ids) + len(target_ids)} tokens, more than "
+                             f"data.max_length={max_length}; raise it or use a smaller memory")
+        history = history[1:]
+    input_ids = torch.tensor(prompt_ids + target_ids, dtype=torch.long)
+    labels = torch.tensor([IGNORE_INDEX] * len(prompt_ids) + target_ids, dtype=torch.long)
+    return input_ids, labels, len(history)
+
+
+class StreamingSampler:
+    """Streams conversations through a session and yields their training samples.
+
+    Args:
+        wrapped: the model (its frozen vision encoder encodes the frames).
+        memory: the memory backend (cleared at every conversation).
+        rows: the training dataset's rows (see :mod:`train.data`).
+        frame_size, dialogue, max_length: from :class:`~train.config.DataConfig`.
+        skip_bad: a video that breaks off while decoding is reported and its remaining
+            turns left out (else :class:`AnnotationError`).
+    """
+
+    def __init__(self, wrapped: VideoLlama3WithMemory, memory, rows: Sequence[dict], frame_size: int = 336,
+                 dialogue: bool = True, max_length: int = 4096, skip_bad: bool = False) -> None:
+        self.session = StreamingSession(wrapped, memory, frame_size=frame_size)
+        self.wrapped, self.dialogue, self.max_length, self.skip_bad = wrapped, dialogue, max_length, skip_bad
+        self.records: list[list[dict]] = []
+        for row in rows:
+            if not self.records or self.records[-1][0]["record"] != row["record"]:
+                self.records.append([])
+            self.records[-1].append(row)
+        self.warnings: list[str] = []
+
+    def record_samples(self, turns: Sequence[dict], skip: int = 0) -> Iterator[TrainingSample]:
+        """Samples of one conversation, leaving out its first ``skip`` turns (their frames
+        are still pushed: the memory at a turn depends on every frame before it)."""
+        session = self.session
+        session.reset()
+        video = turns[0]["video"]
+        frames = iter_frames(video, fps=turns[0]["fps"])
+        pending = None
+        history: list[tuple[str, str]] = []
+        try:
+            for k, turn in enumerate(turns):
+                t = turn["time"]
+                if pending is not None and pending[1] <= t:
+                    session.push_frame(*pending)
+                    pending = None
+                if pending is None:
+                    for frame, ft in frames:
+                        if ft > t:
+                            pending = (frame, ft)
+                            break
+                        session.push_frame(frame, ft)
+                if k >= skip:
+                    yield self._sample(turn, history)
+                if self.dialogue:
+                    history.append((turn["question"], turn["answer"]))
+        except VideoError as e:
+            message = f"{video}: conversation with turn {turns[0]['id']}: {e}"
+            if not self.skip_bad:
+                raise AnnotationError(message + " (use --skip-bad to report it and go on)") from None
+            self.warnings.append(message)
+        finally:
+            frames.close()  # release the container now, not at garbage collection
+
+    def _sample(self, turn: dict, history: list[tuple[str, str]]) -> TrainingSample:
+        session = self.session
+        entries = session.question_readout()
+        try:
+            input_ids, labels, _ = encode_turn(self.wrapped, entries, turn["question"], turn["answer"], history,
+                                               self.max_length)
+        except ValueError as e:
+            raise AnnotationError(f"turn {turn['id']} of {Path(turn['video']).name}: {e}") from None
+        if entries:
+            tokens, tier_ids = memory_tokens(entries)
+        else:  # a turn before the first frame: text only
+            width = self.wrapped.memory_config.mm_hidden_size
+            tokens, tier_ids = torch.zeros(0, width, device=self.wrapped.device), torch.zeros(0, dtype=torch.long)
+        return TrainingSample(
+            id=turn["id"], time=turn["time"], input_ids=input_ids, labels=labels, visual_tokens=tokens,
+            tier_ids=tier_ids, frames_seen=session.frames_seen, last_frame_time=session.time,
+            entry_times=[(e.timestamp, e.end_timestamp) for e in entries],
+        )
+
+    def epoch_order(self, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
+        """Conversation indices this process trains on in ``epoch`` (a seeded permutation, sharded)."""
+        generator = torch.Generator().manual_seed(seed + epoch)
+        return torch.randperm(len(self.records), generator=generator).tolist()[rank::world_size]
+
+    def samples(self, seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[TrainingSample]:
+        """Samples in training order, forever (epoch after epoch), from position ``start``.
+
+        Raises:
+            AnnotationError: when this process gets no conversation (more processes than
+                conversations).
+        """
+        if not self.epoch_order(0, seed, rank, world_size):
+            raise AnnotationError(f"{len(self.records)} conversations for {world_size} processes; "
+                                  f"process {rank} has none: use fewer processes or more data")
+        epoch = 0
+        while True:
+            for index in self.epoch_order(epoch, seed, rank, world_size):
+                turns = self.records[index]
+                if start >= len(turns):  # consumed before the resume point: not even decoded
+                    start -= len(turns)
+                    continue
+                yield from self.record_samples(turns, skip=start)
+                start = 0
+            epoch += 1
+
+
+def collate(samples: Sequence[TrainingSample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """A right-padded batch for :meth:`VideoLlama3WithMemory.forward`.
+
+    Returns:
+        ``input_ids`` / ``attention_mask`` / ``labels`` ``(B, L_max)`` long, ``visual_tokens``
+        ``(sum n_b, C)`` and ``tier_ids`` ``(sum n_b,)`` concatenated in batch order.
+    """
+    length = max(s.input_ids.numel() for s in samples)
+    input_ids = torch.full((len(samples), length), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
+    for b, s in enumerate(samples):
+        n = s.input_ids.numel()
+        input_ids[b, :n], labels[b, :n], attention_mask[b, :n] = s.input_ids, s.labels, 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            "visual_tokens": torch.cat([s.visual_tokens for s in samples]),
+            "tier_ids": torch.cat([s.tier_ids for s in samples])}
