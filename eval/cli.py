@@ -21,8 +21,9 @@ from typing import Any
 from videollama3.cli import (
     UsageError,
     add_memory_arguments,
-    build_wrapped,
-    resolve_memory,
+    add_model_arguments,
+    load_wrapped,
+    resolve_model,
 )
 from videollama3.cli import main as run
 
@@ -41,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="annotation format")
     p.add_argument("--annotations", required=True, help="annotation file")
     p.add_argument("--video-root", required=True, help="folder the annotations' video paths are relative to")
-    p.add_argument("--model", default="lkhl/VideoLLaMA3-2B-Image-HF", help="'tiny', a hub id or a local folder")
+    add_model_arguments(p)
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="sampling rate where the annotations give none (default 1)")
     p.add_argument("--frame-size", type=int, default=336)
@@ -92,12 +93,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation; returns the exit status."""
     from tqdm import tqdm
 
-    from videollama3.models import load_model
     from videollama3.session import StreamingSession
 
     start = time.perf_counter()
     rank, world, barrier, device = process_group()
-    name, options = resolve_memory(args)
+    checkpoint, model_name, name, options = resolve_model(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
@@ -117,12 +117,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     videos = [v for v in bench.videos if v.questions]
     output_dir = Path(args.output_dir)
     settings = {"benchmark": args.benchmark, "annotations": str(Path(args.annotations).resolve()),
-                "model": args.model, "memory": name, "memory_options": options, "fps": args.fps,
+                "model": model_name, "adapter": str(checkpoint.path.resolve()) if checkpoint else None, "memory": name, "memory_options": options, "fps": args.fps,
                 "frame_size": args.frame_size, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
     _check_run(output_dir, settings, rank)
 
-    model, tokenizer = load_model(args.model, device=args.device or device or "cpu")
-    wrapped, memory = build_wrapped(model, tokenizer, name, options)
+    wrapped, memory = load_wrapped(checkpoint, model_name, name, options, args.device or device or "cpu")
     session = StreamingSession(wrapped, memory, frame_size=args.frame_size)
     store = PredictionStore(output_dir, rank, world)
     unanswered: list[str] = []

@@ -71,11 +71,13 @@ class VideoQuestions:
         video: path of the video file.
         fps: frames sampled per second (None: the evaluation's default).
         questions: in time order.
+        source: where it was read (``"line 3"``), for messages; None when merged.
     """
 
     video: Path
     fps: float | None
     questions: list[TimedQuestion]
+    source: str | None = None
 
 
 @dataclass
@@ -222,7 +224,7 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
             fps = record.get("fps")
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
                 raise ValueError(f"fps must be a positive number, got {fps!r}")
-            video = VideoQuestions(resolve_video(loader.video_root, str(record["video"])), fps, [])
+            video = VideoQuestions(resolve_video(loader.video_root, str(record["video"])), fps, [], f"line {n}")
             records.append(video)
         except json.JSONDecodeError as e:
             loader.bad(f"line {n}", f"does not parse as JSON ({e.msg})")

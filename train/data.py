@@ -114,9 +114,9 @@ def _load_jsonl(config: DataConfig) -> _Records:
     records = _Records(path, config.skip_bad)
     bench = read_jsonl_records(path, config.video_root, config.skip_bad)
     records.skipped += bench.skipped
-    for n, video in enumerate(bench.videos):
+    for video in bench.videos:
         turns = sorted(video.questions, key=lambda q: q.time)  # stable: file order at equal times
-        records.add(f"record {n} ({video.video.name})", video.video, video.fps or config.fps,
+        records.add(f"{video.source} ({video.video.name})", video.video, video.fps or config.fps,
                     [(q.id, q.time, format_prompt(q, config.prompt_style), q.answer) for q in turns])
     return records
 

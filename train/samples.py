@@ -149,6 +149,8 @@ class StreamingSampler:
                         session.push_frame(frame, ft)
                 if k >= skip:
                     yield self._sample(turn, history)
+                else:  # asking changes some memories (fifo marks, lru counts uses): replay it
+                    session.question_readout()
                 if self.dialogue:
                     history.append((turn["question"], turn["answer"]))
         except VideoError as e:

@@ -148,7 +148,7 @@ def prepare_model(wrapped: VideoLlama3WithMemory, config: TrainConfig):
     if config.train_projector:
         wrapped.model.model.projector.float().requires_grad_(True)
     if config.gradient_checkpointing:
-        wrapped.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        wrapped.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     wrapped.train()
     wrapped.model.model.vision_model.eval()  # frozen encoder: inference behaviour
     return peft_model

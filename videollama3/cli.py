@@ -14,12 +14,13 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from memory_bank import MEMORY_BACKENDS, MemoryBankError
 
-from .errors import ModelLoadError, QuestionError, VideoError
+from .errors import CheckpointError, ModelLoadError, QuestionError, VideoError
 
 NATIVE = "none"
 """``--memory none``: no memory bank, every frame reaches the model (offline VideoLLaMA3)."""
@@ -39,6 +40,8 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    # peft still calls transformers' old name for it; nothing for the user to act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     transformers.logging.disable_progress_bar()
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
@@ -70,22 +73,67 @@ def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
     return questions
 
 
-def resolve_memory(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    """``(name, options)`` from ``--memory``, ``--memory-config`` and ``--memory-option`` (which win, in that order).
+def resolve_memory(args: argparse.Namespace, base: tuple[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+    """``(name, options)`` from ``base`` (a checkpoint's memory), ``--memory-config``, ``--memory``
+    and ``--memory-option`` (each wins over the ones before it). ``base``'s options apply
+    only while its backend is kept.
 
     Raises:
         UsageError: for an unknown name. MemoryConfigError: for bad options.
     """
     from .options import parse_memory_options, read_memory_config
 
+    base_name, base_options = base or (None, {})
     file_name, options = read_memory_config(args.memory_config) if args.memory_config else (None, {})
-    name = args.memory or file_name or "hierarchical"
+    name = args.memory or file_name or base_name or "hierarchical"
     if name not in memory_names():
         raise UsageError(f"unknown memory {name!r}; known: {', '.join(memory_names())}")
-    options = {**options, **parse_memory_options(args.memory_option)}
+    options = {**(base_options if name == base_name else {}), **options, **parse_memory_options(args.memory_option)}
     if name == NATIVE and options:
         raise UsageError(f"--memory none takes no options, got {sorted(options)}")
     return name, options
+
+
+def resolve_model(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]]:
+    """``(checkpoint info or None, model name, memory name, memory options)`` from ``--adapter``,
+    ``--model`` and the memory flags. With ``--adapter``, the model defaults to the
+    checkpoint's base model and the memory to the one it was trained with.
+
+    Raises:
+        CheckpointError: for an unreadable ``--adapter``. UsageError: for ``--memory none``
+            with ``--adapter`` (it bypasses the trained FeatureAdapter), or an unknown memory.
+    """
+    from .checkpoint import resolve_checkpoint
+    from .models import DEFAULT_MODEL
+
+    info = resolve_checkpoint(args.adapter) if getattr(args, "adapter", None) else None
+    model = args.model or (info.base_model if info else DEFAULT_MODEL)
+    name, options = resolve_memory(args, (info.memory, info.memory_options) if info else None)
+    if info is not None and name == NATIVE:
+        raise UsageError("--memory none bypasses the fine-tuned FeatureAdapter; drop it to use --adapter")
+    if info is not None and model != info.base_model:
+        print(f"vl3mem: warning: {info.path} was trained on {info.base_model}, loading it on {model}", file=sys.stderr)
+    return info, model, name, options
+
+
+def load_wrapped(info, model_name: str, name: str, options: dict[str, Any], device: str):
+    """Load ``model_name``, wrap it with memory ``name`` and, when ``info`` is a checkpoint,
+    load its LoRA (merged), FeatureAdapter and projector on top.
+
+    Returns:
+        ``(wrapped model, memory backend)``.
+
+    Raises:
+        ModelLoadError, MemoryConfigError, CheckpointError.
+    """
+    from .checkpoint import load_adapter
+    from .models import load_model
+
+    model, tokenizer = load_model(model_name, device=device)
+    wrapped, memory = build_wrapped(model, tokenizer, name, options)
+    if info is not None:
+        load_adapter(wrapped, info)
+    return wrapped, memory
 
 
 def build_wrapped(model, tokenizer, name: str, options: dict[str, Any]):
@@ -132,18 +180,16 @@ def cmd_answer(args: argparse.Namespace) -> int:
     """Stream a video, answer each question when the stream reaches its time."""
     from tqdm import tqdm
 
-    from .models import load_model
     from .session import StreamingSession, check_question_time, run_stream
     from .video import iter_frames, probe_video
 
-    name, options = resolve_memory(args)
+    checkpoint, model_name, name, options = resolve_model(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     info = probe_video(args.video)
     questions = [(q, check_question_time(t, info.duration) if t is not None else None) for q, t in _read_questions(args)]
 
-    model, tokenizer = load_model(args.model, device=args.device)
-    wrapped, memory = build_wrapped(model, tokenizer, name, options)
+    wrapped, memory = load_wrapped(checkpoint, model_name, name, options, args.device)
     session = StreamingSession(wrapped, memory, frame_size=args.frame_size)
     expected = math.ceil(info.duration * args.fps) if info.duration else None
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
@@ -162,7 +208,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
         print(f"\n[{u['asked_at']}s] not answered: decoding stopped at {stopped_at:.2f}s before this time")
     if args.output:
         report = {
-            "video": str(args.video), "duration_s": info.duration, "model": args.model, "memory": name,
+            "video": str(args.video), "duration_s": info.duration, "model": model_name,
+            "adapter": str(checkpoint.path) if checkpoint else None, "memory": name,
             "memory_options": options, "memory_stats": _json_safe(memory.stats()),
             "fps": args.fps, "frames_encoded": session.frames_seen, "answers": ordered,
             "unanswered": unanswered, "decoding_stopped_at": stopped_at,
@@ -189,6 +236,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--adapter`` (shared by answer and eval)."""
+    p.add_argument("--model", default=None,
+                   help="'tiny', a hub id or a local folder (default: the --adapter's base model, else "
+                        "lkhl/VideoLLaMA3-2B-Image-HF)")
+    p.add_argument("--adapter", metavar="DIR",
+                   help="fine-tuned checkpoint from vl3mem train (or its output folder: the latest checkpoint), "
+                        "loaded on top of the model, with the memory it was trained with unless --memory says otherwise")
+
+
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
     """``--memory``, ``--memory-option``, ``--memory-config`` (shared by answer, eval and train)."""
     p.add_argument("--memory", default=None,
@@ -207,7 +264,7 @@ def add_commands(sub) -> None:
     p.add_argument("--at", action="append", type=float, default=[],
                    help="time in seconds of the matching -q (repeatable; a question without one is asked at the end)")
     p.add_argument("--questions", help="JSONL file of {\"question\": ..., \"time\": seconds (optional)}")
-    p.add_argument("--model", default="lkhl/VideoLLaMA3-2B-Image-HF", help="'tiny', a hub id or a local folder")
+    add_model_arguments(p)
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument("--frame-size", type=int, default=336, help="frame side in pixels (336 -> 144 tokens)")
@@ -240,7 +297,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     _quiet_libraries()
     try:
         return args.func(args)
-    except (VideoError, ModelLoadError, QuestionError, MemoryBankError, UsageError) as e:
+    except (VideoError, ModelLoadError, QuestionError, MemoryBankError, UsageError, CheckpointError) as e:
         print(f"vl3mem: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
