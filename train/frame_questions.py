@@ -48,7 +48,7 @@ def conversation(video_name: str, stats: list[tuple[float, np.ndarray, float]], 
     last = stats[-1][0]
     for k, t in enumerate(np.arange(first, min(until, last) + 1e-9, 2.0)):
         seen = [s for s in stats if s[0] <= t + 1e-9]
-        now_t, rgb, luma = seen[-1]
+        _, rgb, luma = seen[-1]
         qid = f"{Path(video_name).stem}-{int(t)}"
         kind = k % 3
         if kind == 0:

@@ -96,25 +96,25 @@ def apply_lora(wrapped: VideoLlama3WithMemory, r: int, alpha: int, dropout: floa
     import re
 
     from peft import LoraConfig, get_peft_model
-    from peft.tuners.tuners_utils import BaseTunerLayer
-    from peft.utils import ModulesToSaveWrapper
 
     prefix = re.escape(language_model_prefix(wrapped.model))
     names = "|".join(re.escape(m) for m in target_modules)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
                         target_modules=rf"{prefix}\.layers\.\d+\.(?:[\w.]+\.)?(?:{names})",
                         modules_to_save=list(modules_to_save) or None)
-    try:
-        peft_model = get_peft_model(wrapped.model, config)
-    except ValueError as e:
-        raise TrainConfigError(f"lora.target_modules {target_modules} match no language-model layer "
-                               f"({str(e).splitlines()[0]})") from None
-    visual = [n for part in (wrapped.model.model.vision_model, wrapped.model.model.projector)
-              for n, m in part.named_modules() if isinstance(m, (BaseTunerLayer, ModulesToSaveWrapper))]
+    # peft matches modules_to_save by name suffix: refuse, before touching the model, one that
+    # would reach the vision encoder or the projector
+    visual = [n for part in ("vision_model", "projector")
+              for n, _ in getattr(wrapped.model.model, part).named_modules(prefix=f"model.{part}")
+              if any(n.endswith(m) for m in modules_to_save)]
     if visual:
         raise TrainConfigError(f"lora.modules_to_save {list(modules_to_save)} wraps vision-side modules "
                                f"({', '.join(visual[:3])}); name language-model modules only")
-    return peft_model
+    try:
+        return get_peft_model(wrapped.model, config)
+    except ValueError as e:
+        raise TrainConfigError(f"lora.target_modules {target_modules} match no language-model layer "
+                               f"({str(e).splitlines()[0]})") from None
 
 
 def count_parameters(wrapped: VideoLlama3WithMemory) -> dict[str, int]:
@@ -176,11 +176,15 @@ def _load_trainable(wrapped: VideoLlama3WithMemory, peft_model, checkpoint: Path
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if peft_model is not None:
-        set_peft_model_state_dict(peft_model, load_file(str(checkpoint / LORA_FILE)))
-    wrapped.adapter.load_state_dict(load_file(str(checkpoint / FEATURE_ADAPTER_FILE)))
-    if config.train_projector:
-        wrapped.model.model.projector.load_state_dict(load_file(str(checkpoint / PROJECTOR_FILE)))
+    try:
+        if peft_model is not None:
+            set_peft_model_state_dict(peft_model, load_file(str(checkpoint / LORA_FILE)))
+        wrapped.adapter.load_state_dict(load_file(str(checkpoint / FEATURE_ADAPTER_FILE)))
+        if config.train_projector:
+            wrapped.model.model.projector.load_state_dict(load_file(str(checkpoint / PROJECTOR_FILE)))
+    except (OSError, RuntimeError) as e:  # safetensors reports a missing file as FileNotFoundError
+        raise TrainConfigError(f"--resume: cannot read the weights in {checkpoint} ({e.__class__.__name__}: "
+                               f"{str(e).splitlines()[0]}); resume from an earlier checkpoint by removing it") from None
 
 
 def use_bf16(precision: str) -> bool:
@@ -274,9 +278,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
     step, samples_seen, losses_before = 0, 0, []
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint / ACCELERATE_STATE))
-        state = json.loads((checkpoint / STATE_FILE).read_text())
-        step, samples_seen, losses_before = state["step"], state["samples_seen"], state["losses"]
+        try:
+            accelerator.load_state(str(checkpoint / ACCELERATE_STATE))
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            step, samples_seen, losses_before = state["step"], state["samples_seen"], state["losses"]
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise TrainConfigError(f"--resume: {checkpoint} is incomplete or unreadable ({e.__class__.__name__}: "
+                                   f"{str(e).splitlines()[0]}); resume from an earlier checkpoint by removing it") from None
     first_step = step
     sampler = StreamingSampler(wrapped, memory, data.dataset.to_list(), frame_size=config.data.frame_size,
                                dialogue=config.data.dialogue, max_length=config.data.max_length,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.videollama3.conftest import tiny, videos  # noqa: F401  (shared fixtures; tiny is read-only here)
+from tests.videollama3.conftest import bikes_frames, tiny, videos  # noqa: F401  (shared fixtures; tiny is read-only here)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = ROOT / "train" / "configs" / "tiny.yaml"
@@ -23,7 +23,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 @pytest.fixture
-def short_data(tmp_path, videos):
+def short_data(tmp_path, videos):  # noqa: F811  (the imported fixture)
     """Two short conversations (bikes.mp4, carphone_distorted.mp4): fast streams."""
     records = [
         {"video": "bikes.mp4", "fps": 1, "questions": [

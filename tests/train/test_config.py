@@ -1,6 +1,12 @@
 import pytest
 
-from train.config import LM_PROJECTIONS, TrainConfig, TrainConfigError, load_config, parse_overrides
+from train.config import (
+    LM_PROJECTIONS,
+    TrainConfig,
+    TrainConfigError,
+    load_config,
+    parse_overrides,
+)
 
 from .conftest import TINY_CONFIG
 

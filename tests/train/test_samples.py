@@ -88,10 +88,10 @@ def test_oldest_dialogue_turns_are_dropped_to_fit(tiny):
 
     wrapped = VideoLlama3WithMemory(*tiny)
     history = [("first question " * 5, "first answer"), ("second question", "second answer")]
-    ids, labels, kept = encode_turn(wrapped, [], "Q?", "A.", history, max_length=10_000)
+    ids, _, kept = encode_turn(wrapped, [], "Q?", "A.", history, max_length=10_000)
     assert kept == 2
     full = ids.numel()
-    ids, labels, kept = encode_turn(wrapped, [], "Q?", "A.", history, max_length=full - 1)
+    ids, _, kept = encode_turn(wrapped, [], "Q?", "A.", history, max_length=full - 1)
     assert kept == 1 and "first question" not in wrapped.tokenizer.decode(ids)
     with pytest.raises(ValueError, match="more than data.max_length=5"):
         encode_turn(wrapped, [], "Q?", "A.", history, max_length=5)
@@ -118,7 +118,7 @@ def test_epoch_order_is_seeded_and_shards_are_disjoint(tiny, videos):
     assert all(sorted(o) == list(range(8)) for o in orders)
     assert orders[0] != orders[1] and orders[0] == sampler.epoch_order(0, seed=0)
     shards = [sampler.epoch_order(1, seed=0, rank=r, world_size=3) for r in range(3)]
-    assert sorted(sum(shards, [])) == list(range(8)) and shards[0] == orders[1][0::3]
+    assert sorted(i for shard in shards for i in shard) == list(range(8)) and shards[0] == orders[1][0::3]
 
 
 def test_collate_pads_right_and_keeps_visual_tokens_in_batch_order(tiny, short_data, videos):

@@ -1,0 +1,95 @@
+"""End-to-end training on CPU: the tiny config on the real videos, resume, --adapter, bad input."""
+
+import json
+import shutil
+
+import pytest
+
+from train.config import TrainConfigError, load_config
+from train.trainer import train
+from vl3mem.cli import main as vl3mem
+
+from .conftest import TINY_CONFIG, write_jsonl
+
+
+def test_tiny_run_learns_saves_and_is_loaded_by_answer(tmp_path, videos, capsys):
+    """`vl3mem train --config train/configs/tiny.yaml`: 40 steps, loss falls, then `answer --adapter`."""
+    out = tmp_path / "run"
+    assert vl3mem(["train", "--config", str(TINY_CONFIG), "--output-dir", str(out), "--quiet",
+                   "--set", f"data.video_root={videos}"]) == 0
+    assert "steps 1-40: loss" in capsys.readouterr().out
+    state = json.loads((out / "checkpoint-40" / "trainer_state.json").read_text())
+    losses = state["losses"]
+    assert len(losses) == 40 and state["samples_seen"] == 160
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert first > 5.0  # ~ln(262): the random tiny model knows nothing
+    assert last < 0.5 * first, f"loss fell only from {first:.3f} to {last:.3f}"
+    for step in (20, 40):
+        files = {p.name for p in (out / f"checkpoint-{step}").iterdir()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "feature_adapter.safetensors",
+                "projector.safetensors", "memory.yaml", "vl3mem_checkpoint.json", "training_state"} <= files
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    # the adapter in peft's own format, on the language model only
+    adapter_config = json.loads((out / "checkpoint-40" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 8 and adapter_config["modules_to_save"] == ["lm_head"]
+
+    report = tmp_path / "answers.json"
+    question = "Is the frame now brighter or darker than the first frame?"
+    assert vl3mem(["answer", str(videos / "bikes.mp4"), "-q", question, "--at", "3", "--adapter", str(out), "--output", str(report), "--quiet",
+                   "--max-new-tokens", "8"]) == 0
+    answers = json.loads(report.read_text())
+    assert answers["model"] == "tiny" and answers["memory"] == "hierarchical"
+    assert answers["adapter"].endswith("checkpoint-40")
+    assert answers["answers"][0]["frames_seen"] == 4
+
+
+def small_config(tmp_path, videos, data, **overrides):
+    return load_config(TINY_CONFIG, {
+        "data.path": str(data), "data.video_root": str(videos), "output_dir": str(tmp_path / "run"),
+        "batch_size": 2, "max_steps": 6, "save_steps": 3, "report_to": "none", "lora.dropout": 0.1, **overrides})
+
+
+def test_resume_gives_the_same_loss_sequence(tmp_path, videos, short_data):
+    """Stop after step 3, resume: steps 4-6 equal the uninterrupted run's (data order,
+    optimizer, schedule and dropout RNG restored)."""
+    config = small_config(tmp_path, videos, short_data)
+    full = train(config, progress=False)
+    assert full.steps == 6 and len(full.losses) == 6
+    shutil.rmtree(tmp_path / "run" / "checkpoint-6")  # as if the run had died after step 3
+    resumed = train(config, resume=True, progress=False)
+    assert resumed.first_step == 3 and resumed.steps == 6
+    assert resumed.losses == pytest.approx(full.losses[3:], rel=1e-6, abs=1e-7)
+    state = json.loads((tmp_path / "run" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["losses"] == pytest.approx(full.losses, rel=1e-6, abs=1e-7)
+    # a checkpoint that lost its optimizer state is refused, not silently restarted
+    shutil.rmtree(tmp_path / "run" / "checkpoint-6")
+    (tmp_path / "run" / "checkpoint-3" / "training_state" / "optimizer.bin").unlink()
+    with pytest.raises(TrainConfigError, match="checkpoint-3 is incomplete or unreadable"):
+        train(config, resume=True, progress=False)
+
+
+def test_resume_refuses_other_settings_and_fresh_runs_refuse_old_folders(tmp_path, videos, short_data):
+    config = small_config(tmp_path, videos, short_data, max_steps=3)
+    with pytest.raises(TrainConfigError, match="no checkpoint-STEP folder"):
+        train(config, resume=True, progress=False)
+    train(config, progress=False)
+    with pytest.raises(TrainConfigError, match="already holds checkpoints; pass --resume"):
+        train(config, progress=False)
+    other = small_config(tmp_path, videos, short_data, max_steps=6, seed=1)
+    with pytest.raises(TrainConfigError, match="trained with other seed"):
+        train(other, resume=True, progress=False)
+
+
+def test_bad_training_data_exits_2_naming_the_record_or_is_skipped(tmp_path, videos, capsys):
+    data = write_jsonl(tmp_path / "bad.jsonl", [
+        {"video": "bikes.mp4", "questions": [{"id": "ok", "time": 1, "question": "Q", "answer": "fine"}]},
+        {"video": "bikes.mp4", "questions": [{"id": "late", "time": 30, "question": "Q", "answer": "fine"}]},
+    ])
+    args = ["train", "--config", str(TINY_CONFIG), "--output-dir", str(tmp_path / "run"), "--quiet",
+            "--set", f"data.path={data}", "--set", f"data.video_root={videos}", "--set", "report_to=none",
+            "--max-steps", "1", "--set", "batch_size=1"]
+    assert vl3mem(args) == 2
+    err = capsys.readouterr().err
+    assert "line 2 (bikes.mp4) turn 0 (late): time 30.00s is beyond the end" in err and "Traceback" not in err
+    assert vl3mem(args + ["--skip-bad"]) == 0
+    assert "skipped" in capsys.readouterr().err
