@@ -46,6 +46,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["data.skip_bad"] = True
     config = load_config(args.config, overrides)
     result = train(config, resume=args.resume, progress=not args.quiet)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
     if result.losses:
         print(f"steps {result.first_step + 1}-{result.steps}: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, "
               f"{result.steps_per_second:.2f} steps/s")

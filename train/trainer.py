@@ -118,13 +118,16 @@ def apply_lora(wrapped: VideoLlama3WithMemory, r: int, alpha: int, dropout: floa
 
 
 def count_parameters(wrapped: VideoLlama3WithMemory) -> dict[str, int]:
-    """Parameter counts: ``lora``, ``feature_adapter``, ``projector`` (trainable ones),
-    ``trainable`` (their sum) and ``total`` (every parameter, LoRA included)."""
+    """Parameter counts: ``lora``, ``modules_to_save`` (peft's trained copies), ``feature_adapter``,
+    ``projector`` (trainable ones), ``trainable`` (their sum) and ``total`` (every parameter,
+    LoRA and copies included)."""
     def trainable(params) -> int:
         return sum(p.numel() for p in params if p.requires_grad)
 
-    lora = trainable(p for n, p in wrapped.model.named_parameters() if "lora_" in n)
-    counts = {"lora": lora, "feature_adapter": trainable(wrapped.adapter.parameters()),
+    named = list(wrapped.model.named_parameters())
+    counts = {"lora": trainable(p for n, p in named if "lora_" in n),
+              "modules_to_save": trainable(p for n, p in named if ".modules_to_save." in n),
+              "feature_adapter": trainable(wrapped.adapter.parameters()),
               "projector": trainable(wrapped.model.model.projector.parameters())}
     counts["trainable"] = trainable(wrapped.parameters())
     counts["total"] = sum(p.numel() for p in wrapped.parameters())
@@ -295,7 +298,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         accelerator.init_trackers("tensorboard", config=_flat(config.to_dict()))
     if accelerator.is_main_process:
         print(f"trainable parameters: {counts['trainable']:,} of {counts['total']:,} (LoRA {counts['lora']:,}, "
-              f"FeatureAdapter {counts['feature_adapter']:,}, projector {counts['projector']:,}); "
+              f"modules_to_save {counts['modules_to_save']:,}, FeatureAdapter {counts['feature_adapter']:,}, "
+              f"projector {counts['projector']:,}); "
               f"{len(data.dataset)} turns in {data.num_records} conversations", file=sys.stderr)
         for line in data.skipped:
             print(f"vl3mem: skipped: {line}", file=sys.stderr)

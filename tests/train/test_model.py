@@ -49,6 +49,7 @@ def test_trainable_parameters_are_lora_and_the_flagged_parts(fresh_tiny, adapter
     # LoRA r=8 on q,k,v,o (64x64, kv 64->32), gate/up (64->128), down (128->64): r * (in + out) each, 2 layers
     assert counts["lora"] == 2 * 8 * ((64 + 64) + (64 + 32) * 2 + (64 + 64) + (64 + 128) * 2 + (128 + 64))
     assert counts["feature_adapter"] == (32 * 32 + 32 + 32 * 32 + 32 + 3 * 32 if adapter else 0)
+    assert counts["modules_to_save"] == 0
     assert counts["trainable"] == counts["lora"] + counts["feature_adapter"] + counts["projector"]
     assert not wrapped.model.model.vision_model.training and wrapped.model.model.language_model.training
 
@@ -128,3 +129,21 @@ def test_checkpoint_round_trip_gives_the_trained_model(tmp_path, bikes_frames):
     assert not lora_module_names(fresh.model)  # merged into the weights
     torch.testing.assert_close(loaded, trained, rtol=1e-4, atol=1e-5)
     assert (base - trained).abs().max() > 1e-2  # control: the base model alone differs
+
+
+def test_parameter_counts_from_the_config_alone(fresh_tiny):
+    from train.config import load_config
+    from train.params import count_for
+
+    from .conftest import TINY_CONFIG
+
+    config = load_config(TINY_CONFIG)
+    wrapped = VideoLlama3WithMemory(*fresh_tiny)
+    prepare_model(wrapped, config)
+    assert count_for(config) == count_parameters(wrapped)  # meta device == the real tiny model
+    # VideoLLaMA3-2B (Qwen2.5-1.5B, SigLIP width 1152), LoRA r=8 on the 7 projections of 28 layers
+    big = count_for(load_config(TINY_CONFIG, {"lora.modules_to_save": [], "train_projector": False}), "videollama3-2b")
+    per_layer = 8 * (2 * (1536 + 1536) + 2 * (1536 + 256) + 3 * (1536 + 8960))
+    assert big["lora"] == 28 * per_layer == 9_232_384
+    assert big["feature_adapter"] == 2 * (1152 * 1152 + 1152) + 3 * 1152
+    assert big["trainable"] == big["lora"] + big["feature_adapter"]
