@@ -109,22 +109,32 @@ class StreamingSampler:
     Args:
         wrapped: the model (its frozen vision encoder encodes the frames).
         memory: the memory backend (cleared at every conversation).
-        rows: the training dataset's rows (see :mod:`train.data`).
+        dataset: the training ``datasets.Dataset`` of turns (see :mod:`train.data`); a
+            conversation's rows are read from it only when it is streamed.
         frame_size, dialogue, max_length: from :class:`~train.config.DataConfig`.
         skip_bad: a video that breaks off while decoding is reported and its remaining
             turns left out (else :class:`AnnotationError`).
     """
 
-    def __init__(self, wrapped: VideoLlama3WithMemory, memory, rows: Sequence[dict], frame_size: int = 336,
+    def __init__(self, wrapped: VideoLlama3WithMemory, memory, dataset, frame_size: int = 336,
                  dialogue: bool = True, max_length: int = 4096, skip_bad: bool = False) -> None:
         self.session = StreamingSession(wrapped, memory, frame_size=frame_size)
         self.wrapped, self.dialogue, self.max_length, self.skip_bad = wrapped, dialogue, max_length, skip_bad
-        self.records: list[list[dict]] = []
-        for row in rows:
-            if not self.records or self.records[-1][0]["record"] != row["record"]:
-                self.records.append([])
-            self.records[-1].append(row)
+        self.dataset = dataset
+        record = dataset["record"]
+        starts = [i for i in range(len(record)) if i == 0 or record[i] != record[i - 1]]
+        self.spans: list[tuple[int, int]] = list(zip(starts, [*starts[1:], len(record)]))  # rows of each conversation
         self.warnings: list[str] = []
+
+    def __len__(self) -> int:
+        """Conversations."""
+        return len(self.spans)
+
+    def turns(self, index: int) -> list[dict]:
+        """The rows of conversation ``index``, in time order."""
+        start, end = self.spans[index]
+        columns = self.dataset[start:end]
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
     def record_samples(self, turns: Sequence[dict], skip: int = 0) -> Iterator[TrainingSample]:
         """Samples of one conversation, leaving out its first ``skip`` turns (their frames
@@ -183,7 +193,7 @@ class StreamingSampler:
     def epoch_order(self, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
         """Conversation indices this process trains on in ``epoch`` (a seeded permutation, sharded)."""
         generator = torch.Generator().manual_seed(seed + epoch)
-        return torch.randperm(len(self.records), generator=generator).tolist()[rank::world_size]
+        return torch.randperm(len(self.spans), generator=generator).tolist()[rank::world_size]
 
     def samples(self, seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[TrainingSample]:
         """Samples in training order, forever (epoch after epoch), from position ``start``.
@@ -193,16 +203,16 @@ class StreamingSampler:
                 conversations).
         """
         if not self.epoch_order(0, seed, rank, world_size):
-            raise AnnotationError(f"{len(self.records)} conversations for {world_size} processes; "
+            raise AnnotationError(f"{len(self.spans)} conversations for {world_size} processes; "
                                   f"process {rank} has none: use fewer processes or more data")
         epoch = 0
         while True:
             for index in self.epoch_order(epoch, seed, rank, world_size):
-                turns = self.records[index]
-                if start >= len(turns):  # consumed before the resume point: not even decoded
-                    start -= len(turns)
+                first, end = self.spans[index]
+                if start >= end - first:  # consumed before the resume point: not even read
+                    start -= end - first
                     continue
-                yield from self.record_samples(turns, skip=start)
+                yield from self.record_samples(self.turns(index), skip=start)
                 start = 0
             epoch += 1
 

@@ -289,7 +289,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             raise TrainConfigError(f"--resume: {checkpoint} is incomplete or unreadable ({e.__class__.__name__}: "
                                    f"{str(e).splitlines()[0]}); resume from an earlier checkpoint by removing it") from None
     first_step = step
-    sampler = StreamingSampler(wrapped, memory, data.dataset.to_list(), frame_size=config.data.frame_size,
+    sampler = StreamingSampler(wrapped, memory, data.dataset, frame_size=config.data.frame_size,
                                dialogue=config.data.dialogue, max_length=config.data.max_length,
                                skip_bad=config.data.skip_bad)
     samples = sampler.samples(config.seed, start=samples_seen, rank=accelerator.process_index,

@@ -16,7 +16,7 @@ def make_sampler(tiny, path, videos, memory="hierarchical", **kw):
     model, tokenizer = tiny
     wrapped, mem = build_wrapped(model, tokenizer, memory, {})
     data = load_training_data(DataConfig(path=str(path), video_root=str(videos)))
-    return StreamingSampler(wrapped, mem, data.dataset.to_list(), **kw), wrapped
+    return StreamingSampler(wrapped, mem, data.dataset, **kw), wrapped
 
 
 def inference_readout(wrapped, memory, video, fps, t, earlier=()):
@@ -33,7 +33,7 @@ def inference_readout(wrapped, memory, video, fps, t, earlier=()):
 @pytest.mark.parametrize("memory", ["hierarchical", "fifo", "lru_quantized"])
 def test_sample_at_t_holds_no_later_frame_and_equals_the_inference_readout(tiny, short_data, videos, memory):
     sampler, wrapped = make_sampler(tiny, short_data, videos, memory)
-    conversation = sampler.records[0]  # bikes.mp4 at 1 fps: turns at 1.0, 2.5, 4.0
+    conversation = sampler.turns(0)  # bikes.mp4 at 1 fps: turns at 1.0, 2.5, 4.0
     samples = list(sampler.record_samples(conversation))
     assert [s.time for s in samples] == [1.0, 2.5, 4.0]
     _, control_memory = build_wrapped(*tiny, memory, {})
@@ -55,14 +55,14 @@ def test_memory_is_bounded_in_a_long_conversation(tiny, tmp_path, videos):
     path = write_jsonl(tmp_path / "long.jsonl", [{"video": "vtest.avi", "fps": 1, "questions": [
         {"id": "q", "time": 40.0, "question": "Q", "answer": "fine"}]}])
     sampler, _ = make_sampler(tiny, path, videos)
-    (s,) = sampler.record_samples(sampler.records[0])
+    (s,) = sampler.record_samples(sampler.turns(0))
     assert s.frames_seen == 41 and s.visual_tokens.shape[0] == 8 * 144 + 4 * 64 + 36  # 1444: the memory, not the video
 
 
 def test_prompt_is_the_inference_prompt_and_loss_is_on_the_answer_only(tiny, short_data, videos):
     sampler, wrapped = make_sampler(tiny, short_data, videos)
     tokenizer = wrapped.tokenizer
-    first, second, _ = sampler.record_samples(sampler.records[0])
+    first, second, _ = sampler.record_samples(sampler.turns(0))
     _, control_memory = build_wrapped(*tiny, "hierarchical", {})
     entries, _ = inference_readout(wrapped, control_memory, videos / "bikes.mp4", 1, 2.5, [1.0])
     history = [("What moves?", "bikes")]
@@ -79,7 +79,7 @@ def test_prompt_is_the_inference_prompt_and_loss_is_on_the_answer_only(tiny, sho
 
 def test_without_dialogue_each_question_stands_alone(tiny, short_data, videos):
     sampler, wrapped = make_sampler(tiny, short_data, videos, dialogue=False)
-    _, second, _ = sampler.record_samples(sampler.records[0])
+    _, second, _ = sampler.record_samples(sampler.turns(0))
     assert "What moves?" not in wrapped.tokenizer.decode(second.input_ids)
 
 
@@ -113,7 +113,7 @@ def test_epoch_order_is_seeded_and_shards_are_disjoint(tiny, videos):
     from train.data import TrainingData  # noqa: F401
 
     sampler, _ = make_sampler(tiny, "train/data/tiny.jsonl", videos)
-    assert len(sampler.records) == 8
+    assert len(sampler) == 8
     orders = [sampler.epoch_order(e, seed=0) for e in range(3)]
     assert all(sorted(o) == list(range(8)) for o in orders)
     assert orders[0] != orders[1] and orders[0] == sampler.epoch_order(0, seed=0)
@@ -123,7 +123,7 @@ def test_epoch_order_is_seeded_and_shards_are_disjoint(tiny, videos):
 
 def test_collate_pads_right_and_keeps_visual_tokens_in_batch_order(tiny, short_data, videos):
     sampler, wrapped = make_sampler(tiny, short_data, videos)
-    samples = list(sampler.record_samples(sampler.records[0]))
+    samples = list(sampler.record_samples(sampler.turns(0)))
     pad = wrapped.tokenizer.pad_token_id
     batch = collate(samples, pad)
     lengths = [s.input_ids.numel() for s in samples]
