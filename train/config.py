@@ -196,6 +196,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         return _build(hint, value, key + ".")
     if origin is list:
         (item,) = typing.get_args(hint)
+        if isinstance(value, str):  # one item: "q_proj" for [q_proj]
+            value = [value]
         if not isinstance(value, list):
             raise TrainConfigError(f"{key} must be a list, got {value!r}")
         return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]

@@ -236,7 +236,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         raise TrainConfigError(f"{output_dir} already holds checkpoints; pass --resume to continue, "
                                "or give another --output-dir")
     if checkpoint is not None:
-        _check_resume(yaml.safe_load((checkpoint / CONFIG_FILE).read_text()), config, checkpoint)
+        try:
+            saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise TrainConfigError(f"--resume: cannot read {checkpoint / CONFIG_FILE} ({e.__class__.__name__}); "
+                                   "resume from an earlier checkpoint by removing this one") from None
+        _check_resume(saved, config, checkpoint)
     bf16 = use_bf16(config.precision)
     if config.report_to == "tensorboard":
         try:

@@ -27,6 +27,7 @@ def test_overrides_win_over_the_file_and_reach_nested_keys():
     assert config.data.fps == 2.0 and isinstance(config.data.fps, float)
     assert config.max_steps == 7
     assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert load_config(TINY_CONFIG, parse_overrides(["lora.target_modules=q_proj"])).lora.target_modules == ["q_proj"]
 
 
 def test_defaults_without_a_file():
