@@ -50,6 +50,11 @@ class MemoryEntry:
         return self.grid[0] * self.grid[1]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the token tensor held."""
+        return self.tokens.numel() * self.tokens.element_size()
+
+    @property
     def is_merged(self) -> bool:
         """True when the entry summarises more than one frame."""
         return self.num_frames > 1

@@ -175,7 +175,7 @@ class FIFOMemory:
             t = tiers[self.memory_tier_names[e.tier]]
             t["entries"] += 1
             t["tokens"] += e.num_tokens
-            t["bytes"] += e.tokens.numel() * e.tokens.element_size()
+            t["bytes"] += e.nbytes
         return {
             "tiers": tiers,
             "entries": len(self._held),

@@ -265,7 +265,7 @@ class HierarchicalMemoryBank:
                 "entries": len(tier),
                 "capacity": tier.capacity,
                 "tokens": len(tier) * tier.grid[0] * tier.grid[1],
-                "bytes": sum(e.tokens.numel() * e.tokens.element_size() for e in tier.entries),
+                "bytes": sum(e.nbytes for e in tier.entries),
                 "evictions": ev,
                 "merges": mg,
             }

@@ -77,7 +77,7 @@ class _Slot:
 
     def nbytes(self) -> int:
         extra = 8 if self.level == INT8 else 0  # float32 scale + offset
-        return self.entry.tokens.numel() * self.entry.tokens.element_size() + extra
+        return self.entry.nbytes + extra
 
     def bits(self) -> int:
         return self.entry.tokens.element_size() * 8

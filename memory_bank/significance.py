@@ -283,7 +283,7 @@ class SignificanceMemory:
     def stats(self) -> dict[str, Any]:
         """Entries, tokens, bytes; frames stored and skipped; the current threshold."""
         tokens = sum(e.num_tokens for e in self._entries)
-        nbytes = sum(e.tokens.numel() * e.tokens.element_size() for e in self._entries)
+        nbytes = sum(e.nbytes for e in self._entries)
         tier = {"entries": len(self._entries), "capacity": self.buffer_size, "tokens": tokens, "bytes": nbytes}
         return {
             "tiers": {"significant": tier},

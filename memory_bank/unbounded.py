@@ -82,7 +82,7 @@ class UnboundedMemory:
     def stats(self) -> dict[str, Any]:
         """Entries, tokens and bytes held."""
         tokens = sum(e.num_tokens for e in self._entries)
-        nbytes = sum(e.tokens.numel() * e.tokens.element_size() for e in self._entries)
+        nbytes = sum(e.nbytes for e in self._entries)
         tier = {"entries": len(self._entries), "capacity": None, "tokens": tokens, "bytes": nbytes,
                 "evictions": 0, "merges": 0}
         return {"tiers": {"all": tier}, "entries": len(self._entries), "tokens": tokens, "bytes": nbytes,

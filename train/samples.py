@@ -24,7 +24,7 @@ import torch
 from eval.data import AnnotationError
 from videollama3.errors import VideoError
 from videollama3.model import VideoLlama3WithMemory, memory_tokens
-from videollama3.session import StreamingSession
+from videollama3.session import StreamingSession, question_schedule
 from videollama3.video import iter_frames
 
 IGNORE_INDEX = -100
@@ -142,21 +142,12 @@ class StreamingSampler:
         session = self.session
         session.reset()
         video = turns[0]["video"]
-        frames = iter_frames(video, fps=turns[0]["fps"])
-        pending = None
+        # decode no further than the last turn: later frames cannot reach any sample
+        frames = iter_frames(video, fps=turns[0]["fps"], end=turns[-1]["time"])
         history: list[tuple[str, str]] = []
         try:
-            for k, turn in enumerate(turns):
-                t = turn["time"]
-                if pending is not None and pending[1] <= t:
-                    session.push_frame(*pending)
-                    pending = None
-                if pending is None:
-                    for frame, ft in frames:
-                        if ft > t:
-                            pending = (frame, ft)
-                            break
-                        session.push_frame(frame, ft)
+            for k in question_schedule(session, frames, [turn["time"] for turn in turns]):
+                turn = turns[k]
                 if k >= skip:
                     yield self._sample(turn, history)
                 else:  # asking changes some memories (fifo marks, lru counts uses): replay it

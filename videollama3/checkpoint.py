@@ -59,15 +59,6 @@ class CheckpointInfo:
     step: int = 0
 
 
-def _plain(value: Any) -> Any:
-    """YAML/JSON-safe copy (tuples become lists)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith(prefix)}
 
@@ -112,8 +103,8 @@ def save_checkpoint(
     save_file(_prefixed(state, "adapter."), str(directory / FEATURE_ADAPTER_FILE))
     if projector:
         save_file(_prefixed(state, "model.model.projector."), str(directory / PROJECTOR_FILE))
-    (directory / MEMORY_FILE).write_text(yaml.safe_dump({"memory": memory, "options": _plain(memory_options)},
-                                                         sort_keys=False))
+    options = json.loads(json.dumps(memory_options))  # YAML-safe: tuples become lists
+    (directory / MEMORY_FILE).write_text(yaml.safe_dump({"memory": memory, "options": options}, sort_keys=False))
     meta = {"format": FORMAT_VERSION, "base_model": base_model, "memory": memory, "lora": peft_model is not None,
             "projector": projector, "step": step}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -173,19 +164,17 @@ def _load_module(module: torch.nn.Module, file: Path, what: str) -> None:
         ) from None
 
 
-def load_adapter(wrapped: VideoLlama3WithMemory, info: CheckpointInfo, merge: bool = True) -> VideoLlama3WithMemory:
+def load_adapter(wrapped: VideoLlama3WithMemory, info: CheckpointInfo) -> VideoLlama3WithMemory:
     """Load a checkpoint's trained parts into ``wrapped`` (in place) and return it.
 
-    The LoRA adapter is read with peft onto ``wrapped.model`` (the native model) and,
-    with ``merge``, merged into its weights (no LoRA cost at inference). The
+    The LoRA adapter is read with peft onto ``wrapped.model`` (the native model) and
+    merged into its weights (no LoRA cost at inference). The
     FeatureAdapter and, when saved, the projector replace ``wrapped``'s.
 
     Args:
         wrapped: built on ``info.base_model`` with ``info``'s memory (its FeatureAdapter
             must have the saved shape: same memory width and tier count).
         info: from :func:`resolve_checkpoint`.
-        merge: merge LoRA into the weights (False keeps a ``peft`` model inside, for
-            more training).
 
     Raises:
         CheckpointError: when a part is missing or does not fit the model.
@@ -194,12 +183,11 @@ def load_adapter(wrapped: VideoLlama3WithMemory, info: CheckpointInfo, merge: bo
         from peft import PeftModel
 
         try:
-            peft_model = PeftModel.from_pretrained(wrapped.model, str(info.path), is_trainable=not merge)
+            peft_model = PeftModel.from_pretrained(wrapped.model, str(info.path))
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"cannot load the LoRA adapter in {info.path} "
                                   f"({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
-        if merge:
-            wrapped.model = peft_model.merge_and_unload()
+        wrapped.model = peft_model.merge_and_unload()
     _load_module(wrapped.adapter, info.path / FEATURE_ADAPTER_FILE, "the FeatureAdapter")
     if info.projector:
         _load_module(wrapped.model.model.projector, info.path / PROJECTOR_FILE, "the projector")

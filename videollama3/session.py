@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -231,6 +231,51 @@ class StreamResult:
     error: str | None = None
 
 
+def question_schedule(
+    session: StreamingSession, frames, times: Sequence[float | None], on_frame=None
+) -> Iterator[int]:
+    """Push frames into ``session`` and yield each question's position when the stream reaches its time.
+
+    A question at time ``q`` is yielded after every frame with timestamp ``<= q``
+    and before any later frame is pushed, so whatever the caller does with the
+    session then (ask, take a readout) sees nothing after ``q``. Questions without a
+    time are yielded after the last frame. This is the one place that orders frames
+    and questions, for inference (:func:`run_stream`) and training (``train/``) alike.
+
+    Args:
+        session: a fresh (or continuing) streaming session.
+        frames: iterable of ``(frame (H, W, 3) uint8, timestamp_s)`` in time order.
+        times: seconds (or None) of each question, in any order.
+        on_frame: called with no argument after each frame (progress bars).
+
+    Yields:
+        Question positions (indices into ``times``), in time order.
+
+    Raises:
+        VideoError: when the frame source fails part way, after yielding the questions
+            up to the last decoded frame.
+    """
+    from .errors import VideoError
+
+    order = sorted(range(len(times)), key=lambda i: (times[i] is None, times[i] or 0.0))
+
+    def due(now: float | None) -> Iterator[int]:
+        while order and (now is None or (times[order[0]] is not None and times[order[0]] < now)):
+            yield order.pop(0)
+
+    try:
+        for frame, t in frames:
+            yield from due(t)
+            session.push_frame(frame, t)
+            if on_frame is not None:
+                on_frame()
+    except VideoError:
+        last = session.time if session.time is not None else -1.0
+        yield from due(last + 1e-9)
+        raise
+    yield from due(None)
+
+
 def run_stream(
     session: StreamingSession,
     frames,
@@ -240,16 +285,14 @@ def run_stream(
     ask=None,
     **generate_kwargs,
 ) -> StreamResult:
-    """Push frames into ``session`` and ask each question when the stream reaches its time.
-
-    A question at time ``q`` is asked after every frame with timestamp ``<= q``
-    and before any later frame is pushed, so nothing after ``q`` reaches its
-    answer. Questions without a time are asked after the last frame.
+    """Push frames into ``session`` and ask each question when the stream reaches its time
+    (see :func:`question_schedule`: nothing after a question's time reaches its answer).
 
     Args:
         session: a fresh (or continuing) streaming session.
         frames: iterable of ``(frame (H, W, 3) uint8, timestamp_s)`` in time order.
-        questions: ``[(text, time in seconds or None)]``.
+        questions: ``[(text, time in seconds or None)]``; questions without a time are
+            asked after the last frame.
         max_new_tokens: generation budget per answer.
         on_frame: called with no argument after each frame (progress bars).
         ask: called as ``ask(position)`` instead of ``session.ask`` when given (an
@@ -262,25 +305,12 @@ def run_stream(
     """
     from .errors import VideoError
 
-    order = sorted(range(len(questions)), key=lambda i: (questions[i][1] is None, questions[i][1] or 0.0))
     answers: dict[int, Answer] = {}
-
-    def ask_until(now: float | None) -> None:
-        while order and (now is None or (questions[order[0]][1] is not None and questions[order[0]][1] < now)):
-            i = order.pop(0)
+    try:
+        for i in question_schedule(session, frames, [t for _, t in questions], on_frame):
             answers[i] = (ask(i) if ask is not None
                           else session.ask(questions[i][0], max_new_tokens=max_new_tokens, **generate_kwargs))
-
-    try:
-        for frame, t in frames:
-            ask_until(t)
-            session.push_frame(frame, t)
-            if on_frame is not None:
-                on_frame()
     except VideoError as e:
         stopped = e.stopped_at if e.stopped_at is not None else (session.time or 0.0)
-        last = session.time if session.time is not None else -1.0
-        ask_until(last + 1e-9)
         return StreamResult(answers, stopped_at=stopped, error=str(e))
-    ask_until(None)
     return StreamResult(answers)

@@ -110,8 +110,6 @@ def test_resuming_at_a_position_gives_the_same_samples(tiny, short_data, videos,
 
 
 def test_epoch_order_is_seeded_and_shards_are_disjoint(tiny, videos):
-    from train.data import TrainingData  # noqa: F401
-
     sampler, _ = make_sampler(tiny, "train/data/tiny.jsonl", videos)
     assert len(sampler) == 8
     orders = [sampler.epoch_order(e, seed=0) for e in range(3)]
