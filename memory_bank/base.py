@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from .errors import MemoryBankError
+from .config import MemoryConfig
+from .errors import MemoryBankError, MemoryConfigError
 
 
 @dataclass(frozen=True)
@@ -241,43 +243,100 @@ def rank_by_similarity(
     return hits if k is None else hits[:k]
 
 
-@runtime_checkable
-class MemoryBackend(Protocol):
-    """The interface every memory backend implements (DESIGN.md section 6).
+class MemoryBackend(abc.ABC):
+    """Base class of every memory backend (docs/design.md, "Memory backends").
 
-    Streaming sessions, training and evaluation use only these methods, so a
-    backend can be swapped by name.
+    Streaming sessions, training and evaluation use only these methods, so a backend
+    can be swapped by name. A backend is a :class:`~memory_bank.config.MemoryConfig`
+    subclass plus a subclass of this class naming it in :attr:`config_class`, bound to
+    a name by one :func:`~memory_bank.register_memory` call.
+
+    Args:
+        config: the backend's settings (an instance of :attr:`config_class`; defaults when None).
+        **overrides: settings to set on top of ``config``, e.g. ``mm_hidden_size=1152``.
+
+    Raises:
+        MemoryConfigError: for a config of another backend, an unknown option or an invalid value.
     """
+
+    config_class: ClassVar[type[MemoryConfig]]
+    """The settings dataclass of this backend."""
 
     memory_tier_names: tuple[str, ...]
     """Name of each tier index that :attr:`MemoryEntry.tier` takes."""
 
-    def add(
-        self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: torch.Tensor | None = None
-    ) -> bool:
-        """Offer one frame's ``(h*w, C)`` tokens (and optionally its raw ``(H, W, 3)`` uint8
-        frame); return whether the backend stored it. Raises ``MemoryBankError`` on bad
-        input and is then unchanged."""
+    def __init__(self, config: MemoryConfig | None = None, **overrides: Any) -> None:
+        cls = self.config_class
+        if config is None:
+            config = cls.from_dict(overrides, what=type(self).__name__)
+        elif not isinstance(config, cls):
+            raise MemoryConfigError(f"{type(self).__name__} takes a {cls.__name__}, got {type(config).__name__}")
+        elif overrides:
+            config = cls.from_dict({**config.to_dict(), **overrides}, what=type(self).__name__)
+        self.config = config
+        self._cursor = StreamCursor()
+        self.clear()
 
+    @property
+    def mm_hidden_size(self) -> int:
+        """Channel width ``C`` of the tokens this memory stores."""
+        return self.config.mm_hidden_size
+
+    @property
+    def frames_added(self) -> int:
+        """Frames accepted by :meth:`add` since the last :meth:`clear` (stored or not)."""
+        return self._cursor.frames_added
+
+    @property
+    def last_timestamp(self) -> float | None:
+        """Time in seconds of the last frame accepted (None before the first)."""
+        return self._cursor.timestamp
+
+    @abc.abstractmethod
+    def add(self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: torch.Tensor | None = None) -> bool:
+        """Offer one frame's ``(h*w, C)`` or ``(h, w, C)`` tokens (and optionally its raw ``(H, W, 3)`` uint8
+        frame); return whether the backend stored it.
+
+        Raises:
+            MemoryBankError: on bad input; the backend is then unchanged.
+        """
+
+    @abc.abstractmethod
     def readout(self) -> list[MemoryEntry]:
         """Entries held, in time order (a backend may count this as a use of each entry)."""
 
+    @abc.abstractmethod
     def retrieve(
         self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
     ) -> list[tuple[MemoryEntry, float]]:
         """Entries most similar to ``query``, best first, with their cosine similarity."""
 
+    def on_question(self, frame_index: int) -> None:
+        """What asking a question at frame ``frame_index`` (the newest frame) does to the memory.
+
+        Called once per question, after the readout the question is answered from. A no-op
+        here; ``fifo`` keeps that frame regardless of age (SAM2's prompted frames).
+        """
+
+    @abc.abstractmethod
     def clear(self) -> None:
-        """Drop every entry and counter."""
+        """Drop every entry and counter; keep the config."""
 
+    @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
-        """Entries, tokens, bytes and event counts."""
+        """``tiers`` (per tier: entries, tokens, bytes...), ``entries``, ``tokens``, ``bytes``, ``frames_added``."""
 
+    @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to restore the backend exactly."""
 
+    @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict` output."""
+        """Restore from :meth:`state_dict` output.
+
+        Raises:
+            MemoryBankError: for a state this backend cannot take; the backend is then unchanged.
+        """
 
 
 class StreamCursor:

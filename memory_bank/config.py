@@ -1,139 +1,165 @@
-"""Configuration of the hierarchical memory bank."""
+"""Settings of a memory backend: one validated dataclass per backend.
+
+Each backend declares its settings as dataclass fields of a :class:`MemoryConfig`
+subclass, with :func:`option` giving the default, a help text and the allowed values.
+The base class checks every field against its type and bounds when the config is built,
+so each backend only writes the checks that tie fields together
+(:meth:`MemoryConfig.validate`). The pattern follows peft's ``LoraConfig``: the config
+is plain data (``to_dict`` / ``from_dict``), bound to its backend class by
+:func:`~memory_bank.register_memory`.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+import typing
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 from .errors import MemoryConfigError
 
-RESIZE_MODES = ("area", "bilinear")
+
+def option(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
+           choices: tuple[str, ...] | None = None) -> Any:
+    """A config field: its default, one line of help, and the values it accepts.
+
+    Args:
+        default: the default value (lists and tuples are copied per instance).
+        help: what the option does, in the option's own units; shown in errors and docs.
+        minimum / maximum: inclusive bounds of a number (or of each item of a tuple of numbers).
+        choices: the accepted strings.
+    """
+    meta = {"help": help, "minimum": minimum, "maximum": maximum, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_PLURAL = {int: "integers", float: "numbers", bool: "true / false values", str: "strings"}
+
+
+def _check_scalar(name: str, value: Any, hint: Any, meta: dict[str, Any]) -> Any:
+    """``value`` as ``hint`` (int, float, bool or str) within ``meta``'s bounds, or MemoryConfigError."""
+    help_text = f" ({meta['help']})" if meta.get("help") else ""
+    lo, hi, choices = meta.get("minimum"), meta.get("maximum"), meta.get("choices")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise MemoryConfigError(f"{name} must be true or false{help_text}, got {value!r}")
+        return value
+    if hint is str:
+        if choices is not None and value not in choices:
+            raise MemoryConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        if not isinstance(value, str):
+            raise MemoryConfigError(f"{name} must be a string{help_text}, got {value!r}")
+        return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        if not number or not isinstance(value, int) or (lo is not None and value < lo) or (hi is not None and value > hi):
+            bound = f" >= {lo:g}" if lo is not None else ""
+            bound += f" and <= {hi:g}" if hi is not None else ""
+            raise MemoryConfigError(f"{name} must be an integer{bound}{help_text}, got {value!r}")
+        return value
+    if hint is float:
+        if (not number or not math.isfinite(value) or (lo is not None and value < lo)
+                or (hi is not None and value > hi)):
+            where = f" in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else (
+                f" >= {lo:g}" if lo is not None else " (finite)")
+            raise MemoryConfigError(f"{name} must be a number{where}{help_text}, got {value!r}")
+        return float(value)
+    raise TypeError(f"config field {name} has type {hint}, which MemoryConfig does not check")
+
+
+def _check_field(f: Field, value: Any, hint: Any) -> Any:
+    """``value`` checked against the field's type hint and metadata (see :func:`option`)."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # Optional[X]: None is allowed
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise MemoryConfigError(f"{f.name} must be a list of {_PLURAL.get(item, item)} ({f.metadata.get('help')}), "
+                                    f"got {value!r}")
+        return tuple(_check_scalar(f"{f.name}[{i}]", v, item, {**f.metadata, "help": None})
+                     for i, v in enumerate(value))
+    return _check_scalar(f.name, value, hint, dict(f.metadata))
 
 
 @dataclass
-class MemoryBankConfig:
-    """All settings of :class:`~memory_bank.HierarchicalMemoryBank`.
+class MemoryConfig:
+    """Base class of every memory backend's settings.
 
-    Attributes:
-        memory_capacities: entries each tier holds, newest tier first
-            (default ``(8, 4, 1)`` for short / mid / long).
-        memory_reduced_sizes: tokens per frame in each tier; every size is a
-            square grid (default ``(144, 64, 36)`` = 12x12, 8x8, 6x6). Sizes
-            may not grow from one tier to the next.
-        memory_similarity_threshold: default cosine-similarity threshold of
-            :meth:`~memory_bank.HierarchicalMemoryBank.retrieve` (0.8).
-        mm_hidden_size: channel width ``C`` of the stored tokens (1152, the
-            SigLIP encoder width of VideoLLaMA3).
-        memory_resize_mode: ``"area"`` (``adaptive_avg_pool2d``) or
-            ``"bilinear"`` (antialiased bilinear) for moving a frame to a
-            smaller grid.
-        memory_tier_names: names of the tiers, same length as the capacities.
-        memory_check_finite: reject frames holding NaN or Inf values. One
-            device-to-host sync per frame on GPU; turn off only for trusted input.
+    A subclass is a dataclass whose fields are made with :func:`option` and always
+    include ``mm_hidden_size`` (the channel width ``C`` of the tokens the backend stores).
+    Building one checks every field against its type and bounds (an ``int`` field takes
+    no ``bool``, a ``float`` field takes an ``int`` and no NaN / Inf, a ``tuple`` field
+    takes a list), then calls :meth:`validate` for the checks that tie fields together.
 
     Raises:
-        MemoryConfigError: on any invalid setting, naming it and what to do.
+        MemoryConfigError: naming the field, what it accepts and what it got.
     """
 
-    memory_capacities: tuple[int, ...] = (8, 4, 1)
-    memory_reduced_sizes: tuple[int, ...] = (144, 64, 36)
-    memory_similarity_threshold: float = 0.8
-    mm_hidden_size: int = 1152
-    memory_resize_mode: str = "area"
-    memory_tier_names: tuple[str, ...] = ("short", "mid", "long")
-    memory_check_finite: bool = True
-    _grids: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    STATE_EXCLUDED: ClassVar[tuple[str, ...]] = ("mm_hidden_size", "check_finite", "memory_check_finite")
+    """Fields a saved state need not share (the width is checked on the tokens; input checks do not change state)."""
 
     def __post_init__(self) -> None:
-        self.memory_capacities = tuple(self.memory_capacities)
-        self.memory_reduced_sizes = tuple(self.memory_reduced_sizes)
-        self.memory_tier_names = tuple(self.memory_tier_names)
-        caps, sizes, names = self.memory_capacities, self.memory_reduced_sizes, self.memory_tier_names
-        if not caps:
-            raise MemoryConfigError("memory_capacities is empty; give at least one tier, e.g. (8, 4, 1)")
-        if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in caps):
-            raise MemoryConfigError(f"memory_capacities must be positive integers, got {caps}")
-        if len(sizes) != len(caps):
-            raise MemoryConfigError(
-                f"memory_reduced_sizes {sizes} has {len(sizes)} tiers but memory_capacities {caps} "
-                f"has {len(caps)}; give one token count per tier"
-            )
-        if len(names) != len(caps):
-            raise MemoryConfigError(
-                f"memory_tier_names {names} has {len(names)} names for {len(caps)} tiers; give one name per tier"
-            )
-        if len(set(names)) != len(names):
-            raise MemoryConfigError(f"memory_tier_names must be distinct, got {names}")
-        grids = []
-        for size in sizes:
-            side = math.isqrt(size) if isinstance(size, int) and size > 0 else 0
-            if side * side != size:
-                raise MemoryConfigError(
-                    f"memory_reduced_sizes must be perfect squares (square token grids), got {size} in {sizes}"
-                )
-            grids.append((side, side))
-        if any(b > a for a, b in zip(sizes, sizes[1:])):
-            raise MemoryConfigError(
-                f"memory_reduced_sizes must not grow from one tier to the next, got {sizes}"
-            )
-        if not -1.0 <= float(self.memory_similarity_threshold) <= 1.0:
-            raise MemoryConfigError(
-                f"memory_similarity_threshold is a cosine similarity in [-1, 1], got {self.memory_similarity_threshold}"
-            )
-        if not isinstance(self.mm_hidden_size, int) or self.mm_hidden_size < 1:
-            raise MemoryConfigError(f"mm_hidden_size must be a positive integer, got {self.mm_hidden_size!r}")
-        if self.memory_resize_mode not in RESIZE_MODES:
-            raise MemoryConfigError(
-                f"memory_resize_mode must be one of {RESIZE_MODES}, got {self.memory_resize_mode!r}"
-            )
-        self._grids = tuple(grids)
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            if f.init:
+                setattr(self, f.name, _check_field(f, getattr(self, f.name), hints[f.name]))
+        self.validate()
 
-    @property
-    def num_tiers(self) -> int:
-        """Number of tiers."""
-        return len(self.memory_capacities)
+    def validate(self) -> None:
+        """Checks across fields; subclasses extend it (types and bounds are checked already).
 
-    @property
-    def grids(self) -> tuple[tuple[int, int], ...]:
-        """Token grid ``(h, w)`` of each tier, e.g. ``((12, 12), (8, 8), (6, 6))``."""
-        return self._grids
-
-    @property
-    def max_tokens(self) -> int:
-        """Upper bound of visual tokens held: ``sum(capacity_i * size_i)`` (1444 by default)."""
-        return sum(c * s for c, s in zip(self.memory_capacities, self.memory_reduced_sizes))
+        Raises:
+            MemoryConfigError: naming the setting and what to do.
+        """
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python (JSON-able) form; :meth:`from_dict` inverts it."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if not k.startswith("_")}
+        """Plain-Python (JSON / YAML-able) form: tuples become lists; :meth:`from_dict` inverts it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if self.__dataclass_fields__[k].init}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryBankConfig:
-        """Build a config from :meth:`to_dict` output (unknown keys raise :class:`MemoryConfigError`)."""
-        known = {f.name for f in fields(cls) if f.init}
-        unknown = set(data) - known
+    def from_dict(cls, data: dict[str, Any], what: str | None = None) -> MemoryConfig:
+        """Build a config from a mapping of options (:meth:`to_dict` output, a YAML file, flags).
+
+        Args:
+            data: ``{option: value}``; missing options take their defaults.
+            what: how errors name the config (default: the class name).
+
+        Raises:
+            MemoryConfigError: for a mapping that is not one, an unknown option (listing the
+                accepted ones) or an invalid value.
+        """
+        if not isinstance(data, dict):
+            raise MemoryConfigError(f"options of {what or cls.__name__} must be a mapping, got {type(data).__name__}")
+        accepted = cls.option_names()
+        unknown = sorted(set(data) - set(accepted))
         if unknown:
-            raise MemoryConfigError(f"unknown MemoryBankConfig keys {sorted(unknown)}; known keys: {sorted(known)}")
+            raise MemoryConfigError(
+                f"unknown option(s) {', '.join(map(str, unknown))} for {what or cls.__name__}; "
+                f"accepted: {', '.join(accepted)}"
+            )
         return cls(**data)
 
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options, in declaration order."""
+        return [f.name for f in fields(cls) if f.init]
 
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``, or :class:`MemoryConfigError` naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MemoryConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    @classmethod
+    def help(cls) -> dict[str, tuple[Any, str]]:
+        """``{option: (default, help text)}`` in declaration order."""
+        out = {}
+        for f in fields(cls):
+            if f.init:
+                default = f.default if f.default is not MISSING else f.default_factory()
+                out[f.name] = (list(default) if isinstance(default, tuple) else default, f.metadata.get("help", ""))
+        return out
 
-
-def number_in(name: str, value: Any, low: float, high: float) -> float:
-    """``value`` as a float in ``[low, high]``, or :class:`MemoryConfigError` naming the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
-        raise MemoryConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, or :class:`MemoryConfigError` listing them."""
-    if value not in choices:
-        raise MemoryConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+    def state_options(self) -> dict[str, Any]:
+        """The options a saved state must have been made with to be loaded into this backend."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.STATE_EXCLUDED}

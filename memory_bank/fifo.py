@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .base import (
+    MemoryBackend,
     MemoryEntry,
     StreamCursor,
     check_query,
@@ -26,13 +27,24 @@ from .base import (
     pooled_descriptor,
     rank_by_similarity,
 )
-from .config import positive_int
+from .config import MemoryConfig, option
 from .errors import MemoryBankError
+from .registry import register_memory
 
 _FORMAT = "memory_bank.fifo/1"
 
 
-class FIFOMemory:
+@dataclass
+class FIFOConfig(MemoryConfig):
+    """Settings of :class:`FIFOMemory`."""
+
+    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    num_recent: int = option(6, "frames kept by age (SAM2's num_maskmem - 1)", minimum=1)
+    max_prompted: int = option(8, "prompted frames kept regardless of age (0 disables)", minimum=0)
+    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+
+
+class FIFOMemory(MemoryBackend):
     """The ``num_recent`` newest frames, plus up to ``max_prompted`` prompted frames of any age.
 
     Every frame is stored at the grid it was added with. When a frame leaves the
@@ -45,28 +57,15 @@ class FIFOMemory:
     reported there even while it is also recent).
 
     Args:
-        mm_hidden_size: channel width ``C`` of the tokens.
-        num_recent: frames kept by age (SAM2's ``num_maskmem - 1``; default 6).
-        max_prompted: prompted frames kept regardless of age (default 8; 0 disables).
-        check_finite: reject NaN / Inf frames.
+        config: a :class:`FIFOConfig` (``num_recent`` 6, ``max_prompted`` 8 by default).
+        **overrides: its fields as keywords, e.g. ``num_recent=4``.
 
     Raises:
         MemoryConfigError: for a non-integer or out-of-range option.
     """
 
+    config_class = FIFOConfig
     memory_tier_names = ("recent", "prompted")
-
-    def __init__(self, mm_hidden_size: int = 1152, num_recent: int = 6, max_prompted: int = 8,
-                 check_finite: bool = True) -> None:
-        self.mm_hidden_size = positive_int("mm_hidden_size", mm_hidden_size)
-        self.num_recent = positive_int("num_recent", num_recent)
-        self.max_prompted = positive_int("max_prompted", max_prompted, minimum=0)
-        self.check_finite = bool(check_finite)
-        self._cursor = StreamCursor()
-        self.clear()
-
-    def _options(self) -> dict[str, int]:
-        return {"num_recent": self.num_recent, "max_prompted": self.max_prompted}
 
     def clear(self) -> None:
         """Drop every frame, mark and counter."""
@@ -100,12 +99,12 @@ class FIFOMemory:
             MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
         """
         flat, grid, frame_index, timestamp, pooled = self._cursor.check(
-            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
         entry = MemoryEntry(own_storage(flat), grid, frame_index, timestamp)
         self._held[frame_index] = (entry, F.normalize(pooled, dim=0))
         self._recent.append(frame_index)
-        if len(self._recent) > self.num_recent:
+        if len(self._recent) > self.config.num_recent:
             self._release(self._recent.popleft())
         self._cursor.advance(frame_index, timestamp, flat.device)
         return True
@@ -124,13 +123,17 @@ class FIFOMemory:
                 f"frame {frame_index} is not in memory (held: {sorted(self._held)}); "
                 "mark a frame while it is still among the recent frames"
             )
-        if self.max_prompted == 0 or frame_index in self._prompted:
+        if self.config.max_prompted == 0 or frame_index in self._prompted:
             return
         bisect.insort(self._prompted, frame_index)
-        if len(self._prompted) > self.max_prompted:
+        if len(self._prompted) > self.config.max_prompted:
             oldest = self._prompted.pop(0)
             if oldest not in self._recent:
                 self._release(oldest)
+
+    def on_question(self, frame_index: int) -> None:
+        """A question asked at frame ``frame_index`` prompts it (:meth:`mark_prompted`)."""
+        self.mark_prompted(frame_index)
 
     def _release(self, frame_index: int) -> None:
         """Drop a frame unless something still keeps it."""
@@ -170,7 +173,7 @@ class FIFOMemory:
     def stats(self) -> dict[str, Any]:
         """Entries, tokens and bytes per tier (``recent`` / ``prompted``) and in total."""
         tiers = {name: {"entries": 0, "capacity": cap, "tokens": 0, "bytes": 0}
-                 for name, cap in zip(self.memory_tier_names, (self.num_recent, self.max_prompted))}
+                 for name, cap in zip(self.memory_tier_names, (self.config.num_recent, self.config.max_prompted))}
         for e in self.readout():
             t = tiers[self.memory_tier_names[e.tier]]
             t["entries"] += 1
@@ -190,7 +193,7 @@ class FIFOMemory:
         """Options, entries, the recent window, the prompted marks and counters (tensors not copied)."""
         return {
             "format": _FORMAT,
-            "options": self._options(),
+            "options": self.config.state_options(),
             "entries": entries_to_state([self._held[i][0] for i in self._ordered()]),
             "recent": list(self._recent),
             "prompted": list(self._prompted),
@@ -205,7 +208,7 @@ class FIFOMemory:
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
+        entries = entries_of_state(state, _FORMAT, self.config.state_options(), self.mm_hidden_size)
         held = {e.frame_index: (e, pooled_descriptor(e.tokens)) for e in entries}
         if set(held) != set(state["recent"]) | set(state["prompted"]):
             raise MemoryBankError("state's entries do not match its recent and prompted frames")
@@ -214,3 +217,6 @@ class FIFOMemory:
         self._prompted = sorted(state["prompted"])
         self._evictions = int(state["evictions"])
         self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+
+
+register_memory("fifo", FIFOConfig, FIFOMemory)

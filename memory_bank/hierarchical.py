@@ -12,7 +12,8 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from dataclasses import replace
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,100 @@ import torch
 import torch.nn.functional as F
 
 from .base import (
+    MemoryBackend,
     MemoryEntry,
-    StreamCursor,
     check_query,
     own_storage,
     pooled_descriptor,
     rank_by_similarity,
 )
-from .config import MemoryBankConfig
+from .config import MemoryConfig, option
 from .errors import MemoryBankError, MemoryConfigError
-from .resize import resize_token_grid
+from .registry import register_memory
+from .resize import RESIZE_MODES, resize_token_grid
 
 _FORMAT = "memory_bank.hierarchical/1"
+
+
+@dataclass
+class MemoryBankConfig(MemoryConfig):
+    """All settings of :class:`HierarchicalMemoryBank`.
+
+    Attributes:
+        memory_capacities: entries each tier holds, newest tier first
+            (default ``(8, 4, 1)`` for short / mid / long).
+        memory_reduced_sizes: tokens per frame in each tier; every size is a
+            square grid (default ``(144, 64, 36)`` = 12x12, 8x8, 6x6). Sizes
+            may not grow from one tier to the next.
+        memory_similarity_threshold: default cosine-similarity threshold of
+            :meth:`HierarchicalMemoryBank.retrieve` (0.8).
+        mm_hidden_size: channel width ``C`` of the stored tokens (1152, the
+            SigLIP encoder width of VideoLLaMA3).
+        memory_resize_mode: ``"area"`` (``adaptive_avg_pool2d``) or
+            ``"bilinear"`` (antialiased bilinear) for moving a frame to a
+            smaller grid.
+        memory_tier_names: names of the tiers, same length as the capacities.
+        memory_check_finite: reject frames holding NaN or Inf values. One
+            device-to-host sync per frame on GPU; turn off only for trusted input.
+
+    Raises:
+        MemoryConfigError: on any invalid setting, naming it and what to do.
+    """
+
+    memory_capacities: tuple[int, ...] = option((8, 4, 1), "entries each tier holds, newest tier first")
+    memory_reduced_sizes: tuple[int, ...] = option((144, 64, 36), "tokens per frame in each tier (square grids)")
+    memory_similarity_threshold: float = option(
+        0.8, "cosine similarity at or above which retrieve() returns an entry", minimum=-1.0, maximum=1.0)
+    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    memory_resize_mode: str = option("area", "how a frame moves to a smaller grid", choices=RESIZE_MODES)
+    memory_tier_names: tuple[str, ...] = option(("short", "mid", "long"), "name of each tier")
+    memory_check_finite: bool = option(True, "reject frames holding NaN or Inf values (one host sync per frame)")
+    _grids: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False, default=())
+
+    def validate(self) -> None:
+        """Tiers agree in number, sizes are square and do not grow, names are distinct."""
+        caps, sizes, names = self.memory_capacities, self.memory_reduced_sizes, self.memory_tier_names
+        if not caps:
+            raise MemoryConfigError("memory_capacities is empty; give at least one tier, e.g. (8, 4, 1)")
+        if any(c < 1 for c in caps):
+            raise MemoryConfigError(f"memory_capacities must be positive integers, got {caps}")
+        if len(sizes) != len(caps):
+            raise MemoryConfigError(
+                f"memory_reduced_sizes {sizes} has {len(sizes)} tiers but memory_capacities {caps} "
+                f"has {len(caps)}; give one token count per tier"
+            )
+        if len(names) != len(caps):
+            raise MemoryConfigError(
+                f"memory_tier_names {names} has {len(names)} names for {len(caps)} tiers; give one name per tier"
+            )
+        if len(set(names)) != len(names):
+            raise MemoryConfigError(f"memory_tier_names must be distinct, got {names}")
+        grids = []
+        for size in sizes:
+            side = math.isqrt(size) if size > 0 else 0
+            if side * side != size:
+                raise MemoryConfigError(
+                    f"memory_reduced_sizes must be perfect squares (square token grids), got {size} in {sizes}"
+                )
+            grids.append((side, side))
+        if any(b > a for a, b in zip(sizes, sizes[1:])):
+            raise MemoryConfigError(f"memory_reduced_sizes must not grow from one tier to the next, got {sizes}")
+        self._grids = tuple(grids)
+
+    @property
+    def num_tiers(self) -> int:
+        """Number of tiers."""
+        return len(self.memory_capacities)
+
+    @property
+    def grids(self) -> tuple[tuple[int, int], ...]:
+        """Token grid ``(h, w)`` of each tier, e.g. ``((12, 12), (8, 8), (6, 6))``."""
+        return self._grids
+
+    @property
+    def max_tokens(self) -> int:
+        """Upper bound of visual tokens held: ``sum(capacity_i * size_i)`` (1444 by default)."""
+        return sum(c * s for c, s in zip(self.memory_capacities, self.memory_reduced_sizes))
 
 
 class _Tier:
@@ -75,7 +158,7 @@ class _Tier:
         return self.desc[: len(self.entries)]
 
 
-class HierarchicalMemoryBank:
+class HierarchicalMemoryBank(MemoryBackend):
     """Bounded memory of a video stream in tiers of decreasing resolution.
 
     A new frame enters the first tier (``short``) at full size. When a tier is
@@ -103,13 +186,7 @@ class HierarchicalMemoryBank:
         MemoryConfigError: for an invalid configuration.
     """
 
-    def __init__(self, config: MemoryBankConfig | None = None, **overrides: Any) -> None:
-        if config is None:
-            config = MemoryBankConfig(**overrides)
-        elif overrides:
-            config = MemoryBankConfig.from_dict({**config.to_dict(), **overrides})
-        self.config = config
-        self.clear()
+    config_class = MemoryBankConfig
 
     # ------------------------------------------------------------------ state
     def clear(self) -> None:
@@ -118,7 +195,7 @@ class HierarchicalMemoryBank:
         self._tiers = [_Tier(c, g) for c, g in zip(cfg.memory_capacities, cfg.grids)]
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
-        self._cursor = StreamCursor()
+        self._cursor.reset()
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._tiers)
@@ -132,11 +209,6 @@ class HierarchicalMemoryBank:
     def memory_tier_names(self) -> tuple[str, ...]:
         """Tier names, newest first (``config.memory_tier_names``)."""
         return self.config.memory_tier_names
-
-    @property
-    def frames_added(self) -> int:
-        """Frames accepted by :meth:`add` since the last :meth:`clear`."""
-        return self._cursor.frames_added
 
     def tiers(self) -> dict[str, list[MemoryEntry]]:
         """Entries of each tier by tier name, each list in time order."""
@@ -358,3 +430,6 @@ class HierarchicalMemoryBank:
         bank = cls(MemoryBankConfig.from_dict(state["config"]))
         bank.load_state_dict(state)
         return bank
+
+
+register_memory("hierarchical", MemoryBankConfig, HierarchicalMemoryBank)

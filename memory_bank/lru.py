@@ -16,16 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from .base import (
+    MemoryBackend,
     MemoryEntry,
-    StreamCursor,
     check_query,
     entries_of_state,
     entries_to_state,
     own_storage,
     rank_by_similarity,
 )
-from .config import number_in, positive_int
+from .config import MemoryConfig, option
 from .errors import MemoryBankError, MemoryConfigError
+from .registry import register_memory
 
 _FORMAT = "memory_bank.lru_quantized/1"
 FULL, HALF, INT8 = 0, 1, 2
@@ -83,7 +84,31 @@ class _Slot:
         return self.entry.tokens.element_size() * 8
 
 
-class LRUQuantizedMemory:
+@dataclass
+class LRUQuantizedConfig(MemoryConfig):
+    """Settings of :class:`LRUQuantizedMemory`."""
+
+    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    capacity: int = option(7, "frames held", minimum=1)
+    full_precision_uses: int = option(3, "uses that keep an entry at full precision", minimum=0)
+    half_precision_uses: int = option(1, "uses that keep an entry at 16 bits (fewer: 8 bits)", minimum=0)
+    grace_frames: int = option(2, "newest frames kept at full precision and never evicted", minimum=0)
+    use_decay: float = option(1.0, "factor applied to every use count at each add (1: plain counts)",
+                              minimum=0.0, maximum=1.0)
+    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+
+    def validate(self) -> None:
+        """More uses earn more precision; a decay of 0 would forget every use at once."""
+        if self.half_precision_uses > self.full_precision_uses:
+            raise MemoryConfigError(
+                f"half_precision_uses ({self.half_precision_uses}) must not exceed full_precision_uses "
+                f"({self.full_precision_uses}): more uses earn more precision"
+            )
+        if self.use_decay == 0:
+            raise MemoryConfigError("use_decay must be in (0, 1]; 0 would forget every use at once")
+
+
+class LRUQuantizedMemory(MemoryBackend):
     """A fixed number of frames; rarely used ones are held at 16 or 8 bits.
 
     Every :meth:`readout` counts as a use of each entry it returns, every
@@ -110,47 +135,21 @@ class LRUQuantizedMemory:
     Readout tokens are dequantised to the dtype they were added with.
 
     Args:
-        mm_hidden_size: channel width ``C`` of the tokens.
-        capacity: frames held (default 7).
-        full_precision_uses: uses that keep an entry at full precision (default 3).
-        half_precision_uses: uses that keep it at 16 bits (default 1); fewer: 8 bits.
-        grace_frames: the newest frames are held at full precision and not evicted,
-            whatever their use count (default 2), so a question about what just
-            happened sees it sharp.
-        use_decay: factor in ``(0, 1]`` applied to every use count at each add
-            (default 1: plain counts).
-        check_finite: reject NaN / Inf frames.
+        config: a :class:`LRUQuantizedConfig` (the options below are its fields):
+            ``capacity`` frames held (default 7); ``full_precision_uses`` uses that keep an
+            entry at full precision (3); ``half_precision_uses`` uses that keep it at 16 bits
+            (1; fewer: 8 bits); ``grace_frames`` newest frames held at full precision and not
+            evicted whatever their use count (2), so a question about what just happened sees
+            it sharp; ``use_decay`` in ``(0, 1]`` applied to every use count at each add (1:
+            plain counts); ``check_finite``.
+        **overrides: its fields as keywords, e.g. ``capacity=4``.
 
     Raises:
         MemoryConfigError: for out-of-range options or ``half_precision_uses > full_precision_uses``.
     """
 
+    config_class = LRUQuantizedConfig
     memory_tier_names = ("32-bit", "16-bit", "8-bit")
-
-    def __init__(self, mm_hidden_size: int = 1152, capacity: int = 7, full_precision_uses: int = 3,
-                 half_precision_uses: int = 1, grace_frames: int = 2, use_decay: float = 1.0,
-                 check_finite: bool = True) -> None:
-        self.mm_hidden_size = positive_int("mm_hidden_size", mm_hidden_size)
-        self.capacity = positive_int("capacity", capacity)
-        self.full_precision_uses = positive_int("full_precision_uses", full_precision_uses, minimum=0)
-        self.half_precision_uses = positive_int("half_precision_uses", half_precision_uses, minimum=0)
-        if self.half_precision_uses > self.full_precision_uses:
-            raise MemoryConfigError(
-                f"half_precision_uses ({half_precision_uses}) must not exceed full_precision_uses "
-                f"({full_precision_uses}): more uses earn more precision"
-            )
-        self.grace_frames = positive_int("grace_frames", grace_frames, minimum=0)
-        self.use_decay = number_in("use_decay", use_decay, 0, 1)
-        if self.use_decay == 0:
-            raise MemoryConfigError("use_decay must be in (0, 1]; 0 would forget every use at once")
-        self.check_finite = bool(check_finite)
-        self._cursor = StreamCursor()
-        self.clear()
-
-    def _options(self) -> dict[str, int]:
-        return {"capacity": self.capacity, "full_precision_uses": self.full_precision_uses,
-                "half_precision_uses": self.half_precision_uses, "grace_frames": self.grace_frames,
-                "use_decay": self.use_decay}
 
     def clear(self) -> None:
         """Drop every frame and counter."""
@@ -165,9 +164,9 @@ class LRUQuantizedMemory:
 
     def level_for(self, uses: float) -> int:
         """Precision level an entry with ``uses`` uses earns: 0 (32-bit), 1 (16-bit) or 2 (8-bit)."""
-        if uses >= self.full_precision_uses:
+        if uses >= self.config.full_precision_uses:
             return FULL
-        return HALF if uses >= self.half_precision_uses else INT8
+        return HALF if uses >= self.config.half_precision_uses else INT8
 
     # -------------------------------------------------------------------- add
     def add(self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: torch.Tensor | None = None) -> bool:
@@ -186,20 +185,20 @@ class LRUQuantizedMemory:
             MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
         """
         flat, grid, frame_index, timestamp, pooled = self._cursor.check(
-            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
-        if len(self._slots) >= self.capacity:
-            candidates = len(self._slots) - self.grace_frames if self.capacity > self.grace_frames else len(self._slots)
+        if len(self._slots) >= self.config.capacity:
+            candidates = len(self._slots) - self.config.grace_frames if self.config.capacity > self.config.grace_frames else len(self._slots)
             victim = min(range(candidates), key=lambda i: (self._slots[i].uses, self._slots[i].last_used, i))
             del self._slots[victim]
             self._evictions += 1
-        if self.use_decay < 1:
+        if self.config.use_decay < 1:
             for slot in self._slots:
-                slot.uses *= self.use_decay
+                slot.uses *= self.config.use_decay
         self._clock += 1
         entry = MemoryEntry(own_storage(flat), grid, frame_index, timestamp)
         self._slots.append(_Slot(entry, flat.dtype, F.normalize(pooled, dim=0), last_used=self._clock))
-        for slot in self._slots[: max(0, len(self._slots) - self.grace_frames)]:
+        for slot in self._slots[: max(0, len(self._slots) - self.config.grace_frames)]:
             self._lower_precision(slot, self.level_for(slot.uses))
         self._cursor.advance(frame_index, timestamp, flat.device)
         return True
@@ -267,7 +266,7 @@ class LRUQuantizedMemory:
         ``bytes`` are the bytes of token storage actually held, with the 8-bit
         entries' scale and offset.
         """
-        tiers = {name: {"entries": 0, "capacity": self.capacity, "tokens": 0, "bytes": 0}
+        tiers = {name: {"entries": 0, "capacity": self.config.capacity, "tokens": 0, "bytes": 0}
                  for name in self.memory_tier_names}
         per_bits = {"32": 0, "16": 0, "8": 0}
         for s in self._slots:
@@ -296,7 +295,7 @@ class LRUQuantizedMemory:
                  for s in self._slots]
         return {
             "format": _FORMAT,
-            "options": self._options(),
+            "options": self.config.state_options(),
             "entries": entries_to_state([s.entry for s in self._slots]),
             "slots": slots,
             "clock": self._clock,
@@ -312,8 +311,8 @@ class LRUQuantizedMemory:
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
-        if len(entries) != len(state["slots"]) or len(entries) > self.capacity:
+        entries = entries_of_state(state, _FORMAT, self.config.state_options(), self.mm_hidden_size)
+        if len(entries) != len(state["slots"]) or len(entries) > self.config.capacity:
             raise MemoryBankError("state's entries and slots do not match, or exceed the capacity")
         slots = []
         for entry, s in zip(entries, state["slots"]):
@@ -326,3 +325,6 @@ class LRUQuantizedMemory:
         self._evictions = int(state["evictions"])
         self._requantizations = int(state["requantizations"])
         self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+
+
+register_memory("lru_quantized", LRUQuantizedConfig, LRUQuantizedMemory)

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 
 from .errors import MemoryBankError
 
+RESIZE_MODES = ("area", "bilinear")
+"""What :func:`resize_token_grid` accepts as ``mode``."""
+
 
 def resize_token_grid(
     tokens: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], mode: str = "area"

@@ -11,14 +11,15 @@ distance of per-channel colour histograms, the classic shot-boundary cue.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .base import (
+    MemoryBackend,
     MemoryEntry,
-    StreamCursor,
     check_query,
     entries_of_state,
     entries_to_state,
@@ -26,9 +27,10 @@ from .base import (
     pooled_descriptor,
     rank_by_similarity,
 )
-from .config import RESIZE_MODES, number_in, one_of, positive_int
+from .config import MemoryConfig, option
 from .errors import MemoryBankError, MemoryConfigError
-from .resize import resize_token_grid
+from .registry import register_memory
+from .resize import RESIZE_MODES, resize_token_grid
 
 _FORMAT = "memory_bank.significance/1"
 CRITERIA = ("feature", "pixel", "histogram", "ssim")
@@ -110,7 +112,44 @@ def distance(criterion: str, a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 - ssim(a, b)
 
 
-class SignificanceMemory:
+@dataclass
+class SignificanceConfig(MemoryConfig):
+    """Settings of :class:`SignificanceMemory` (see its docstring for the criteria)."""
+
+    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    criterion: str = option("feature", "what a frame is compared by", choices=CRITERIA)
+    threshold: float | None = option(
+        None, "distance above which a frame is significant (default per criterion)", minimum=0.0, maximum=2.0)
+    adaptive: bool = option(False, "set the threshold from the running distribution of distances")
+    adaptive_k: float = option(3.0, "standard deviations above the mean distance", minimum=0.0, maximum=100.0)
+    adaptive_warmup: int = option(8, "background distances seen before the adaptive threshold applies", minimum=1)
+    threshold_floor: float | None = option(
+        None, "the adaptive threshold never goes below this (default: half the threshold)", minimum=0.0, maximum=2.0)
+    buffer_size: int = option(8, "significant frames kept", minimum=1)
+    stored_tokens: int = option(64, "tokens per stored frame, a square number", minimum=1)
+    resize_mode: str = option("area", "how a frame moves to the stored grid", choices=RESIZE_MODES)
+    signature_size: int = option(64, "side of the downsampled image of the pixel criteria", minimum=8)
+    histogram_bins: int = option(16, "bins per colour channel", minimum=2)
+    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+
+    def validate(self) -> None:
+        """Defaults that depend on the criterion; ``stored_tokens`` a square number."""
+        if self.threshold is None:
+            self.threshold = DEFAULT_THRESHOLDS[self.criterion]
+        if self.threshold_floor is None:
+            self.threshold_floor = self.threshold / 2
+        side = math.isqrt(self.stored_tokens)
+        if side * side != self.stored_tokens:
+            raise MemoryConfigError(f"stored_tokens must be a square number (a square grid), got {self.stored_tokens}")
+
+    @property
+    def stored_grid(self) -> tuple[int, int]:
+        """``(h, w)`` of a stored frame."""
+        side = math.isqrt(self.stored_tokens)
+        return side, side
+
+
+class SignificanceMemory(MemoryBackend):
     """A rolling buffer of the last ``buffer_size`` significant frames, at a reduced grid.
 
     A frame is significant when its distance to the last *stored* frame exceeds
@@ -130,59 +169,15 @@ class SignificanceMemory:
     A static video thus keeps one frame; a video with cuts keeps about one per cut.
 
     Args:
-        mm_hidden_size: channel width ``C`` of the tokens.
-        criterion: one of ``feature``, ``pixel``, ``histogram``, ``ssim``.
-        threshold: fixed threshold (default per criterion, :data:`DEFAULT_THRESHOLDS`).
-        adaptive: set the threshold from the running distribution of distances.
-        adaptive_k: standard deviations above the mean (default 3).
-        adaptive_warmup: background distances seen before the adaptive threshold
-            takes over (default 8; until then ``threshold`` applies).
-        threshold_floor: the adaptive threshold never goes below this (default:
-            half of ``threshold``).
-        buffer_size: significant frames kept (default 8).
-        stored_tokens: tokens per stored frame, a square number (default 64; a frame
-            with fewer tokens is kept as it is).
-        resize_mode: ``area`` or ``bilinear``.
-        signature_size: side of the downsampled image of the pixel criteria (default 64).
-        histogram_bins: bins per colour channel (default 16).
-        check_finite: reject NaN / Inf frames.
+        config: a :class:`SignificanceConfig`.
+        **overrides: its fields as keywords, e.g. ``criterion="histogram"``.
 
     Raises:
         MemoryConfigError: for an unknown criterion or an out-of-range option.
     """
 
+    config_class = SignificanceConfig
     memory_tier_names = ("significant",)
-
-    def __init__(self, mm_hidden_size: int = 1152, criterion: str = "feature", threshold: float | None = None,
-                 adaptive: bool = False, adaptive_k: float = 3.0, adaptive_warmup: int = 8,
-                 threshold_floor: float | None = None, buffer_size: int = 8, stored_tokens: int = 64,
-                 resize_mode: str = "area", signature_size: int = 64, histogram_bins: int = 16,
-                 check_finite: bool = True) -> None:
-        self.mm_hidden_size = positive_int("mm_hidden_size", mm_hidden_size)
-        self.criterion = one_of("criterion", criterion, CRITERIA)
-        self.threshold = number_in("threshold", DEFAULT_THRESHOLDS[criterion] if threshold is None else threshold, 0, 2)
-        self.adaptive = bool(adaptive)
-        self.adaptive_k = number_in("adaptive_k", adaptive_k, 0, 100)
-        self.adaptive_warmup = positive_int("adaptive_warmup", adaptive_warmup)
-        floor = self.threshold / 2 if threshold_floor is None else threshold_floor
-        self.threshold_floor = number_in("threshold_floor", floor, 0, 2)
-        self.buffer_size = positive_int("buffer_size", buffer_size)
-        self.stored_tokens = positive_int("stored_tokens", stored_tokens)
-        side = math.isqrt(self.stored_tokens)
-        if side * side != self.stored_tokens:
-            raise MemoryConfigError(f"stored_tokens must be a square number (a square grid), got {stored_tokens}")
-        self.stored_grid = (side, side)
-        self.resize_mode = one_of("resize_mode", resize_mode, RESIZE_MODES)
-        self.signature_size = positive_int("signature_size", signature_size, minimum=8)
-        self.histogram_bins = positive_int("histogram_bins", histogram_bins, minimum=2)
-        self.check_finite = bool(check_finite)
-        self._cursor = StreamCursor()
-        self.clear()
-
-    def _options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "criterion", "threshold", "adaptive", "adaptive_k", "adaptive_warmup", "threshold_floor",
-            "buffer_size", "stored_tokens", "resize_mode", "signature_size", "histogram_bins")}
 
     def clear(self) -> None:
         """Drop every frame, the reference frame and the distance statistics."""
@@ -199,10 +194,10 @@ class SignificanceMemory:
 
     def current_threshold(self) -> float:
         """The threshold the next frame is held to."""
-        if not self.adaptive or self._count < self.adaptive_warmup:
-            return self.threshold
+        if not self.config.adaptive or self._count < self.config.adaptive_warmup:
+            return self.config.threshold
         std = math.sqrt(self._m2 / self._count)
-        return max(self.threshold_floor, self._mean + self.adaptive_k * std)
+        return max(self.config.threshold_floor, self._mean + self.config.adaptive_k * std)
 
     def add(self, tokens: torch.Tensor, frame_index: int, timestamp: float, frame: Any = None) -> bool:
         """Offer one frame; store it (resized) when it is significant.
@@ -222,21 +217,21 @@ class SignificanceMemory:
                 missing or malformed raw frame under a pixel criterion; nothing changes.
         """
         flat, grid, frame_index, timestamp, pooled = self._cursor.check(
-            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
         descriptor = F.normalize(pooled, dim=0)
-        if self.criterion in PIXEL_CRITERIA:
+        if self.config.criterion in PIXEL_CRITERIA:
             if frame is None:
                 raise MemoryBankError(
-                    f"criterion {self.criterion!r} compares raw frames: pass frame=(H, W, 3) uint8 to add(), "
+                    f"criterion {self.config.criterion!r} compares raw frames: pass frame=(H, W, 3) uint8 to add(), "
                     "or use criterion='feature'"
                 )
-            signature = frame_signature(check_raw_frame(frame), self.criterion, self.signature_size, self.histogram_bins)
+            signature = frame_signature(check_raw_frame(frame), self.config.criterion, self.config.signature_size, self.config.histogram_bins)
         else:
             signature = descriptor
         store = self._reference is None
         if not store:
-            d = distance(self.criterion, self._reference, signature.to(self._reference.device))
+            d = distance(self.config.criterion, self._reference, signature.to(self._reference.device))
             store = d > self.current_threshold()
             if not store:  # Welford update of the background (non-significant) distances
                 self._count += 1
@@ -244,15 +239,15 @@ class SignificanceMemory:
                 self._mean += delta / self._count
                 self._m2 += delta * (d - self._mean)
         if store:
-            resized = grid[0] * grid[1] > self.stored_tokens
+            resized = grid[0] * grid[1] > self.config.stored_tokens
             if resized:
-                flat = resize_token_grid(flat, grid, self.stored_grid, self.resize_mode)
-                grid = self.stored_grid
+                flat = resize_token_grid(flat, grid, self.config.stored_grid, self.config.resize_mode)
+                grid = self.config.stored_grid
             self._entries.append(MemoryEntry(own_storage(flat), grid, frame_index, timestamp))
             self._descriptors.append(pooled_descriptor(flat) if resized else descriptor)
             self._reference = signature
             self._stored += 1
-            if len(self._entries) > self.buffer_size:
+            if len(self._entries) > self.config.buffer_size:
                 del self._entries[0], self._descriptors[0]
                 self._evictions += 1
         self._cursor.advance(frame_index, timestamp, flat.device)
@@ -284,7 +279,7 @@ class SignificanceMemory:
         """Entries, tokens, bytes; frames stored and skipped; the current threshold."""
         tokens = sum(e.num_tokens for e in self._entries)
         nbytes = sum(e.nbytes for e in self._entries)
-        tier = {"entries": len(self._entries), "capacity": self.buffer_size, "tokens": tokens, "bytes": nbytes}
+        tier = {"entries": len(self._entries), "capacity": self.config.buffer_size, "tokens": tokens, "bytes": nbytes}
         return {
             "tiers": {"significant": tier},
             "entries": len(self._entries),
@@ -302,7 +297,7 @@ class SignificanceMemory:
         """Options, entries, the reference signature, distance statistics and counters."""
         return {
             "format": _FORMAT,
-            "options": self._options(),
+            "options": self.config.state_options(),
             "entries": entries_to_state(self._entries),
             "descriptors": list(self._descriptors),
             "reference": self._reference,
@@ -319,9 +314,9 @@ class SignificanceMemory:
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        entries = entries_of_state(state, _FORMAT, self._options(), self.mm_hidden_size)
+        entries = entries_of_state(state, _FORMAT, self.config.state_options(), self.mm_hidden_size)
         descriptors = list(state["descriptors"])
-        if len(descriptors) != len(entries) or len(entries) > self.buffer_size:
+        if len(descriptors) != len(entries) or len(entries) > self.config.buffer_size:
             raise MemoryBankError("state's entries and descriptors do not match, or exceed buffer_size")
         self._entries, self._descriptors = entries, descriptors
         self._reference = state["reference"]
@@ -330,3 +325,6 @@ class SignificanceMemory:
         self._stored = int(state["stored"])
         self._evictions = int(state["evictions"])
         self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+
+
+register_memory("significance", SignificanceConfig, SignificanceMemory)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .base import (
+    MemoryBackend,
     MemoryEntry,
-    StreamCursor,
     check_query,
     check_state_format,
     entries_from_state,
@@ -17,28 +18,33 @@ from .base import (
     pooled_descriptor,
     rank_by_similarity,
 )
+from .config import MemoryConfig, option
+from .registry import register_memory
 
 _FORMAT = "memory_bank.unbounded/1"
 
 
-class UnboundedMemory:
+@dataclass
+class UnboundedConfig(MemoryConfig):
+    """Settings of :class:`UnboundedMemory`."""
+
+    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+
+
+class UnboundedMemory(MemoryBackend):
     """Keeps every frame's tokens in one tier: what offline VideoLLaMA3 sees.
 
     Used when the memory bank is disabled, as the reference the bounded backends
     are compared with. Memory grows with the stream: not for long videos.
 
     Args:
-        mm_hidden_size: channel width ``C`` of the tokens.
-        check_finite: reject NaN / Inf frames.
+        config: an :class:`UnboundedConfig`.
+        **overrides: its fields as keywords, e.g. ``mm_hidden_size=1152``.
     """
 
+    config_class = UnboundedConfig
     memory_tier_names = ("all",)
-
-    def __init__(self, mm_hidden_size: int = 1152, check_finite: bool = True) -> None:
-        self.mm_hidden_size = mm_hidden_size
-        self.check_finite = check_finite
-        self._cursor = StreamCursor()
-        self.clear()
 
     def clear(self) -> None:
         """Drop every frame."""
@@ -55,7 +61,7 @@ class UnboundedMemory:
             MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
         """
         flat, grid, frame_index, timestamp, _ = self._cursor.check(
-            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.check_finite
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
         self._entries.append(MemoryEntry(own_storage(flat), grid, frame_index, timestamp))
         self._cursor.advance(frame_index, timestamp, flat.device)
@@ -102,3 +108,6 @@ class UnboundedMemory:
         entries = entries_from_state(state["entries"], self.mm_hidden_size)
         self._entries = entries
         self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+
+
+register_memory("unbounded", UnboundedConfig, UnboundedMemory)

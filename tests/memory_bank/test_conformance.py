@@ -2,6 +2,7 @@
 
 import copy
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -10,9 +11,13 @@ from memory_bank import (
     MEMORY_BACKENDS,
     MemoryBackend,
     MemoryBankError,
+    MemoryConfig,
     MemoryConfigError,
+    MemoryEntry,
     build_memory,
+    memory_config,
     memory_options,
+    option,
     register_memory,
 )
 
@@ -58,14 +63,13 @@ class Stream:
 
 
 def feed(memory, stream, start, stop, ask_every=7):
-    """Add frames ``start..stop-1``; every ``ask_every`` frames take a readout and prompt the frame."""
+    """Add frames ``start..stop-1``; every ``ask_every`` frames ask a question (a readout, then ``on_question``)."""
     for i in range(start, stop):
         tokens, index, t, image = stream.frame(i)
         memory.add(tokens, index, t, frame=image)
         if i % ask_every == ask_every - 1:
             memory.readout()
-            if hasattr(memory, "mark_prompted"):
-                memory.mark_prompted(index)
+            memory.on_question(index)
 
 
 def assert_same_state(a, b, path="state"):
@@ -277,18 +281,106 @@ def test_memory_options_give_the_defaults():
     assert set(MEMORY_BACKENDS) >= {"hierarchical", "fifo", "lru_quantized", "significance"}
 
 
-def test_register_memory_adds_a_name_once():
-    register_memory("test_fifo_tiny", lambda mm_hidden_size=1152: build_memory("fifo", mm_hidden_size=mm_hidden_size,
-                                                                             num_recent=1))
+# The example of docs/design.md ("Adding a backend"): a whole backend in one file, bound by one line.
+@dataclass
+class LastFramesConfig(MemoryConfig):
+    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    keep: int = option(2, "newest frames kept", minimum=1)
+
+
+class LastFramesMemory(MemoryBackend):
+    config_class, memory_tier_names = LastFramesConfig, ("last",)
+
+    def clear(self):
+        self.entries = []
+        self._cursor.reset()
+
+    def add(self, tokens, frame_index, timestamp, frame=None):
+        flat, grid, i, t, _ = self._cursor.check(tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size)
+        self.entries = [*self.entries, MemoryEntry(flat, grid, i, t)][-self.config.keep:]
+        self._cursor.advance(i, t, flat.device)
+        return True
+
+    def readout(self):
+        return list(self.entries)
+
+    def retrieve(self, query, k=None, threshold=None):
+        return []
+
+    def stats(self):
+        return {"tiers": {}, "entries": len(self.entries), "frames_added": self.frames_added,
+                "tokens": sum(e.num_tokens for e in self.entries), "bytes": sum(e.nbytes for e in self.entries)}
+
+    def state_dict(self):
+        return {"entries": list(self.entries)}
+
+    def load_state_dict(self, state):
+        self.entries = list(state["entries"])
+
+
+def test_a_new_backend_is_one_class_pair_and_one_register_line():
+    register_memory("last_frames", LastFramesConfig, LastFramesMemory)
     try:
-        memory = build_memory("test_fifo_tiny", mm_hidden_size=C)
+        memory = build_memory("last_frames", mm_hidden_size=C, keep=1)
         for i in range(3):
             memory.add(torch.randn(4, C), i, float(i))
-        assert [e.frame_index for e in memory.readout()] == [2]
+        memory.on_question(2)  # the protocol's default: asking changes nothing
+        assert [e.frame_index for e in memory.readout()] == [2] and memory.frames_added == 3
+        assert memory_options("last_frames") == {"mm_hidden_size": 1152, "keep": 2}
+        with pytest.raises(MemoryConfigError, match="keep must be an integer >= 1"):
+            build_memory("last_frames", keep=0)
         with pytest.raises(MemoryConfigError, match="already registered"):
-            register_memory("test_fifo_tiny", lambda: None)
+            register_memory("last_frames", LastFramesConfig, LastFramesMemory)
     finally:
-        del MEMORY_BACKENDS["test_fifo_tiny"]
+        del MEMORY_BACKENDS["last_frames"]
+
+
+def test_register_memory_refuses_classes_that_do_not_fit():
+    class Other(LastFramesConfig):
+        pass
+
+    with pytest.raises(MemoryConfigError, match="config_class must be Other"):
+        register_memory("mismatch", Other, LastFramesMemory)
+    with pytest.raises(MemoryConfigError, match="must subclass memory_bank.MemoryBackend"):
+        register_memory("plain", LastFramesConfig, object)
+    with pytest.raises(MemoryConfigError, match="letters, digits"):
+        register_memory("no spaces", LastFramesConfig, LastFramesMemory)
+    assert "mismatch" not in MEMORY_BACKENDS and "plain" not in MEMORY_BACKENDS
+
+
+@pytest.mark.parametrize("name", ["hierarchical", "fifo", "lru_quantized", "significance", "unbounded"])
+def test_every_config_round_trips_and_documents_its_options(name):
+    spec = MEMORY_BACKENDS[name]
+    config = memory_config(name, mm_hidden_size=C)
+    assert spec.config_class.from_dict(config.to_dict()) == config
+    assert list(spec.config_class.help()) == list(config.to_dict())
+    assert all(text for _, text in spec.config_class.help().values())
+    assert build_memory(name, **config.to_dict()).config == config
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("hierarchical", {"memory_capacities": 8}, "memory_capacities must be a list of integers"),
+        ("hierarchical", {"memory_capacities": [8, "4", 1]}, r"memory_capacities\[1\] must be an integer"),
+        ("hierarchical", {"memory_check_finite": "abc"}, "memory_check_finite must be true or false"),
+        ("fifo", {"num_recent": True}, "num_recent must be an integer >= 1"),
+        ("fifo", {"num_recent": None}, "num_recent must be an integer >= 1"),
+        ("lru_quantized", {"use_decay": float("nan")}, "use_decay must be a number in"),
+        ("significance", {"adaptive": 1}, "adaptive must be true or false"),
+        ("significance", {"criterion": 3}, "criterion must be one of"),
+    ],
+)
+def test_option_types_are_checked_not_coerced(name, options, message):
+    with pytest.raises(MemoryConfigError, match=message):
+        build_memory(name, **options)
+
+
+def test_a_backend_takes_its_own_config_only():
+    with pytest.raises(MemoryConfigError, match="FIFOMemory takes a FIFOConfig, got UnboundedConfig"):
+        MEMORY_BACKENDS["fifo"].backend_class(memory_config("unbounded"))
+    fifo = MEMORY_BACKENDS["fifo"].backend_class(memory_config("fifo", num_recent=3), max_prompted=1)
+    assert (fifo.config.num_recent, fifo.config.max_prompted) == (3, 1)
 
 
 def test_stream_fixture_has_scene_cuts_every_5_frames():

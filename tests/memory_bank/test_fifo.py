@@ -60,4 +60,4 @@ def test_no_prompted_frames_when_max_prompted_is_zero():
 
 def test_defaults_are_sam2s():
     m = FIFOMemory()
-    assert (m.num_recent, m.max_prompted, m.mm_hidden_size) == (6, 8, 1152)
+    assert (m.config.num_recent, m.config.max_prompted, m.mm_hidden_size) == (6, 8, 1152)
