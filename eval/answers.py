@@ -1,33 +1,12 @@
-"""Multiple-choice prompts in each benchmark's style, and the chosen letter parsed from free text."""
+"""Scoring: the option letter a free-text answer chose, and whether it is correct.
+
+The questions are asked as :func:`videollama3.questions.format_question` writes them."""
 
 from __future__ import annotations
 
 import re
 
-from .data import LETTERS, TimedQuestion
-
-INSTRUCTION = "Answer with the option's letter from the given choices directly."
-
-
-def format_prompt(question: TimedQuestion, style: str = "jsonl") -> str:
-    """The text asked for ``question``.
-
-    Styles follow the benchmarks' own evaluation prompts: ``ovo`` (OVO-Bench:
-    ``Question: ...`` / ``Options:`` / ``A. ...``), ``ovbench`` (options as
-    ``A. ...`` lines under the question), ``jsonl`` (``(A) ...``). An open
-    question (no options) is asked as it is.
-    """
-    if not question.options:
-        return question.question
-    if style == "ovo":
-        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
-        return f"Question: {question.question}\nOptions:\n{options}\n{INSTRUCTION}"
-    if style == "ovbench":
-        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
-        return f"{question.question}\n{options}\nPlease select the correct answer. {INSTRUCTION}"
-    options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(question.options))
-    return f"{question.question}\nOptions:\n{options}\n{INSTRUCTION}"
-
+from videollama3.questions import LETTERS, TimedQuestion
 
 def _normalise(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()

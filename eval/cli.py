@@ -18,23 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videollama3.cli import (
-    UsageError,
-    add_memory_arguments,
-    add_model_arguments,
-    load_wrapped,
-    resolve_model,
-)
+from videollama3.cli import add_memory_arguments, add_model_arguments, load_spec_from_args
 from videollama3.cli import main as run
+from videollama3.errors import UsageError
 
-from .data import BENCHMARKS, AnnotationError, load_benchmark
+from .data import BENCHMARKS, load_benchmark
 from .report import write_outputs
-from .runner import (
-    PredictionStore,
-    check_questions_in_video,
-    evaluate_video,
-    read_records,
-)
+from .runner import PredictionStore, evaluate_video, read_records
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,23 +83,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation; returns the exit status."""
     from tqdm import tqdm
 
-    from videollama3.session import StreamingSession
+    from videollama3.loading import load_session
 
     start = time.perf_counter()
     rank, world, barrier, device = process_group()
-    checkpoint, model_name, name, options = resolve_model(args)
+    spec = load_spec_from_args(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
     skipped = list(bench.skipped)
-    for video in bench.videos:
-        late = check_questions_in_video(video)
-        for q in late:
-            message = f"{args.annotations}: question {q.id} at {q.time:.2f}s is beyond the end of {video.video}"
-            if not args.skip_bad:
-                raise AnnotationError(message + " (use --skip-bad to report it and go on)")
-            skipped.append(message)
-        video.questions = [q for q in video.questions if q not in late]
     if args.limit is not None:
         remaining = args.limit
         for video in bench.videos:
@@ -117,12 +99,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     videos = [v for v in bench.videos if v.questions]
     output_dir = Path(args.output_dir)
     settings = {"benchmark": args.benchmark, "annotations": str(Path(args.annotations).resolve()),
-                "model": model_name, "adapter": str(checkpoint.path.resolve()) if checkpoint else None, "memory": name, "memory_options": options, "fps": args.fps,
+                "model": spec.model, "adapter": str(spec.checkpoint.path.resolve()) if spec.checkpoint else None,
+                "memory": spec.memory, "memory_options": spec.memory_options, "fps": args.fps,
                 "frame_size": args.frame_size, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
     _check_run(output_dir, settings, rank)
 
-    wrapped, memory = load_wrapped(checkpoint, model_name, name, options, args.device or device or "cpu")
-    session = StreamingSession(wrapped, memory, frame_size=args.frame_size)
+    session = load_session(spec, device=args.device or device or "cpu", frame_size=args.frame_size)
     store = PredictionStore(output_dir, rank, world)
     unanswered: list[str] = []
     mine = videos[rank::world]
@@ -130,10 +112,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
               file=sys.stderr) as bar:
         for video in mine:
             result = evaluate_video(session, video, args.fps, store, args.benchmark, args.no_model,
-                                    args.max_new_tokens, on_frame=lambda: bar.update(1))
+                                    args.max_new_tokens, on_frame=lambda: bar.update(1), skip_bad=args.skip_bad)
             if result["error"]:
                 print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
             unanswered += result["unanswered"]
+            skipped += result["skipped"]
     barrier()
     if rank != 0:
         return 0
@@ -144,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "skipped_records": skipped, "skipped_tasks": bench.skipped_tasks, "unanswered": unanswered}
     summary = write_outputs(records, meta, output_dir)
     acc, ret = summary["accuracy"], summary["retention"]
-    print(f"{summary['questions']} questions, {len(videos)} videos, memory {name}, {meta['wall_time_s']} s")
+    print(f"{summary['questions']} questions, {len(videos)} videos, memory {spec.memory}, {meta['wall_time_s']} s")
     if acc["scored"]:
         print(f"accuracy: micro {acc['micro']} %, macro {acc['macro']} %")
     if ret["questions"]:

@@ -14,36 +14,40 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from videollama3.session import StreamingSession, run_stream, tier_layout, tier_names
-from videollama3.video import iter_frames, probe_video
+from memory_bank import MemoryEntry
+from videollama3.errors import AnnotationError
+from videollama3.questions import RecordLog, TimedQuestion, VideoQuestions, format_question
+from videollama3.session import StreamingSession, run_stream, tier_layout
+from videollama3.video import open_video
 
-from .answers import format_prompt, is_correct
-from .data import AnnotationError, TimedQuestion, VideoQuestions
+from .answers import is_correct
 
 PREDICTIONS = "predictions.jsonl"
 
 
-def retention(layout: dict[str, list[Any]], evidence: tuple[float, float] | None) -> dict[str, Any] | None:
+def retention(
+    entries: list[MemoryEntry], tier_names: tuple[str, ...], evidence: tuple[float, float] | None
+) -> dict[str, Any] | None:
     """Whether the memory still holds something built from a frame inside ``evidence``.
 
     Args:
-        layout: ``{tier: [t, ...]}`` from :func:`~videollama3.session.tier_layout`, newest
-            tier first; a merged entry is ``[start, end]``.
+        entries: the readout the question was answered from.
+        tier_names: the backend's tier names (for the tier holding the evidence).
         evidence: ``(start_s, end_s)``, or None.
 
     Returns:
         None without evidence, else ``{"kept_own": a frame of the window is held as its own
-        entry, "kept_any": ... or inside a merged summary whose span meets the window,
-        "only_merged": kept only inside a summary, "tier": the tier holding it (the
-        sharpest one) or None}``.
+        entry, "kept_any": ... or inside a merged summary whose span meets the window
+        (:meth:`MemoryEntry.covers`), "only_merged": kept only inside a summary, "tier": the
+        tier holding it (the sharpest one) or None}``.
     """
     if evidence is None:
         return None
     start, end = evidence
-    own = [name for name, items in layout.items() for x in items if not isinstance(x, list) and start <= x <= end]
-    merged = [name for name, items in layout.items() for x in items if isinstance(x, list) and x[0] <= end and x[1] >= start]
-    return {"kept_own": bool(own), "kept_any": bool(own or merged), "only_merged": bool(merged and not own),
-            "tier": (own or merged or [None])[0]}
+    hits = sorted((e for e in entries if e.covers(start, end)), key=lambda e: (e.is_merged, e.tier))
+    own = [e for e in hits if not e.is_merged]
+    return {"kept_own": bool(own), "kept_any": bool(hits), "only_merged": bool(hits and not own),
+            "tier": tier_names[hits[0].tier] if hits else None}
 
 
 @dataclass
@@ -119,8 +123,11 @@ def evaluate_video(
     no_model: bool = False,
     max_new_tokens: int = 16,
     on_frame=None,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Stream ``video`` once through ``session`` and answer its questions not yet in ``store``.
+
+    The video is opened once: its duration checks the question times, then its frames stream.
 
     Args:
         session: a session on the model and memory backend under test (reset here).
@@ -132,37 +139,39 @@ def evaluate_video(
         no_model: do not call the language model: record only what the memory holds.
         max_new_tokens: generation budget per answer.
         on_frame: progress callback.
+        skip_bad: report a question past the end of the video instead of stopping.
 
     Returns:
-        ``{"asked": n, "unanswered": [ids], "error": message or None}``.
+        ``{"asked": n, "unanswered": [ids], "skipped": [messages], "error": message or None}``.
 
     Raises:
-        AnnotationError: for a question time beyond the end of the video.
+        AnnotationError: for a question time beyond the end of the video (unless ``skip_bad``).
         VideoError: for a video that cannot be opened.
     """
-    info = probe_video(video.video)
     done = store.load()
     todo = [q for q in video.questions if q.id not in done]
     if not todo:
-        return {"asked": 0, "unanswered": [], "error": None}
-    for q in todo:
-        if info.duration and q.time > info.duration + 1e-6:
-            raise AnnotationError(f"question {q.id} at {q.time:.2f}s is beyond the end of {video.video} "
-                                  f"({info.duration:.2f}s)")
+        return {"asked": 0, "unanswered": [], "skipped": [], "error": None}
+    reader = open_video(video.video)
+    duration = reader.info.duration
+    late = [q for q in todo if duration and q.time > duration + 1e-6]
+    log = RecordLog(video.video, skip_bad)
+    try:
+        for q in late:
+            log.bad(f"question {q.id}", f"at {q.time:.2f}s it is beyond the end of the video ({duration:.2f}s)")
+    except AnnotationError:
+        reader.close()
+        raise
+    todo = [q for q in todo if q not in late]
     session.reset()
-    names = tier_names(session.memory)
+    names = session.memory.memory_tier_names
 
     def ask(i: int) -> dict[str, Any]:
         q = todo[i]
         start = time.perf_counter()
-        if no_model:
-            entries = session.memory.readout()
-            if hasattr(session.memory, "mark_prompted") and session.frames_seen:
-                session.memory.mark_prompted(session.frames_seen - 1)
-            layout, visual_tokens, prediction = tier_layout(session.memory, entries), sum(e.num_tokens for e in entries), None
-        else:
-            answer = session.ask(format_prompt(q, style), max_new_tokens=max_new_tokens)
-            layout, visual_tokens, prediction = answer.tiers, answer.visual_tokens, answer.answer
+        entries = session.question_readout()
+        prediction = None if no_model else session.ask(format_question(q, style), max_new_tokens=max_new_tokens,
+                                                       entries=entries).answer
         latency = time.perf_counter() - start
         letter, correct = is_correct(q, prediction) if prediction is not None else (None, None)
         record = {
@@ -170,24 +179,14 @@ def evaluate_video(
             "evidence": list(q.evidence) if q.evidence else None,
             "video": str(video.video), "asked_at": session.time, "frames_seen": session.frames_seen,
             "prediction": prediction, "pred_letter": letter, "correct": correct, "latency_s": latency,
-            "visual_tokens": visual_tokens, "memory_bytes": session.memory.stats()["bytes"],
-            "tiers": layout, "tier_names": list(names), "retention": retention(layout, q.evidence),
+            "visual_tokens": sum(e.num_tokens for e in entries), "memory_bytes": session.memory.stats()["bytes"],
+            "tiers": tier_layout(session.memory, entries), "tier_names": list(names),
+            "retention": retention(entries, names, q.evidence),
         }
         store.append(record)
         return record
 
-    result = run_stream(session, iter_frames(video.video, fps=video.fps or fps), [(q.question, q.time) for q in todo],
+    result = run_stream(session, reader.frames(fps=video.fps or fps), [(q.question, q.time) for q in todo],
                         on_frame=on_frame, ask=ask)
     unanswered = [q.id for i, q in enumerate(todo) if i not in result.answers]
-    return {"asked": len(result.answers), "unanswered": unanswered, "error": result.error}
-
-
-def check_questions_in_video(video: VideoQuestions) -> list[TimedQuestion]:
-    """Questions of ``video`` past its end (probing the file once).
-
-    Raises:
-        VideoError: for a video that cannot be opened.
-    """
-    duration = probe_video(video.video).duration
-    return [q for q in video.questions if duration and q.time > duration + 1e-6]
-
+    return {"asked": len(result.answers), "unanswered": unanswered, "skipped": log.skipped, "error": result.error}

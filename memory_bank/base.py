@@ -288,6 +288,11 @@ class MemoryBackend(abc.ABC):
         return self._cursor.frames_added
 
     @property
+    def last_frame_index(self) -> int | None:
+        """Index of the last frame accepted (None before the first)."""
+        return self._cursor.frame_index
+
+    @property
     def last_timestamp(self) -> float | None:
         """Time in seconds of the last frame accepted (None before the first)."""
         return self._cursor.timestamp

@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
-from videollama3.cli import UsageError
-from videollama3.models import DEFAULT_MODEL
+from videollama3.errors import UsageError
+from videollama3.loading import DEFAULT_MODEL
 from videollama3.options import parse_value
+from videollama3.questions import PROMPT_STYLES
 
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -57,7 +58,7 @@ class DataConfig:
         dialogue: earlier turns of a conversation are the dialogue the model sees
             (False: every question is asked on its own, as ``vl3mem eval`` asks them).
         prompt_style: how multiple-choice options are written (``jsonl``, ``ovo``,
-            ``ovbench``: the styles of :func:`eval.answers.format_prompt`).
+            ``ovbench``: the styles of :func:`videollama3.questions.format_question`).
         max_length: tokens per sample; the oldest turns of the dialogue are dropped to fit.
         skip_bad: report bad records and train on the rest instead of stopping.
     """
@@ -178,7 +179,7 @@ class TrainConfig:
             raise TrainConfigError(f"optimizer.betas must be two numbers, got {self.optimizer.betas}")
         choices = (("precision", self.precision, PRECISIONS), ("report_to", self.report_to, ("tensorboard", "none")),
                    ("data.format", self.data.format, DATA_FORMATS),
-                   ("data.prompt_style", self.data.prompt_style, ("jsonl", "ovo", "ovbench")))
+                   ("data.prompt_style", self.data.prompt_style, PROMPT_STYLES))
         for key, value, allowed in choices:
             if value not in allowed:
                 raise TrainConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")

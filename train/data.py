@@ -2,7 +2,8 @@
 
 Formats:
 
-- ``jsonl``: the evaluation format (:mod:`eval.data`), one conversation per line:
+- ``jsonl``: the evaluation format (:func:`videollama3.questions.read_jsonl_records`), one
+  conversation per line:
   ``{"video", "fps"?, "questions": [{"id"?, "time" (s), "question", "options"?, "answer"}]}``.
   Turns are taken in time order; a multiple-choice answer is trained as its letter,
   asked with the options written as ``vl3mem eval`` writes them.
@@ -21,22 +22,20 @@ are decoded while training streams each video (:mod:`train.samples`).
 
 Bad input (a missing video, an answer without a question, a question without an answer,
 a turn beyond the end of its video or earlier than the turn before) raises
-:class:`~eval.data.AnnotationError` naming the file and record; with ``skip_bad`` the record
+:class:`~videollama3.errors.AnnotationError` naming the file and record; with ``skip_bad`` the record
 is reported in :attr:`TrainingData.skipped` and left out.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.answers import format_prompt
-from eval.data import AnnotationError, read_jsonl_records, resolve_video
-from videollama3.errors import VideoError
+from videollama3.errors import AnnotationError, VideoError
+from videollama3.questions import RecordLog, format_question, read_json_records, read_jsonl_records, resolve_video
 from videollama3.video import probe_video
 
 from .config import DataConfig
@@ -67,17 +66,11 @@ class _Records:
     """Collects conversations as rows, checking their times against their videos."""
 
     def __init__(self, path: Path, skip_bad: bool) -> None:
-        self.path, self.skip_bad = path, skip_bad
+        self.log = RecordLog(path, skip_bad)
+        self.bad = self.log.bad
         self.rows: list[dict[str, Any]] = []
-        self.skipped: list[str] = []
         self._durations: dict[Path, float] = {}
         self._count = 0
-
-    def bad(self, record: str, why: str) -> None:
-        message = f"{self.path}: {record}: {why}"
-        if not self.skip_bad:
-            raise AnnotationError(message + " (use --skip-bad to report it and go on)")
-        self.skipped.append(message)
 
     def duration(self, video: Path) -> float:
         if video not in self._durations:
@@ -112,34 +105,13 @@ class _Records:
 def _load_jsonl(config: DataConfig) -> _Records:
     path = Path(config.path)
     records = _Records(path, config.skip_bad)
-    bench = read_jsonl_records(path, config.video_root, config.skip_bad)
-    records.skipped += bench.skipped
-    for video in bench.videos:
+    videos, skipped = read_jsonl_records(path, config.video_root, config.skip_bad)
+    records.log.skipped += skipped
+    for video in videos:
         turns = sorted(video.questions, key=lambda q: q.time)  # stable: file order at equal times
         records.add(f"{video.source} ({video.video.name})", video.video, video.fps or config.fps,
-                    [(q.id, q.time, format_prompt(q, config.prompt_style), q.answer) for q in turns])
+                    [(q.id, q.time, format_question(q, config.prompt_style), q.answer) for q in turns])
     return records
-
-
-def _read_records(path: Path) -> list[Any]:
-    """A JSON list, or JSON lines."""
-    if not path.is_file():
-        raise AnnotationError(f"no such annotation file: {path}")
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-        return data if isinstance(data, list) else [data]
-    except json.JSONDecodeError:
-        pass
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise AnnotationError(f"{path} line {n} does not parse as JSON ({e.msg}); "
-                                      "give a JSON list or one JSON object per line") from None
-    return out
 
 
 def _seconds(value: Any) -> float | None:
@@ -155,7 +127,7 @@ def _seconds(value: Any) -> float | None:
 def _load_videochat_online(config: DataConfig) -> _Records:
     path = Path(config.path)
     records = _Records(path, config.skip_bad)
-    for n, r in enumerate(_read_records(path)):
+    for n, r in enumerate(read_json_records(path, records.log)):
         name = f"record {n}" + (f" (id {r['id']!r})" if isinstance(r, dict) and "id" in r else "")
         try:
             if not isinstance(r, dict) or "video" not in r or not isinstance(r.get("conversations"), list):
@@ -210,8 +182,9 @@ def load_training_data(config: DataConfig) -> TrainingData:
 
     loader = _load_jsonl if config.format == "jsonl" else _load_videochat_online
     records = loader(config)
+    skipped = records.log.skipped
     if not records.rows:
-        raise AnnotationError(f"{config.path}: no usable turn" + (f" ({len(records.skipped)} records skipped)"
-                                                                 if records.skipped else ""))
+        raise AnnotationError(f"{config.path}: no usable turn" + (f" ({len(skipped)} records skipped)"
+                                                                 if skipped else ""))
     dataset = Dataset.from_dict({c: [row[c] for row in records.rows] for c in COLUMNS})
-    return TrainingData(dataset, records.skipped)
+    return TrainingData(dataset, skipped)

@@ -11,7 +11,7 @@ of timed question are asked in turn, each answered from the frames up to its tim
   in whole seconds).
 
 Two conversations per video: turns at odd and at even seconds. The output is the
-training / evaluation JSONL format (:mod:`eval.data`), with video paths relative to the
+training / evaluation JSONL format (:func:`videollama3.questions.read_jsonl_records`), with video paths relative to the
 video root. ``train/data/tiny.jsonl`` was written by::
 
     python -m train.frame_questions --video-root ../shared/videos --output train/data/tiny.jsonl

@@ -42,7 +42,7 @@ def model_config(name: str):
     from transformers import VideoLlama3Config
 
     from videollama3.errors import ModelLoadError
-    from videollama3.models import build_tiny_model
+    from videollama3.tiny import build_tiny_model
 
     if name in PRESETS:
         return VideoLlama3Config(**PRESETS[name])
@@ -60,8 +60,8 @@ def count_for(config: TrainConfig, model_name: str | None = None) -> dict[str, i
     (default ``config.model``), built on the meta device (no weights, no memory)."""
     from transformers import AutoTokenizer, VideoLlama3ForConditionalGeneration
 
-    from videollama3.cli import build_wrapped
-    from videollama3.models import build_byte_tokenizer
+    from videollama3.loading import build_session
+    from videollama3.tiny import build_byte_tokenizer
 
     from .trainer import count_parameters, prepare_model
 
@@ -75,7 +75,7 @@ def count_for(config: TrainConfig, model_name: str | None = None) -> dict[str, i
         model.config.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     else:
         tokenizer = AutoTokenizer.from_pretrained(name)
-    wrapped, _ = build_wrapped(model, tokenizer, config.memory, config.memory_options)
+    wrapped = build_session(model, tokenizer, config.memory, config.memory_options).model
     prepare_model(wrapped, config)
     return count_parameters(wrapped)
 

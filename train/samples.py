@@ -21,13 +21,11 @@ from pathlib import Path
 
 import torch
 
-from eval.data import AnnotationError
-from videollama3.errors import VideoError
-from videollama3.model import VideoLlama3WithMemory, memory_tokens
+from videollama3.errors import AnnotationError, QuestionError, VideoError
+from videollama3.modeling import memory_tokens
+from videollama3.processing import IGNORE_INDEX
 from videollama3.session import StreamingSession, question_schedule
 from videollama3.video import iter_frames
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -57,69 +55,24 @@ class TrainingSample:
     entry_times: list[tuple[float, float]]
 
 
-def encode_turn(
-    wrapped: VideoLlama3WithMemory,
-    entries: Sequence,
-    question: str,
-    answer: str,
-    history: Sequence[tuple[str, str]],
-    max_length: int,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Token ids and labels of one turn, in the model's own chat template.
-
-    The prompt is :meth:`VideoLlama3WithMemory.build_prompt` (what ``generate`` sees);
-    the target is what the template appends for the assistant's ``answer`` (e.g.
-    ``answer<|im_end|>\\n`` for ChatML). The oldest dialogue turns are dropped until
-    the sample fits in ``max_length`` tokens.
-
-    Returns:
-        ``(input_ids (L,), labels (L,), history turns kept)``.
-
-    Raises:
-        ValueError: when even without dialogue the sample exceeds ``max_length``, or the
-            chat template does not extend the prompt with the answer.
-    """
-    tokenizer = wrapped.tokenizer
-    history = list(history)
-    while True:
-        messages = wrapped.build_messages(entries, question, history)
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(
-            messages + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
-        )
-        if not full.startswith(prompt):
-            raise ValueError("the chat template does not write the answer after the generation prompt; "
-                             "training needs a template whose prompt is a prefix of the answered dialogue")
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        target_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-        if len(prompt_ids) + len(target_ids) <= max_length:
-            break
-        if not history:
-            raise ValueError(f"the turn needs {len(prompt_ids) + len(target_ids)} tokens, more than "
-                             f"data.max_length={max_length}; raise it or use a smaller memory")
-        history = history[1:]
-    input_ids = torch.tensor(prompt_ids + target_ids, dtype=torch.long)
-    labels = torch.tensor([IGNORE_INDEX] * len(prompt_ids) + target_ids, dtype=torch.long)
-    return input_ids, labels, len(history)
-
-
 class StreamingSampler:
     """Streams conversations through a session and yields their training samples.
 
     Args:
-        wrapped: the model (its frozen vision encoder encodes the frames).
-        memory: the memory backend (cleared at every conversation).
+        session: a streaming session on the model being trained (its frozen vision encoder
+            encodes the frames; its memory is cleared at every conversation; its processor
+            writes the prompts and labels).
         dataset: the training ``datasets.Dataset`` of turns (see :mod:`train.data`); a
             conversation's rows are read from it only when it is streamed.
-        frame_size, dialogue, max_length: from :class:`~train.config.DataConfig`.
+        dialogue, max_length: from :class:`~train.config.DataConfig`.
         skip_bad: a video that breaks off while decoding is reported and its remaining
             turns left out (else :class:`AnnotationError`).
     """
 
-    def __init__(self, wrapped: VideoLlama3WithMemory, memory, dataset, frame_size: int = 336,
-                 dialogue: bool = True, max_length: int = 4096, skip_bad: bool = False) -> None:
-        self.session = StreamingSession(wrapped, memory, frame_size=frame_size)
-        self.wrapped, self.dialogue, self.max_length, self.skip_bad = wrapped, dialogue, max_length, skip_bad
+    def __init__(self, session: StreamingSession, dataset, dialogue: bool = True, max_length: int = 4096,
+                 skip_bad: bool = False) -> None:
+        self.session = session
+        self.dialogue, self.max_length, self.skip_bad = dialogue, max_length, skip_bad
         self.dataset = dataset
         record = dataset["record"]
         starts = [i for i in range(len(record)) if i == 0 or record[i] != record[i - 1]]
@@ -166,15 +119,11 @@ class StreamingSampler:
         session = self.session
         entries = session.question_readout()
         try:
-            input_ids, labels, _ = encode_turn(self.wrapped, entries, turn["question"], turn["answer"], history,
-                                               self.max_length)
-        except ValueError as e:
+            input_ids, labels, _ = session.processor.training_example(entries, turn["question"], turn["answer"],
+                                                                      history, self.max_length)
+        except (ValueError, QuestionError) as e:
             raise AnnotationError(f"turn {turn['id']} of {Path(turn['video']).name}: {e}") from None
-        if entries:
-            tokens, tier_ids = memory_tokens(entries)
-        else:  # a turn before the first frame: text only
-            width = self.wrapped.memory_config.mm_hidden_size
-            tokens, tier_ids = torch.zeros(0, width, device=self.wrapped.device), torch.zeros(0, dtype=torch.long)
+        tokens, tier_ids = memory_tokens(entries, session.model.memory_width, device=session.model.device)
         return TrainingSample(
             id=turn["id"], time=turn["time"], input_ids=input_ids, labels=labels, visual_tokens=tokens,
             tier_ids=tier_ids, frames_seen=session.frames_seen, last_frame_time=session.time,
@@ -209,7 +158,7 @@ class StreamingSampler:
 
 
 def collate(samples: Sequence[TrainingSample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """A right-padded batch for :meth:`VideoLlama3WithMemory.forward`.
+    """A right-padded batch for :meth:`videollama3.modeling.VideoLlama3WithMemory.forward`.
 
     Returns:
         ``input_ids`` / ``attention_mask`` / ``labels`` ``(B, L_max)`` long, ``visual_tokens``

@@ -27,7 +27,7 @@ from videollama3.checkpoint import (
     latest_checkpoint,
     save_checkpoint,
 )
-from videollama3.model import VideoLlama3WithMemory
+from videollama3.modeling import VideoLlama3WithMemory
 
 from .config import TrainConfig, TrainConfigError
 from .data import load_training_data
@@ -127,7 +127,7 @@ def count_parameters(wrapped: VideoLlama3WithMemory) -> dict[str, int]:
     named = list(wrapped.model.named_parameters())
     counts = {"lora": trainable(p for n, p in named if "lora_" in n),
               "modules_to_save": trainable(p for n, p in named if ".modules_to_save." in n),
-              "feature_adapter": trainable(wrapped.adapter.parameters()),
+              "feature_adapter": trainable(wrapped.adapter.parameters()) if wrapped.adapter is not None else 0,
               "projector": trainable(wrapped.model.model.projector.parameters())}
     counts["trainable"] = trainable(wrapped.parameters())
     counts["total"] = sum(p.numel() for p in wrapped.parameters())
@@ -147,7 +147,8 @@ def prepare_model(wrapped: VideoLlama3WithMemory, config: TrainConfig):
     if config.lora.enabled:
         s = config.lora
         peft_model = apply_lora(wrapped, s.r, s.alpha, s.dropout, s.target_modules, s.modules_to_save)
-    wrapped.adapter.float().requires_grad_(config.train_adapter)
+    if wrapped.adapter is not None:
+        wrapped.adapter.float().requires_grad_(config.train_adapter)
     if config.train_projector:
         wrapped.model.model.projector.float().requires_grad_(True)
     if config.gradient_checkpointing:
@@ -182,7 +183,8 @@ def _load_trainable(wrapped: VideoLlama3WithMemory, peft_model, checkpoint: Path
     try:
         if peft_model is not None:
             set_peft_model_state_dict(peft_model, load_file(str(checkpoint / LORA_FILE)))
-        wrapped.adapter.load_state_dict(load_file(str(checkpoint / FEATURE_ADAPTER_FILE)))
+        if wrapped.adapter is not None:
+            wrapped.adapter.load_state_dict(load_file(str(checkpoint / FEATURE_ADAPTER_FILE)))
         if config.train_projector:
             wrapped.model.model.projector.load_state_dict(load_file(str(checkpoint / PROJECTOR_FILE)))
     except (OSError, RuntimeError) as e:  # safetensors reports a missing file as FileNotFoundError
@@ -223,10 +225,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     from tqdm import tqdm
     from transformers import get_scheduler
 
-    from videollama3.cli import NATIVE, build_wrapped
-    from videollama3.models import load_model
+    from videollama3.loading import NATIVE_MEMORY, build_session, load_model
 
-    if config.memory == NATIVE and config.train_adapter:
+    if config.memory == NATIVE_MEMORY and config.train_adapter:
         raise TrainConfigError("memory 'none' bypasses the FeatureAdapter; set train_adapter: false")
     output_dir = Path(config.output_dir)
     checkpoint = latest_checkpoint(output_dir) if resume else None
@@ -265,7 +266,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     data = load_training_data(config.data)
     model, tokenizer = load_model(config.model, device=accelerator.device,
                                   dtype=torch.bfloat16 if bf16 else torch.float32)
-    wrapped, memory = build_wrapped(model, tokenizer, config.memory, config.memory_options)
+    session = build_session(model, tokenizer, config.memory, config.memory_options, frame_size=config.data.frame_size)
+    wrapped = session.model
     peft_model = prepare_model(wrapped, config)
     if checkpoint is not None:
         _load_trainable(wrapped, peft_model, checkpoint, config)
@@ -294,9 +296,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             raise TrainConfigError(f"--resume: {checkpoint} is incomplete or unreadable ({e.__class__.__name__}: "
                                    f"{str(e).splitlines()[0]}); resume from an earlier checkpoint by removing it") from None
     first_step = step
-    sampler = StreamingSampler(wrapped, memory, data.dataset, frame_size=config.data.frame_size,
-                               dialogue=config.data.dialogue, max_length=config.data.max_length,
-                               skip_bad=config.data.skip_bad)
+    sampler = StreamingSampler(session, data.dataset, dialogue=config.data.dialogue,
+                               max_length=config.data.max_length, skip_bad=config.data.skip_bad)
     samples = sampler.samples(config.seed, start=samples_seen, rank=accelerator.process_index,
                               world_size=accelerator.num_processes)
     if config.report_to == "tensorboard":
@@ -325,7 +326,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
     losses: list[float] = []
     last = None
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = session.processor.pad_token_id
     start = time.perf_counter()
     with tqdm(total=config.max_steps, initial=step, unit="step", desc="train", file=sys.stderr,
               disable=not (progress and accelerator.is_main_process)) as bar:

@@ -1,25 +1,47 @@
-"""The hook into transformers' native VideoLLaMA3: decoding, preprocessing,
-per-frame encoding, prompt building, streaming sessions, CLI."""
+"""The hook into transformers' native VideoLLaMA3: decoding, preprocessing, per-frame
+encoding, the processor (prompt, chat template, labels), assembly, streaming sessions, the
+timed-question data shared by evaluation and training, and the ``vl3mem answer`` command.
 
-from .errors import ModelLoadError, QuestionError, VideoError
-from .model import VideoLlama3WithMemory
-from .models import DEFAULT_MODEL, build_tiny_model, load_model
+Modules: :mod:`~videollama3.video` (PyAV decoding), :mod:`~videollama3.preprocess`
+(frames -> ``pixel_values``), :mod:`~videollama3.modeling` (the wrapped model),
+:mod:`~videollama3.processing` (the processor), :mod:`~videollama3.loading` (checkpoints,
+memory, sessions), :mod:`~videollama3.session` (streaming), :mod:`~videollama3.checkpoint`
+(fine-tuned checkpoints), :mod:`~videollama3.questions` (timed questions),
+:mod:`~videollama3.tiny` (the offline test model), :mod:`~videollama3.cli`.
+"""
+
+from .errors import AnnotationError, CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
+from .loading import DEFAULT_MODEL, LoadSpec, build_session, load_model, load_session, resolve_load_spec
+from .modeling import VideoLlama3WithMemory, memory_tokens
 from .preprocess import preprocess_frames
-from .session import Answer, StreamingSession
-from .video import VideoInfo, iter_frames, probe_video
+from .processing import MemoryProcessor
+from .session import Answer, StreamingSession, run_stream
+from .tiny import build_tiny_model
+from .video import VideoInfo, iter_frames, open_video, probe_video
 
 __all__ = [
     "DEFAULT_MODEL",
+    "AnnotationError",
     "Answer",
+    "CheckpointError",
+    "LoadSpec",
+    "MemoryProcessor",
     "ModelLoadError",
     "QuestionError",
     "StreamingSession",
+    "UsageError",
     "VideoError",
     "VideoInfo",
     "VideoLlama3WithMemory",
+    "build_session",
     "build_tiny_model",
     "iter_frames",
     "load_model",
+    "load_session",
+    "memory_tokens",
+    "open_video",
     "preprocess_frames",
     "probe_video",
+    "resolve_load_spec",
+    "run_stream",
 ]

@@ -5,7 +5,8 @@ A checkpoint is one folder, loaded on top of the base model it was trained from:
 - ``adapter_config.json`` + ``adapter_model.safetensors``: the LoRA adapter of the
   language model, in peft's format (absent when training used no LoRA), so
   ``peft.PeftModel.from_pretrained(VideoLlama3ForConditionalGeneration..., DIR)`` reads it too;
-- ``feature_adapter.safetensors``: the :class:`~memory_bank.FeatureAdapter`;
+- ``feature_adapter.safetensors``: the :class:`~memory_bank.FeatureAdapter` (absent for the
+  native view, ``memory: none``, which has none);
 - ``projector.safetensors``: the vision-to-language projector, when it was trained;
 - ``memory.yaml``: the memory it was trained with, ``{memory: NAME, options: {...}}``
   (the format of ``--memory-config``);
@@ -28,7 +29,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-from .model import VideoLlama3WithMemory
+from .modeling import VideoLlama3WithMemory
 
 FORMAT_VERSION = 1
 META_FILE = "vl3mem_checkpoint.json"
@@ -79,8 +80,8 @@ def save_checkpoint(
 
     Args:
         directory: created when missing; files in it are overwritten.
-        wrapped: the model; its FeatureAdapter is always saved.
-        base_model: what :func:`~videollama3.models.load_model` loads it on top of.
+        wrapped: the model; its FeatureAdapter is saved when it has one.
+        base_model: what :func:`~videollama3.loading.load_model` loads it on top of.
         memory, memory_options: the memory backend it was trained with.
         peft_model: the ``peft.PeftModel`` around ``wrapped.model`` (None: no LoRA).
         projector: save the projector (when it was trained).
@@ -100,7 +101,8 @@ def save_checkpoint(
         # it keeps the adapter's own (LoRA, modules_to_save) and writes them in its format
         peft_state = {"base_model.model." + k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         peft_model.save_pretrained(str(directory), state_dict=peft_state)
-    save_file(_prefixed(state, "adapter."), str(directory / FEATURE_ADAPTER_FILE))
+    if wrapped.adapter is not None:
+        save_file(_prefixed(state, "adapter."), str(directory / FEATURE_ADAPTER_FILE))
     if projector:
         save_file(_prefixed(state, "model.model.projector."), str(directory / PROJECTOR_FILE))
     options = json.loads(json.dumps(memory_options))  # YAML-safe: tuples become lists
@@ -188,7 +190,8 @@ def load_adapter(wrapped: VideoLlama3WithMemory, info: CheckpointInfo) -> VideoL
             raise CheckpointError(f"cannot load the LoRA adapter in {info.path} "
                                   f"({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
         wrapped.model = peft_model.merge_and_unload()
-    _load_module(wrapped.adapter, info.path / FEATURE_ADAPTER_FILE, "the FeatureAdapter")
+    if wrapped.adapter is not None:
+        _load_module(wrapped.adapter, info.path / FEATURE_ADAPTER_FILE, "the FeatureAdapter")
     if info.projector:
         _load_module(wrapped.model.model.projector, info.path / PROJECTOR_FILE, "the projector")
     return wrapped

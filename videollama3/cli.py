@@ -1,4 +1,5 @@
-"""``vl3mem``: answer questions on a streaming video; benchmarks.
+"""``vl3mem answer``: answer questions on a streaming video; the flags and error handling
+every ``vl3mem`` command shares.
 
 Bad input (missing or broken video, bad question time, unknown memory, an
 unreachable model) exits with status 2 and one line on stderr. A video whose
@@ -18,21 +19,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from memory_bank import MEMORY_BACKENDS, MemoryBankError
+from memory_bank import MemoryBankError
 
-from .errors import CheckpointError, ModelLoadError, QuestionError, VideoError
-
-NATIVE = "none"
-"""``--memory none``: no memory bank, every frame reaches the model (offline VideoLLaMA3)."""
-
-
-def memory_names() -> tuple[str, ...]:
-    """Names ``--memory`` accepts: the registered backends and ``none``."""
-    return (*MEMORY_BACKENDS, NATIVE)
-
-
-class UsageError(ValueError):
-    """A command-line argument that makes no sense."""
+from .errors import CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
 
 
 def _quiet_libraries() -> None:
@@ -73,90 +62,21 @@ def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
     return questions
 
 
-def resolve_memory(args: argparse.Namespace, base: tuple[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
-    """``(name, options)`` from ``base`` (a checkpoint's memory), ``--memory-config``, ``--memory``
-    and ``--memory-option`` (each wins over the ones before it). ``base``'s options apply
-    only while its backend is kept.
+def load_spec_from_args(args: argparse.Namespace):
+    """The :class:`~videollama3.loading.LoadSpec` of ``--model``, ``--adapter`` and the memory flags;
+    its warnings go to stderr.
 
     Raises:
-        UsageError: for an unknown name. MemoryConfigError: for bad options.
+        UsageError, MemoryConfigError, CheckpointError: see :func:`~videollama3.loading.resolve_load_spec`.
     """
-    from .options import parse_memory_options, read_memory_config
+    from .loading import resolve_load_spec
+    from .options import parse_memory_options
 
-    base_name, base_options = base or (None, {})
-    file_name, options = read_memory_config(args.memory_config) if args.memory_config else (None, {})
-    name = args.memory or file_name or base_name or "hierarchical"
-    if name not in memory_names():
-        raise UsageError(f"unknown memory {name!r}; known: {', '.join(memory_names())}")
-    options = {**(base_options if name == base_name else {}), **options, **parse_memory_options(args.memory_option)}
-    if name == NATIVE and options:
-        raise UsageError(f"--memory none takes no options, got {sorted(options)}")
-    return name, options
-
-
-def resolve_model(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]]:
-    """``(checkpoint info or None, model name, memory name, memory options)`` from ``--adapter``,
-    ``--model`` and the memory flags. With ``--adapter``, the model defaults to the
-    checkpoint's base model and the memory to the one it was trained with.
-
-    Raises:
-        CheckpointError: for an unreadable ``--adapter``. UsageError: for ``--memory none``
-            with ``--adapter`` (it bypasses the trained FeatureAdapter), or an unknown memory.
-    """
-    from .checkpoint import resolve_checkpoint
-    from .models import DEFAULT_MODEL
-
-    info = resolve_checkpoint(args.adapter) if getattr(args, "adapter", None) else None
-    model = args.model or (info.base_model if info else DEFAULT_MODEL)
-    name, options = resolve_memory(args, (info.memory, info.memory_options) if info else None)
-    if info is not None and name == NATIVE:
-        raise UsageError("--memory none bypasses the fine-tuned FeatureAdapter; drop it to use --adapter")
-    if info is not None and model != info.base_model:
-        print(f"vl3mem: warning: {info.path} was trained on {info.base_model}, loading it on {model}", file=sys.stderr)
-    return info, model, name, options
-
-
-def load_wrapped(info, model_name: str, name: str, options: dict[str, Any], device: str):
-    """Load ``model_name``, wrap it with memory ``name`` and, when ``info`` is a checkpoint,
-    load its LoRA (merged), FeatureAdapter and projector on top.
-
-    Returns:
-        ``(wrapped model, memory backend)``.
-
-    Raises:
-        ModelLoadError, MemoryConfigError, CheckpointError.
-    """
-    from .checkpoint import load_adapter
-    from .models import load_model
-
-    model, tokenizer = load_model(model_name, device=device)
-    wrapped, memory = build_wrapped(model, tokenizer, name, options)
-    if info is not None:
-        load_adapter(wrapped, info)
-    return wrapped, memory
-
-
-def build_wrapped(model, tokenizer, name: str, options: dict[str, Any]):
-    """The model wrapped with memory ``name`` and that memory, built for it.
-
-    ``hierarchical`` options become the wrapper's memory config (they size the
-    FeatureAdapter); ``none`` is the native path (every frame, no adapter).
-
-    Raises:
-        MemoryConfigError: for bad options.
-    """
-    from memory_bank import MemoryBankConfig
-
-    from .model import VideoLlama3WithMemory
-    from .session import memory_for
-
-    config = None
-    if name == "hierarchical":
-        width = model.config.vision_config.hidden_size
-        config = MemoryBankConfig.from_dict({**MemoryBankConfig(mm_hidden_size=width).to_dict(), **options})
-        options = {}
-    wrapped = VideoLlama3WithMemory(model, tokenizer, memory_config=config, enable_memory_bank=name != NATIVE)
-    return wrapped, memory_for(wrapped, "unbounded" if name == NATIVE else name, **options)
+    spec = resolve_load_spec(args.model, args.memory, parse_memory_options(args.memory_option), args.memory_config,
+                             getattr(args, "adapter", None))
+    for warning in spec.warnings:
+        print(f"vl3mem: warning: {warning}", file=sys.stderr)
+    return spec
 
 
 def _json_safe(value: Any) -> Any:
@@ -180,20 +100,25 @@ def cmd_answer(args: argparse.Namespace) -> int:
     """Stream a video, answer each question when the stream reaches its time."""
     from tqdm import tqdm
 
-    from .session import StreamingSession, check_question_time, run_stream
-    from .video import iter_frames, probe_video
+    from .loading import load_session
+    from .session import check_question_time, run_stream
+    from .video import open_video
 
-    checkpoint, model_name, name, options = resolve_model(args)
+    spec = load_spec_from_args(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
-    info = probe_video(args.video)
-    questions = [(q, check_question_time(t, info.duration) if t is not None else None) for q, t in _read_questions(args)]
-
-    wrapped, memory = load_wrapped(checkpoint, model_name, name, options, args.device)
-    session = StreamingSession(wrapped, memory, frame_size=args.frame_size)
+    video = open_video(args.video)  # one open: the duration checks the questions, then the frames stream
+    try:
+        info = video.info
+        questions = [(q, check_question_time(t, info.duration) if t is not None else None)
+                     for q, t in _read_questions(args)]
+        session = load_session(spec, device=args.device, frame_size=args.frame_size)
+    except BaseException:
+        video.close()
+        raise
     expected = math.ceil(info.duration * args.fps) if info.duration else None
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
-        result = run_stream(session, iter_frames(args.video, fps=args.fps), questions, args.max_new_tokens,
+        result = run_stream(session, video.frames(fps=args.fps), questions, args.max_new_tokens,
                             on_frame=lambda: bar.update(1))
     stopped_at = result.stopped_at
     if result.error:
@@ -208,32 +133,15 @@ def cmd_answer(args: argparse.Namespace) -> int:
         print(f"\n[{u['asked_at']}s] not answered: decoding stopped at {stopped_at:.2f}s before this time")
     if args.output:
         report = {
-            "video": str(args.video), "duration_s": info.duration, "model": model_name,
-            "adapter": str(checkpoint.path) if checkpoint else None, "memory": name,
-            "memory_options": options, "memory_stats": _json_safe(memory.stats()),
+            "video": str(args.video), "duration_s": info.duration, "model": spec.model,
+            "adapter": str(spec.checkpoint.path) if spec.checkpoint else None, "memory": spec.memory,
+            "memory_options": spec.memory_options, "memory_stats": _json_safe(session.memory.stats()),
             "fps": args.fps, "frames_encoded": session.frames_seen, "answers": ordered,
             "unanswered": unanswered, "decoding_stopped_at": stopped_at,
         }
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2))
     return 1 if stopped_at is not None else 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run a benchmark: ``memory`` (memory_bank.bench) or ``stream`` (videollama3.bench)."""
-    if args.target == "memory" and "--all" in args.rest:
-        from .bench_backends import main as bench_backends
-
-        bench_backends([a for a in args.rest if a != "--all"])
-    elif args.target == "memory":
-        from memory_bank.bench import main as bench_memory
-
-        bench_memory(args.rest)
-    else:
-        from .bench import main as bench_stream
-
-        bench_stream(args.rest)
-    return 0
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -248,8 +156,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
     """``--memory``, ``--memory-option``, ``--memory-config`` (shared by answer, eval and train)."""
+    from .loading import memory_names
+
     p.add_argument("--memory", default=None,
-                   help=f"memory backend: {', '.join(memory_names())} (default hierarchical)")
+                   help=f"memory backend: {', '.join(memory_names())} (default hierarchical; none: every frame, "
+                        "no FeatureAdapter: the native model)")
     p.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
                    help="backend option, e.g. num_recent=4 or memory_capacities=8,4,1 (repeatable)")
     p.add_argument("--memory-config", metavar="FILE",
@@ -257,7 +168,7 @@ def add_memory_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
-    """Add ``answer`` and ``bench`` to an ``add_subparsers()`` object."""
+    """Add ``answer`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("answer", help="answer questions on a video while it streams")
     p.add_argument("video", help="video file (anything FFmpeg reads)")
     p.add_argument("-q", "--question", action="append", default=[], help="question text (repeatable)")
@@ -273,16 +184,11 @@ def add_commands(sub) -> None:
     p.add_argument("--output", help="write the answers as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_answer)
-    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video) "
-                                     "or stream (question latency)")
-    b.add_argument("target", choices=["memory", "stream"])
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
-    b.set_defaults(func=cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``vl3mem`` with this layer's commands (``answer``, ``bench``); the console
-    script (:mod:`vl3mem.cli`) adds ``eval`` and ``train``."""
+    """``vl3mem`` with this layer's command (``answer``); the console script
+    (:mod:`vl3mem.cli`) adds ``eval``, ``train`` and ``bench``."""
     parser = argparse.ArgumentParser(prog="vl3mem", description="Streaming video questions with VideoLLaMA3 and a bounded memory.")
     add_commands(parser.add_subparsers(dest="command", required=True))
     return parser

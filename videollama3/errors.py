@@ -30,3 +30,11 @@ class QuestionError(ValueError):
 
 class CheckpointError(ValueError):
     """A fine-tuned checkpoint folder that cannot be read or does not fit the model."""
+
+
+class UsageError(ValueError):
+    """A command-line argument or setting that makes no sense (the message says which and why)."""
+
+
+class AnnotationError(QuestionError):
+    """A timed-question file or record that cannot be used; the message names the file and record."""

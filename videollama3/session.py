@@ -11,20 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory_bank import (
-    HierarchicalMemoryBank,
-    MemoryBackend,
-    MemoryBankConfig,
-    MemoryBankError,
-    MemoryConfigError,
-    MemoryEntry,
-    UnboundedMemory,
-    build_memory,
-)
+from memory_bank import MemoryBackend, MemoryBankError, MemoryEntry
 
-from .errors import QuestionError
-from .model import VideoLlama3WithMemory
+from .errors import QuestionError, VideoError
+from .modeling import VideoLlama3WithMemory, memory_tokens
 from .preprocess import preprocess_frames
+from .processing import MemoryProcessor
 
 
 @dataclass
@@ -55,11 +47,6 @@ class Answer:
         return asdict(self)
 
 
-def tier_names(memory: MemoryBackend) -> tuple[str, ...]:
-    """Names of ``memory``'s tiers (``()`` for a backend that does not name them)."""
-    return tuple(getattr(memory, "memory_tier_names", None) or ())
-
-
 def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = None) -> dict[str, list[Any]]:
     """Frame times held per tier: ``{name: [t, ...]}``, merged entries as ``[start, end]``.
 
@@ -68,71 +55,63 @@ def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = N
         entries: a readout already taken (default: take one; a backend may count
             a readout as a use of its entries, so pass the one you have).
     """
-    names = tier_names(memory)
+    names = memory.memory_tier_names
     layout: dict[str, list[Any]] = {name: [] for name in names}
     for e in memory.readout() if entries is None else entries:
-        name = names[e.tier] if e.tier < len(names) else f"tier{e.tier}"
-        layout.setdefault(name, []).append(
+        layout[names[e.tier]].append(
             [round(e.timestamp, 3), round(e.end_timestamp, 3)] if e.is_merged else round(e.timestamp, 3)
         )
     return layout
 
 
-def memory_for(model: VideoLlama3WithMemory, name: str = "hierarchical", **options: Any) -> MemoryBackend:
-    """Build memory backend ``name`` (see :func:`memory_bank.build_memory`) sized for ``model``.
-
-    ``mm_hidden_size`` defaults to the model's memory width; ``hierarchical``
-    starts from the model's :class:`MemoryBankConfig` (which sizes the
-    FeatureAdapter's tier embedding) with ``options`` on top.
-
-    Raises:
-        MemoryConfigError: for an unknown name or option, an invalid value, or a
-            backend with more tiers than the model's FeatureAdapter has.
-    """
-    if name == "hierarchical":
-        memory = HierarchicalMemoryBank(MemoryBankConfig.from_dict({**model.memory_config.to_dict(), **options}))
-    else:
-        memory = build_memory(name, **{"mm_hidden_size": model.memory_config.mm_hidden_size, **options})
-    tiers = len(tier_names(memory))
-    if model.enable_memory_bank and tiers > model.adapter.num_tiers:
-        raise MemoryConfigError(
-            f"memory {name!r} has {tiers} tiers but the model's FeatureAdapter embeds {model.adapter.num_tiers}; "
-            "build the model with a memory_config of that many tiers"
-        )
-    return memory
-
-
 class StreamingSession:
-    """One model, one memory backend and a clock (DESIGN.md section 7).
+    """One model, its processor, one memory backend and a clock (docs/design.md, "Streaming").
 
     :meth:`push_frame` preprocesses and encodes that one frame once and adds it
     to the memory; :meth:`ask` answers from the memory readout at the current
     stream time. No frame is encoded twice and nothing pushed after a question
-    can influence its answer.
+    can influence its answer. Sessions share a model freely: all stream state is
+    in the memory and the dialogue.
 
     Args:
-        model: the wrapped VideoLLaMA3.
-        memory: a memory backend; default: a ``HierarchicalMemoryBank`` with the
-            model's memory config, or every frame (``UnboundedMemory``) when the
-            model's memory is disabled.
+        model: the wrapped VideoLLaMA3 (its adapter sized for this kind of memory).
+        processor: the prompt builder of the model's tokenizer.
+        memory: a memory backend (see :func:`videollama3.loading.build_session`).
         frame_size: frames are resized to ``frame_size`` x ``frame_size`` (336 -> 144 tokens).
+
+    Raises:
+        MemoryConfigError: when the memory's tokens do not fit the model.
+        ValueError: when the processor's ``<|video_pad|>`` id is not the model's.
     """
 
-    def __init__(self, model: VideoLlama3WithMemory, memory: MemoryBackend | None = None, frame_size: int = 336) -> None:
-        if memory is None:
-            memory = (HierarchicalMemoryBank(model.memory_config) if model.enable_memory_bank
-                      else UnboundedMemory(model.model.config.vision_config.hidden_size))
+    def __init__(self, model: VideoLlama3WithMemory, processor: MemoryProcessor, memory: MemoryBackend,
+                 frame_size: int = 336) -> None:
+        model.check_memory(memory)
+        if processor.video_token_id != model.video_token_id:
+            raise ValueError(
+                f"the tokenizer maps <|video_pad|> to {processor.video_token_id} but the model expects id "
+                f"{model.video_token_id}; load the tokenizer that belongs to the checkpoint"
+            )
         self.model = model
+        self.processor = processor
         self.memory = memory
         self.frame_size = frame_size
-        self.frames_seen = 0
-        self.time: float | None = None
         self.history: list[tuple[str, str]] = []
 
+    @property
+    def frames_seen(self) -> int:
+        """Frames pushed since the last :meth:`reset` (the memory's count)."""
+        return self.memory.frames_added
+
+    @property
+    def time(self) -> float | None:
+        """Stream time in seconds: the last frame's timestamp (None before the first)."""
+        return self.memory.last_timestamp
+
     def reset(self) -> None:
-        """Forget the stream: clear the memory, the clock and the dialogue."""
+        """Forget the stream: clear the memory (and with it the clock) and the dialogue."""
         self.memory.clear()
-        self.frames_seen, self.time, self.history = 0, None, []
+        self.history = []
 
     def push_frame(self, frame: np.ndarray | torch.Tensor, timestamp: float) -> None:
         """Encode one frame and add it to the memory.
@@ -147,43 +126,51 @@ class StreamingSession:
         """
         if self.time is not None and timestamp < self.time:
             raise MemoryBankError(f"frame at {timestamp:.3f}s arrived after one at {self.time:.3f}s; push frames in time order")
-        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_size, device=self.model.device)
+        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_size, device=self.model.device,
+                                                                dtype=self.model.vision_dtype)
         (tokens,) = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
         self.memory.add(tokens, self.frames_seen, timestamp, frame=frame)
-        self.frames_seen += 1
-        self.time = float(timestamp)
 
     def question_readout(self) -> list[MemoryEntry]:
         """The memory readout a question asked now is answered from, with what asking does
-        to the memory: ``fifo`` marks the current frame prompted, ``lru_quantized`` counts a
-        use of every entry. :meth:`ask` and training (``train/``) both take it here, so a
-        model is trained on exactly what it sees at inference.
+        to the memory (:meth:`MemoryBackend.on_question` at the newest frame). :meth:`ask`,
+        evaluation without a model and training (``train/``) all take it here, so a model is
+        trained on exactly what it sees at inference.
 
         Returns:
             The entries in time order (empty before the first frame).
         """
         entries = self.memory.readout()
-        if hasattr(self.memory, "mark_prompted") and self.frames_seen:
-            self.memory.mark_prompted(self.frames_seen - 1)
+        if self.frames_seen:
+            self.memory.on_question(self.memory.last_frame_index)
         return entries
 
-    def ask(self, question: str, max_new_tokens: int = 64, keep_history: bool = False, **generate_kwargs) -> Answer:
+    def ask(self, question: str, max_new_tokens: int = 64, keep_history: bool = False,
+            entries: list[MemoryEntry] | None = None, **generate_kwargs) -> Answer:
         """Answer ``question`` from what the memory holds now.
 
         Args:
-            question: non-empty text.
+            question: non-empty text, without the model's special tokens.
             max_new_tokens: generation budget.
             keep_history: add this turn to the dialogue that later questions see.
-            **generate_kwargs: passed to ``model.generate`` (greedy by default).
+            entries: a readout already taken for this question with :meth:`question_readout`
+                (default: take it now).
+            **generate_kwargs: passed to the native ``generate`` (greedy by default).
 
         Raises:
-            QuestionError: for an empty question.
+            QuestionError: for an empty question, or one holding a special token.
         """
         if not isinstance(question, str) or not question.strip():
             raise QuestionError("the question is empty; give some text to ask")
+        self.processor.check_text(question)
         start = time.perf_counter()
-        entries = self.question_readout()
-        text = self.model.generate(entries, question, max_new_tokens, self.history, **generate_kwargs)
+        if entries is None:
+            entries = self.question_readout()
+        inputs = self.processor(entries, question, self.history)
+        tokens, tier_ids = memory_tokens(entries, self.model.memory_width)
+        generated = self.model.generate(inputs["input_ids"], inputs["attention_mask"], tokens, tier_ids,
+                                        max_new_tokens=max_new_tokens, **generate_kwargs)
+        text = self.processor.decode(generated[0])
         latency = time.perf_counter() - start
         if keep_history:
             self.history.append((question, text))
@@ -255,8 +242,6 @@ def question_schedule(
         VideoError: when the frame source fails part way, after yielding the questions
             up to the last decoded frame.
     """
-    from .errors import VideoError
-
     order = sorted(range(len(times)), key=lambda i: (times[i] is None, times[i] or 0.0))
 
     def due(now: float | None) -> Iterator[int]:
@@ -303,8 +288,6 @@ def run_stream(
         part way, the questions up to the last decoded frame are answered and
         the others are left out.
     """
-    from .errors import VideoError
-
     answers: dict[int, Answer] = {}
     try:
         for i in question_schedule(session, frames, [t for _, t in questions], on_frame):

@@ -51,23 +51,113 @@ def _open(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+def _info(path: str | Path, container: av.container.InputContainer) -> VideoInfo:
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate) if stream.average_rate else 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    return VideoInfo(str(path), duration, fps, stream.codec_context.width, stream.codec_context.height,
+                     int(stream.frames or 0))
+
+
+class VideoReader:
+    """One open video: what its container says (:attr:`info`) and its frames, from a single open.
+
+    Use as a context manager (``with open_video(path) as video: ...``) or call :meth:`close`.
+
+    Args:
+        path: the video file.
+
+    Raises:
+        VideoError: when the file is missing, empty, not a video or has no video stream.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._container = _open(path)
+        self.info = _info(path, self._container)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the container (idempotent)."""
+        self._container.close()
+
+    def frames(self, fps: float | None = 1.0, start: float = 0.0, end: float | None = None
+               ) -> Iterator[tuple[np.ndarray, float]]:
+        """Yield ``(frame, timestamp_s)`` sampled at ``fps``, decoding lazily (see :func:`iter_frames`).
+
+        The reader is closed when the iteration ends, fails or is closed early.
+
+        Raises:
+            VideoError: when the video yields no frame, or breaks off while decoding
+                (``stopped_at`` gives the last time decoded).
+        """
+        if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
+        path, container = self.path, self._container
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        t0 = None
+        next_time = start
+        last_time = None
+        yielded = 0
+        try:
+            try:
+                for frame in container.decode(stream):
+                    if frame.pts is None:
+                        continue
+                    if t0 is None:  # streams may not start at pts 0
+                        t0 = float(stream.start_time * time_base) if stream.start_time is not None else frame.pts * time_base
+                    t = frame.pts * time_base - t0
+                    last_time = t
+                    if end is not None and t > end:
+                        break
+                    if t + 1e-6 < next_time:
+                        continue
+                    yield frame.to_ndarray(format="rgb24"), round(t, 6)
+                    yielded += 1
+                    if fps is not None:
+                        # skip ahead by whole sample periods (a frame can cover several)
+                        next_time = start + (math.floor((t - start) * fps + 1e-6) + 1) / fps
+            except (av.error.FFmpegError, UnicodeDecodeError) as e:
+                raise VideoError(
+                    f"decoding {path} stopped at {last_time or 0.0:.2f}s ({e.__class__.__name__}: {e})",
+                    path,
+                    stopped_at=last_time,
+                ) from None
+        finally:
+            self.close()
+        if yielded == 0 and start == 0.0:
+            raise VideoError(f"{path} contains no decodable video frame", path, stopped_at=None)
+
+
+def open_video(path: str | Path) -> VideoReader:
+    """Open a video once: ``reader.info`` without decoding, ``reader.frames(fps)`` to decode.
+
+    Raises:
+        VideoError: when the file is missing, empty, not a video or has no video stream.
+    """
+    return VideoReader(path)
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Read a video's duration, frame rate and size without decoding it.
 
     Raises:
         VideoError: when the file is missing, empty, not a video or has no video stream.
     """
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        else:
-            duration = 0.0
-        return VideoInfo(str(path), duration, fps, stream.codec_context.width, stream.codec_context.height,
-                         int(stream.frames or 0))
+    with open_video(path) as video:
+        return video.info
 
 
 def iter_frames(
@@ -95,39 +185,4 @@ def iter_frames(
     """
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise VideoError(f"fps must be a positive number, got {fps!r}", str(path))
-    container = _open(path)
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    time_base = float(stream.time_base) if stream.time_base else 0.0
-    t0 = None
-    next_time = start
-    last_time = None
-    yielded = 0
-    try:
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                if t0 is None:  # streams may not start at pts 0
-                    t0 = float(stream.start_time * time_base) if stream.start_time is not None else frame.pts * time_base
-                t = frame.pts * time_base - t0
-                last_time = t
-                if end is not None and t > end:
-                    break
-                if t + 1e-6 < next_time:
-                    continue
-                yield frame.to_ndarray(format="rgb24"), round(t, 6)
-                yielded += 1
-                if fps is not None:
-                    # skip ahead by whole sample periods (a frame can cover several)
-                    next_time = start + (math.floor((t - start) * fps + 1e-6) + 1) / fps
-        except (av.error.FFmpegError, UnicodeDecodeError) as e:
-            raise VideoError(
-                f"decoding {path} stopped at {last_time or 0.0:.2f}s ({e.__class__.__name__}: {e})",
-                str(path),
-                stopped_at=last_time,
-            ) from None
-    finally:
-        container.close()
-    if yielded == 0 and start == 0.0:
-        raise VideoError(f"{path} contains no decodable video frame", str(path), stopped_at=None)
+    yield from open_video(path).frames(fps, start, end)

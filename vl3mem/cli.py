@@ -1,4 +1,4 @@
-"""``vl3mem``: ``answer`` and ``bench`` (videollama3), ``eval`` (eval), ``train`` (train).
+"""``vl3mem``: ``answer`` (videollama3), ``eval`` (eval), ``train`` (train), ``bench`` (benchmarks).
 
 This module sits above every layer, so the layers below never import upwards.
 """
@@ -14,6 +14,30 @@ from videollama3.cli import add_commands
 from videollama3.cli import main as run
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark: ``memory`` (add time of the hierarchical bank; ``--all``: every backend on
+    real video) or ``stream`` (question latency, memory vs naive re-encoding)."""
+    from benchmarks import BenchmarkInputError
+
+    try:
+        if args.target == "memory" and "--all" in args.rest:
+            from benchmarks.backends import main as bench_backends
+
+            bench_backends([a for a in args.rest if a != "--all"])
+        elif args.target == "memory":
+            from benchmarks.memory import main as bench_memory
+
+            bench_memory(args.rest)
+        else:
+            from benchmarks.stream import main as bench_stream
+
+            bench_stream(args.rest)
+    except BenchmarkInputError as e:
+        print(f"vl3mem: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``vl3mem`` parser."""
     parser = argparse.ArgumentParser(prog="vl3mem", description="Streaming video questions with VideoLLaMA3 and a bounded memory.")
@@ -21,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     add_eval(sub)
     add_train(sub)
+    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video) "
+                                     "or stream (question latency)")
+    b.add_argument("target", choices=["memory", "stream"])
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
+    b.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from eval.answers import format_prompt, is_correct, parse_letter
-from eval.data import TimedQuestion
+from eval.answers import is_correct, parse_letter
+from videollama3.questions import format_question
+from videollama3.questions import TimedQuestion
 
 OPTIONS = ["A tripod", "A bicycle", "A bench", "A dog"]
 
@@ -25,13 +26,13 @@ def test_parse_letter(text, letter):
 
 def test_prompt_styles_and_scoring():
     q = TimedQuestion("1", 3.0, "What is it?", ["red", "blue"], "B")
-    assert format_prompt(q, "ovo") == ("Question: What is it?\nOptions:\nA. red\nB. blue\n"
+    assert format_question(q, "ovo") == ("Question: What is it?\nOptions:\nA. red\nB. blue\n"
                                        "Answer with the option's letter from the given choices directly.")
-    assert format_prompt(q, "jsonl").splitlines()[1:4] == ["Options:", "(A) red", "(B) blue"]
-    assert format_prompt(q, "ovbench").splitlines()[1:3] == ["A. red", "B. blue"]
+    assert format_question(q, "jsonl").splitlines()[1:4] == ["Options:", "(A) red", "(B) blue"]
+    assert format_question(q, "ovbench").splitlines()[1:3] == ["A. red", "B. blue"]
     assert is_correct(q, "The answer is (B)") == ("B", True)
     assert is_correct(q, "red") == ("A", False)
     open_q = TimedQuestion("2", 1.0, "What moves?", [], "a bike")
-    assert format_prompt(open_q) == "What moves?"
+    assert format_question(open_q) == "What moves?"
     assert is_correct(open_q, "I see A bike, moving.") == (None, True)
     assert is_correct(open_q, "a bicycle") == (None, False)

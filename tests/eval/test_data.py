@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from eval.data import AnnotationError, load_benchmark
+from eval.data import load_benchmark
+from videollama3.errors import AnnotationError
 
 
 def write(path, data, jsonl=False):

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.data import TimedQuestion, VideoQuestions
+from videollama3.questions import TimedQuestion, VideoQuestions
 from eval.runner import PredictionStore, evaluate_video, read_records, retention
-from videollama3.model import VideoLlama3WithMemory
-from videollama3.session import StreamingSession, memory_for
+from videollama3.loading import build_session
 from vl3mem.cli import main
 
 from ..videollama3.test_parity import capture_llm_inputs
@@ -104,15 +103,15 @@ def test_no_future_frame_reaches_an_evaluated_answer(tiny, bikes_frames, tmp_pat
 
     model, tokenizer = tiny
     video = VideoQuestions(Path("bikes.mp4"), 1, [TimedQuestion("q", 3.0, "What?", ["a", "b"], "A")])
-    monkeypatch.setattr(eval.runner, "probe_video", lambda path: type("I", (), {"duration": 6.0})())
     results = []
     for frames in (bikes_frames, [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]):
-        monkeypatch.setattr(eval.runner, "iter_frames", lambda path, fps, frames=frames: iter(frames))
-        wrapped = VideoLlama3WithMemory(model, tokenizer)
+        reader = type("Reader", (), {"info": type("Info", (), {"duration": 6.0})(), "close": lambda self: None,
+                                     "frames": lambda self, fps, frames=frames: iter(frames)})
+        monkeypatch.setattr(eval.runner, "open_video", lambda path, reader=reader: reader())
         store = PredictionStore(tmp_path / f"o{len(results)}")
         seen, handle = capture_llm_inputs(model)
         try:
-            evaluate_video(StreamingSession(wrapped, memory_for(wrapped)), video, 1, store, max_new_tokens=2)
+            evaluate_video(build_session(model, tokenizer), video, 1, store, max_new_tokens=2)
         finally:
             handle.remove()
         (record,) = read_records(store.path)
@@ -140,9 +139,18 @@ def test_no_model_retention_hierarchical_keeps_old_evidence_fifo_does_not(videos
     assert kept["fifo"] == {"kept_own": False, "kept_any": False, "only_merged": False, "tier": None}
 
 
-def test_retention_reads_the_tier_layout():
-    layout = {"short": [9.0, 10.0], "mid": [5.0], "long": [[0.0, 3.0]]}
-    assert retention(layout, (4.5, 5.5)) == {"kept_own": True, "kept_any": True, "only_merged": False, "tier": "mid"}
-    assert retention(layout, (1.0, 2.0)) == {"kept_own": False, "kept_any": True, "only_merged": True, "tier": "long"}
-    assert retention(layout, (6.0, 8.0)) == {"kept_own": False, "kept_any": False, "only_merged": False, "tier": None}
-    assert retention(layout, None) is None
+def test_retention_reads_the_memory_entries():
+    from memory_bank import MemoryEntry
+
+    tokens = torch.zeros(4, 2)
+    entries = [MemoryEntry(tokens, (2, 2), 0, 0.0, tier=2, last_frame_index=3, end_timestamp=3.0, num_frames=4),
+               MemoryEntry(tokens, (2, 2), 5, 5.0, tier=1),
+               MemoryEntry(tokens, (2, 2), 9, 9.0), MemoryEntry(tokens, (2, 2), 10, 10.0)]
+    names = ("short", "mid", "long")
+    assert retention(entries, names, (4.5, 5.5)) == {"kept_own": True, "kept_any": True, "only_merged": False,
+                                                      "tier": "mid"}
+    assert retention(entries, names, (1.0, 2.0)) == {"kept_own": False, "kept_any": True, "only_merged": True,
+                                                      "tier": "long"}
+    assert retention(entries, names, (6.0, 8.0)) == {"kept_own": False, "kept_any": False, "only_merged": False,
+                                                      "tier": None}
+    assert retention(entries, names, None) is None

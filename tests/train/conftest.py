@@ -12,7 +12,7 @@ TINY_CONFIG = ROOT / "train" / "configs" / "tiny.yaml"
 @pytest.fixture
 def fresh_tiny():
     """A new tiny model per test: LoRA injection changes a model in place."""
-    from videollama3.models import build_tiny_model
+    from videollama3.tiny import build_tiny_model
 
     return build_tiny_model(seed=0)
 

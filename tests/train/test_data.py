@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from eval.data import AnnotationError
+from videollama3.errors import AnnotationError
 from train.config import DataConfig
 from train.data import COLUMNS, load_training_data
 

@@ -7,8 +7,8 @@ from train.config import LM_PROJECTIONS, TrainConfig, TrainConfigError
 from train.samples import collate
 from train.trainer import apply_lora, count_parameters, prepare_model
 from videollama3.checkpoint import load_adapter, resolve_checkpoint, save_checkpoint
-from videollama3.cli import build_wrapped
-from videollama3.model import VideoLlama3WithMemory
+from videollama3.loading import build_session
+from videollama3.modeling import memory_tokens
 
 
 def lora_module_names(model):
@@ -16,7 +16,7 @@ def lora_module_names(model):
 
 
 def test_lora_wraps_only_language_model_layers(fresh_tiny):
-    wrapped = VideoLlama3WithMemory(*fresh_tiny)
+    wrapped = build_session(*fresh_tiny).model
     apply_lora(wrapped, r=4, alpha=8, dropout=0.0, target_modules=LM_PROJECTIONS)
     names = lora_module_names(wrapped.model)
     # 2 decoder layers x 7 projections, every one under the language model
@@ -27,7 +27,7 @@ def test_lora_wraps_only_language_model_layers(fresh_tiny):
 
 
 def test_lora_that_would_touch_the_vision_side_is_refused(fresh_tiny):
-    wrapped = VideoLlama3WithMemory(*fresh_tiny)
+    wrapped = build_session(*fresh_tiny).model
     with pytest.raises(TrainConfigError, match="wraps vision-side modules"):
         apply_lora(wrapped, 4, 8, 0.0, ["q_proj"], modules_to_save=["patch_embedding"])
     assert not lora_module_names(wrapped.model)  # refused before anything was injected
@@ -37,7 +37,7 @@ def test_lora_that_would_touch_the_vision_side_is_refused(fresh_tiny):
 
 @pytest.mark.parametrize("adapter, projector", [(True, False), (True, True), (False, True)])
 def test_trainable_parameters_are_lora_and_the_flagged_parts(fresh_tiny, adapter, projector):
-    wrapped = VideoLlama3WithMemory(*fresh_tiny)
+    wrapped = build_session(*fresh_tiny).model
     config = TrainConfig(train_adapter=adapter, train_projector=projector, gradient_checkpointing=False)
     prepare_model(wrapped, config)
     trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
@@ -54,32 +54,30 @@ def test_trainable_parameters_are_lora_and_the_flagged_parts(fresh_tiny, adapter
     assert not wrapped.model.model.vision_model.training and wrapped.model.model.language_model.training
 
 
-def batch_for(wrapped, frames, question="What is there?", answer="bikes"):
-    from train.samples import encode_turn
-    from videollama3.model import memory_tokens
-    from videollama3.session import StreamingSession
+def batch_for(session, frames, question="What is there?", answer="bikes"):
+    from train.samples import TrainingSample
 
-    session = StreamingSession(wrapped)
+    session.reset()
     for f, t in frames:
         session.push_frame(f, t)
     entries = session.memory.readout()
-    ids, labels, _ = encode_turn(wrapped, entries, question, answer, [], 8192)
-    tokens, tiers = memory_tokens(entries)
-    from train.samples import TrainingSample
-
+    ids, labels, _ = session.processor.training_example(entries, question, answer, [], 8192)
+    tokens, tiers = memory_tokens(entries, session.model.memory_width)
     sample = TrainingSample("x", 0.0, ids, labels, tokens, tiers, len(frames), 0.0, [])
-    return collate([sample], wrapped.tokenizer.pad_token_id), entries
+    return collate([sample], session.processor.pad_token_id), entries
 
 
 def test_training_forward_equals_the_inference_inputs(tiny, bikes_frames):
-    """The training forward scatters the same embeddings generate() gets."""
-    wrapped = VideoLlama3WithMemory(*tiny)
-    batch, entries = batch_for(wrapped, bikes_frames[:3])
+    """The training forward places the same embeddings generate() gets."""
+    session = build_session(*tiny)
+    wrapped = session.model
+    batch, entries = batch_for(session, bikes_frames[:3])
     n_prompt = int((batch["labels"][0] == -100).sum())
     with torch.no_grad():
         logits = wrapped(**batch).logits
-        inputs = wrapped.prepare_inputs(entries, "What is there?")
-        native = wrapped.model(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"]).logits
+        inputs = session.processor(entries, "What is there?")
+        embeds = wrapped.inputs_embeds(inputs["input_ids"], *memory_tokens(entries, wrapped.memory_width))
+        native = wrapped.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
     assert torch.equal(inputs["input_ids"][0], batch["input_ids"][0, :n_prompt])
     torch.testing.assert_close(logits[:, :n_prompt], native, rtol=1e-5, atol=1e-5)
 
@@ -87,12 +85,13 @@ def test_training_forward_equals_the_inference_inputs(tiny, bikes_frames):
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(fresh_tiny, bikes_frames):
     results = []
     for checkpointing in (False, True):
-        from videollama3.models import build_tiny_model
+        from videollama3.tiny import build_tiny_model
 
         torch.manual_seed(0)
-        wrapped = VideoLlama3WithMemory(*build_tiny_model(seed=0))
+        session = build_session(*build_tiny_model(seed=0))
+        wrapped = session.model
         prepare_model(wrapped, TrainConfig(gradient_checkpointing=checkpointing, train_projector=True))
-        batch, _ = batch_for(wrapped, bikes_frames[:2])
+        batch, _ = batch_for(session, bikes_frames[:2])
         loss = wrapped(**batch).loss
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in wrapped.named_parameters() if p.requires_grad}))
@@ -104,17 +103,18 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(fresh_tiny, 
 
 
 def test_checkpoint_round_trip_gives_the_trained_model(tmp_path, bikes_frames):
-    from videollama3.models import build_tiny_model
+    from videollama3.tiny import build_tiny_model
 
     torch.manual_seed(1)
-    wrapped, _ = build_wrapped(*build_tiny_model(seed=0), "fifo", {"num_recent": 4})
+    session = build_session(*build_tiny_model(seed=0), "fifo", {"num_recent": 4})
+    wrapped = session.model
     peft_model = prepare_model(wrapped, TrainConfig(train_projector=True, gradient_checkpointing=False))
     with torch.no_grad():  # stand-in for training: move every trainable weight
         for p in wrapped.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     wrapped.eval()
-    batch, _ = batch_for(wrapped, bikes_frames[:2])
+    batch, _ = batch_for(session, bikes_frames[:2])
     with torch.no_grad():
         trained = wrapped(**batch).logits
     save_checkpoint(tmp_path / "checkpoint-7", wrapped, base_model="tiny", memory="fifo",
@@ -122,7 +122,7 @@ def test_checkpoint_round_trip_gives_the_trained_model(tmp_path, bikes_frames):
     info = resolve_checkpoint(tmp_path)  # an output folder: its latest checkpoint
     assert (info.base_model, info.memory, info.memory_options, info.lora, info.projector, info.step) == (
         "tiny", "fifo", {"num_recent": 4}, True, True, 7)
-    fresh, _ = build_wrapped(*build_tiny_model(seed=0), info.memory, info.memory_options)
+    fresh = build_session(*build_tiny_model(seed=0), info.memory, info.memory_options).model
     with torch.no_grad():
         base = fresh(**batch).logits
         loaded = load_adapter(fresh, info)(**batch).logits
@@ -138,7 +138,7 @@ def test_parameter_counts_from_the_config_alone(fresh_tiny):
     from .conftest import TINY_CONFIG
 
     config = load_config(TINY_CONFIG)
-    wrapped = VideoLlama3WithMemory(*fresh_tiny)
+    wrapped = build_session(*fresh_tiny).model
     prepare_model(wrapped, config)
     assert count_for(config) == count_parameters(wrapped)  # meta device == the real tiny model
     # VideoLLaMA3-2B (Qwen2.5-1.5B, SigLIP width 1152), LoRA r=8 on the 7 projections of 28 layers

@@ -5,24 +5,23 @@ import torch
 
 from train.config import DataConfig
 from train.data import load_training_data
-from train.samples import IGNORE_INDEX, StreamingSampler, collate, encode_turn
-from videollama3.cli import build_wrapped
-from videollama3.model import memory_tokens
-from videollama3.session import StreamingSession, run_stream
+from train.samples import StreamingSampler, collate
+from videollama3.loading import build_session
+from videollama3.modeling import memory_tokens
+from videollama3.processing import IGNORE_INDEX
+from videollama3.session import run_stream
 from videollama3.video import iter_frames
 
 
 def make_sampler(tiny, path, videos, memory="hierarchical", **kw):
-    model, tokenizer = tiny
-    wrapped, mem = build_wrapped(model, tokenizer, memory, {})
+    session = build_session(*tiny, memory)
     data = load_training_data(DataConfig(path=str(path), video_root=str(videos)))
-    return StreamingSampler(wrapped, mem, data.dataset, **kw), wrapped
+    return StreamingSampler(session, data.dataset, **kw), session
 
 
-def inference_readout(wrapped, memory, video, fps, t, earlier=()):
+def inference_readout(session, video, fps, t, earlier=()):
     """The readout a question at ``t`` sees at inference (``run_stream``), from a session fed
     only frames <= t, after the questions at times ``earlier`` were asked."""
-    session = StreamingSession(wrapped, memory)
     session.reset()
     frames = [(f, ft) for f, ft in iter_frames(video, fps=fps) if ft <= t]
     questions = [("q", q) for q in (*earlier, t)]
@@ -32,18 +31,18 @@ def inference_readout(wrapped, memory, video, fps, t, earlier=()):
 
 @pytest.mark.parametrize("memory", ["hierarchical", "fifo", "lru_quantized"])
 def test_sample_at_t_holds_no_later_frame_and_equals_the_inference_readout(tiny, short_data, videos, memory):
-    sampler, wrapped = make_sampler(tiny, short_data, videos, memory)
+    sampler, _ = make_sampler(tiny, short_data, videos, memory)
     conversation = sampler.turns(0)  # bikes.mp4 at 1 fps: turns at 1.0, 2.5, 4.0
     samples = list(sampler.record_samples(conversation))
     assert [s.time for s in samples] == [1.0, 2.5, 4.0]
-    _, control_memory = build_wrapped(*tiny, memory, {})
+    control = build_session(*tiny, memory)
     for k, s in enumerate(samples):
         assert s.last_frame_time <= s.time
         assert all(end <= s.time for _, end in s.entry_times)
         earlier = [x.time for x in samples[:k]]
-        entries, n_frames = inference_readout(wrapped, control_memory, videos / "bikes.mp4", 1, s.time, earlier)
+        entries, n_frames = inference_readout(control, videos / "bikes.mp4", 1, s.time, earlier)
         assert s.frames_seen == n_frames == int(s.time) + 1  # frames at 0, 1, ... <= t
-        tokens, tiers = memory_tokens(entries)
+        tokens, tiers = memory_tokens(entries, control.model.memory_width)
         assert torch.equal(s.visual_tokens, tokens) and torch.equal(s.tier_ids, tiers)
     # control: the stream went on past the turns, so a later frame was there to leak
     assert samples[0].frames_seen < samples[-1].frames_seen
@@ -60,41 +59,38 @@ def test_memory_is_bounded_in_a_long_conversation(tiny, tmp_path, videos):
 
 
 def test_prompt_is_the_inference_prompt_and_loss_is_on_the_answer_only(tiny, short_data, videos):
-    sampler, wrapped = make_sampler(tiny, short_data, videos)
-    tokenizer = wrapped.tokenizer
+    sampler, session = make_sampler(tiny, short_data, videos)
+    tokenizer = session.processor.tokenizer
     first, second, _ = sampler.record_samples(sampler.turns(0))
-    _, control_memory = build_wrapped(*tiny, "hierarchical", {})
-    entries, _ = inference_readout(wrapped, control_memory, videos / "bikes.mp4", 1, 2.5, [1.0])
+    entries, _ = inference_readout(build_session(*tiny), videos / "bikes.mp4", 1, 2.5, [1.0])
     history = [("What moves?", "bikes")]
     question = "Which colour?\nOptions:\n(A) red\n(B) green\nAnswer with the option's letter from the given choices directly."
     prompt = second.input_ids[second.labels == IGNORE_INDEX]
-    assert tokenizer.decode(prompt) == wrapped.build_prompt(entries, question, history)
+    assert tokenizer.decode(prompt) == session.processor.build_prompt(entries, question, history)
     assert tokenizer.decode(second.input_ids[second.labels != IGNORE_INDEX]) == "B<|im_end|>\n"
     # the labelled tokens are the prompt's continuation, at the end
     n = int((second.labels != IGNORE_INDEX).sum())
     assert torch.equal(second.labels[-n:], second.input_ids[-n:]) and (second.labels[:-n] == IGNORE_INDEX).all()
     assert tokenizer.decode(first.input_ids[first.labels != IGNORE_INDEX]) == "bikes<|im_end|>\n"
-    assert int((second.input_ids == wrapped.video_token_id).sum()) == second.visual_tokens.shape[0]
+    assert int((second.input_ids == session.model.video_token_id).sum()) == second.visual_tokens.shape[0]
 
 
 def test_without_dialogue_each_question_stands_alone(tiny, short_data, videos):
-    sampler, wrapped = make_sampler(tiny, short_data, videos, dialogue=False)
+    sampler, session = make_sampler(tiny, short_data, videos, dialogue=False)
     _, second, _ = sampler.record_samples(sampler.turns(0))
-    assert "What moves?" not in wrapped.tokenizer.decode(second.input_ids)
+    assert "What moves?" not in session.processor.decode(second.input_ids)
 
 
 def test_oldest_dialogue_turns_are_dropped_to_fit(tiny):
-    from videollama3.model import VideoLlama3WithMemory
-
-    wrapped = VideoLlama3WithMemory(*tiny)
+    processor = build_session(*tiny).processor
     history = [("first question " * 5, "first answer"), ("second question", "second answer")]
-    ids, _, kept = encode_turn(wrapped, [], "Q?", "A.", history, max_length=10_000)
+    ids, _, kept = processor.training_example([], "Q?", "A.", history, max_length=10_000)
     assert kept == 2
     full = ids.numel()
-    ids, _, kept = encode_turn(wrapped, [], "Q?", "A.", history, max_length=full - 1)
-    assert kept == 1 and "first question" not in wrapped.tokenizer.decode(ids)
-    with pytest.raises(ValueError, match="more than data.max_length=5"):
-        encode_turn(wrapped, [], "Q?", "A.", history, max_length=5)
+    ids, _, kept = processor.training_example([], "Q?", "A.", history, max_length=full - 1)
+    assert kept == 1 and "first question" not in processor.decode(ids)
+    with pytest.raises(ValueError, match="more than max_length=5"):
+        processor.training_example([], "Q?", "A.", history, max_length=5)
 
 
 @pytest.mark.parametrize("memory", ["hierarchical", "fifo", "lru_quantized"])
@@ -120,9 +116,9 @@ def test_epoch_order_is_seeded_and_shards_are_disjoint(tiny, videos):
 
 
 def test_collate_pads_right_and_keeps_visual_tokens_in_batch_order(tiny, short_data, videos):
-    sampler, wrapped = make_sampler(tiny, short_data, videos)
+    sampler, session = make_sampler(tiny, short_data, videos)
     samples = list(sampler.record_samples(sampler.turns(0)))
-    pad = wrapped.tokenizer.pad_token_id
+    pad = session.processor.pad_token_id
     batch = collate(samples, pad)
     lengths = [s.input_ids.numel() for s in samples]
     assert batch["input_ids"].shape == (3, max(lengths))
@@ -131,4 +127,4 @@ def test_collate_pads_right_and_keeps_visual_tokens_in_batch_order(tiny, short_d
         assert (batch["labels"][b, n:] == IGNORE_INDEX).all()
         assert batch["attention_mask"][b].sum() == n
     assert torch.equal(batch["visual_tokens"], torch.cat([s.visual_tokens for s in samples]))
-    assert int((batch["input_ids"] == wrapped.video_token_id).sum()) == batch["visual_tokens"].shape[0]
+    assert int((batch["input_ids"] == session.model.video_token_id).sum()) == batch["visual_tokens"].shape[0]

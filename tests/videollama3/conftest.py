@@ -19,7 +19,7 @@ def videos() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny():
-    from videollama3.models import build_tiny_model
+    from videollama3.tiny import build_tiny_model
 
     return build_tiny_model(seed=0)
 

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from memory_bank import MEMORY_BACKENDS, FIFOMemory, MemoryConfigError
+from memory_bank import MEMORY_BACKENDS, FIFOMemory, MemoryConfigError, build_memory
 from videollama3.cli import main
-from videollama3.model import VideoLlama3WithMemory
+from videollama3.loading import build_session
 from videollama3.options import parse_memory_options, parse_value, read_memory_config
-from videollama3.session import StreamingSession, memory_for, run_stream
+from videollama3.session import StreamingSession, run_stream
 
 from .test_parity import capture_llm_inputs
 
@@ -25,8 +25,7 @@ def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, 
     altered = [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]
     prefills = []
     for frames in (bikes_frames, altered):
-        wrapped = VideoLlama3WithMemory(model, tokenizer)
-        session = StreamingSession(wrapped, memory_for(wrapped, name))
+        session = build_session(model, tokenizer, name)
         seen, handle = capture_llm_inputs(model)
         try:
             result = run_stream(session, iter(frames), [("What happened?", 3.0)], max_new_tokens=2)
@@ -38,8 +37,7 @@ def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, 
 
 
 def test_fifo_session_keeps_the_frame_each_question_was_asked_at(tiny, bikes_frames):
-    wrapped = VideoLlama3WithMemory(*tiny)
-    session = StreamingSession(wrapped, memory_for(wrapped, "fifo", num_recent=2))
+    session = build_session(*tiny, "fifo", {"num_recent": 2})
     result = run_stream(session, iter(bikes_frames), [("first?", 2.0), ("second?", None)], max_new_tokens=1)
     assert result.answers[0].tiers == {"recent": [1.0, 2.0], "prompted": []}
     assert result.answers[1].tiers == {"recent": [4.0, 5.0], "prompted": [2.0]}  # frame 2 outlived the window
@@ -48,8 +46,7 @@ def test_fifo_session_keeps_the_frame_each_question_was_asked_at(tiny, bikes_fra
 
 
 def test_lru_session_counts_one_use_per_question(tiny, bikes_frames):
-    wrapped = VideoLlama3WithMemory(*tiny)
-    session = StreamingSession(wrapped, memory_for(wrapped, "lru_quantized", capacity=3, grace_frames=1))
+    session = build_session(*tiny, "lru_quantized", {"capacity": 3, "grace_frames": 1})
     for f, t in bikes_frames[:3]:
         session.push_frame(f, t)
     answer = session.ask("what?", max_new_tokens=1)
@@ -60,17 +57,27 @@ def test_lru_session_counts_one_use_per_question(tiny, bikes_frames):
     assert [(e.frame_index, e.tier) for e in session.memory.readout()] == [(1, 2), (2, 1), (3, 0)]
 
 
-def test_memory_for_sizes_the_backend_for_the_model(tiny):
-    wrapped = VideoLlama3WithMemory(*tiny)
+def test_the_model_is_sized_from_the_memory_it_is_given(tiny):
     width = tiny[0].config.vision_config.hidden_size
     for name in MEMORY_BACKENDS:
-        memory = memory_for(wrapped, name)
-        assert (memory.config.mm_hidden_size if name == "hierarchical" else memory.mm_hidden_size) == width
-    assert memory_for(wrapped, "hierarchical", memory_capacities=[2, 1, 1]).config.memory_capacities == (2, 1, 1)
-    with pytest.raises(MemoryConfigError, match="2 tiers but the model's FeatureAdapter embeds 1"):
-        memory_for(VideoLlama3WithMemory(*tiny, memory_config=memory_for(
-            wrapped, "hierarchical", memory_capacities=[8], memory_reduced_sizes=[144], memory_tier_names=["all"]).config),
-            "fifo")
+        session = build_session(*tiny, name)
+        assert session.memory.mm_hidden_size == width
+        adapter = session.model.adapter
+        assert (adapter.in_dim, adapter.out_dim, adapter.num_tiers) == (width, width, len(session.memory.memory_tier_names))
+    assert build_session(*tiny, "hierarchical", {"memory_capacities": [2, 1, 1]}).memory.config.memory_capacities == (2, 1, 1)
+    other = build_session(*tiny, "hierarchical", {"mm_hidden_size": 48})  # features from another encoder
+    assert (other.model.adapter.in_dim, other.model.adapter.out_dim, other.model.memory_width) == (48, width, 48)
+    one_tier = build_session(*tiny, "unbounded")
+    with pytest.raises(MemoryConfigError, match="has 2 tiers but the model's FeatureAdapter embeds 1"):
+        StreamingSession(one_tier.model, one_tier.processor, build_memory("fifo", mm_hidden_size=width))
+    with pytest.raises(MemoryConfigError, match="width 48 but the model takes 32"):
+        StreamingSession(one_tier.model, one_tier.processor, build_memory("unbounded", mm_hidden_size=48))
+
+
+def test_memory_none_is_unbounded_without_an_adapter(tiny):
+    session = build_session(*tiny, "none")
+    assert session.model.adapter is None and session.memory.memory_tier_names == ("all",)
+    assert build_session(*tiny, "unbounded").model.adapter is not None
 
 
 # ------------------------------------------------------------------- options
@@ -146,18 +153,3 @@ def test_bad_memory_options_exit_2_with_one_line(videos, capsys, argv, message):
     code = main(["answer", str(videos / "bikes.mp4"), "-q", "x", "--model", "tiny", "--quiet", *argv])
     _, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
-
-
-# --------------------------------------------------------------------- bench
-def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
-    plot, numbers = tmp_path / "tokens.png", tmp_path / "bench.json"
-    code = main(["bench", "memory", "--all", "--videos", str(videos / "bikes.mp4"), "--fps", "1",
-                 "--backends", "hierarchical", "fifo", "unbounded", "--plot", str(plot), "--json", str(numbers)])
-    out, _ = capsys.readouterr()
-    assert code == 0
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    results = json.loads(numbers.read_text())["bikes.mp4"]
-    assert {k: (r["frames"], r["frames_stored"], r["tokens"]) for k, r in results.items()} == {
-        "hierarchical": (10, 10, 8 * 144 + 2 * 64), "fifo": (10, 10, 6 * 144), "unbounded": (10, 10, 10 * 144)}
-    assert results["unbounded"]["tokens_held"] == [144 * (i + 1) for i in range(10)]
-    assert "| fifo " in out and "mean add ms" in out

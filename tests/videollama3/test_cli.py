@@ -84,14 +84,14 @@ def test_unreachable_default_model_suggests_tiny(videos):
 
 def test_decoding_that_fails_half_way_answers_what_it_reached(tiny, bikes_frames):
     from videollama3.errors import VideoError
-    from videollama3.model import VideoLlama3WithMemory
-    from videollama3.session import StreamingSession, run_stream
+    from videollama3.loading import build_session
+    from videollama3.session import run_stream
 
     def broken():
         yield from bikes_frames[:4]
         raise VideoError("decoding x stopped at 3.40s", "x", stopped_at=3.4)
 
-    session = StreamingSession(VideoLlama3WithMemory(*tiny))
+    session = build_session(*tiny)
     result = run_stream(session, broken(), [("early", 1.5), ("late", 5.0), ("end", None)], max_new_tokens=2)
     assert sorted(result.answers) == [0] and result.answers[0].frames_seen == 2
     assert result.stopped_at == 3.4 and "stopped at 3.40s" in result.error

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from videollama3.errors import ModelLoadError
-from videollama3.models import load_model
+from videollama3.loading import load_model
 
 
 def test_saved_tiny_model_loads_back_by_path(tiny, tmp_path):

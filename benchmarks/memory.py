@@ -1,6 +1,6 @@
 """Benchmark of HierarchicalMemoryBank.add: time per frame and resident memory.
 
-Run: ``python -m memory_bank.bench [--frames 100 1000 10000] [--device cpu]``
+Run: ``python -m benchmarks.memory [--frames 100 1000 10000] [--device cpu]``
 (also ``vl3mem bench memory``). Frames are 144 tokens x 1152 channels, fp32, drawn
 as a slowly drifting random walk so adjacent frames are similar, as in video.
 Prints mean and p95 time per ``add`` for each stream length (short streams are
@@ -18,8 +18,7 @@ import time
 
 import torch
 
-from .config import MemoryBankConfig
-from .hierarchical import HierarchicalMemoryBank
+from memory_bank import HierarchicalMemoryBank, MemoryBankConfig
 
 
 def resident_mib() -> float:
@@ -57,7 +56,7 @@ def time_stream(
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and print a table; return the numbers as a dict."""
-    parser = argparse.ArgumentParser(prog="python -m memory_bank.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vl3mem bench memory", description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[100, 1000, 10000], help="stream lengths")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--pool", type=int, default=256, help="distinct frames generated, then cycled")

@@ -4,7 +4,7 @@ Each video is decoded at ``--fps`` and every frame encoded once by the model
 (the tiny one by default); the same tokens are then streamed through each
 registered backend with its default options. A question is simulated every
 ``--ask-every`` seconds of stream time as :meth:`StreamingSession.ask` does it
-(one readout, then ``mark_prompted`` where the backend has it), outside the timer.
+(one readout, then ``on_question``), outside the timer.
 
 Prints, per backend and video: frames offered, frames stored, entries and
 visual tokens at the end, bytes held, mean and p95 time per ``add``; writes a
@@ -22,23 +22,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memory_bank import MEMORY_BACKENDS
+from memory_bank import MEMORY_BACKENDS, build_memory
+from videollama3.loading import load_model
+from videollama3.modeling import VideoLlama3WithMemory
+from videollama3.preprocess import preprocess_frames
+from videollama3.video import iter_frames
 
-from .model import VideoLlama3WithMemory
-from .models import load_model
-from .preprocess import preprocess_frames
-from .session import memory_for
-from .video import iter_frames
+from . import existing_video, sample_video
 
-SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
-DEFAULT_VIDEOS = [SHARED_VIDEOS / "vtest.avi", SHARED_VIDEOS / "trailer_bbb.mp4"]
+DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 
 
 def encode_video(wrapped: VideoLlama3WithMemory, path: str | Path, fps: float) -> list[tuple[torch.Tensor, float]]:
     """``[(tokens (n, C), timestamp_s)]`` for every frame sampled at ``fps``, each encoded once."""
     out = []
     for frame, t in iter_frames(path, fps=fps):
-        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, device=wrapped.device)
+        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, device=wrapped.device, dtype=wrapped.vision_dtype)
         (tokens,) = wrapped.encode_frames(pixel_values, grid_thw, merge_sizes)
         out.append((tokens, t))
     return out
@@ -47,7 +46,7 @@ def encode_video(wrapped: VideoLlama3WithMemory, path: str | Path, fps: float) -
 def run_backend(wrapped: VideoLlama3WithMemory, name: str, frames: list[tuple[torch.Tensor, float]],
                 ask_every: float) -> dict:
     """Stream ``frames`` through a fresh backend ``name``; return its numbers and token curve."""
-    memory = memory_for(wrapped, name)
+    memory = build_memory(name, mm_hidden_size=wrapped.memory_width)
     sync = torch.cuda.synchronize if wrapped.device.type == "cuda" else (lambda: None)
     add_ms, tokens_held, stored, next_ask = [], [], 0, ask_every
     for i, (tokens, t) in enumerate(frames):
@@ -58,8 +57,7 @@ def run_backend(wrapped: VideoLlama3WithMemory, name: str, frames: list[tuple[to
         add_ms.append((time.perf_counter() - t0) * 1000)
         if ask_every > 0 and t >= next_ask:
             memory.readout()
-            if hasattr(memory, "mark_prompted"):
-                memory.mark_prompted(i)
+            memory.on_question(i)
             next_ask += ask_every
         tokens_held.append(memory.stats()["tokens"])
     stats = memory.stats()
@@ -96,7 +94,8 @@ def plot(results: dict, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table, write the plot; return the numbers."""
     parser = argparse.ArgumentParser(prog="vl3mem bench memory --all", description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", nargs="+", default=[str(v) for v in DEFAULT_VIDEOS])
+    parser.add_argument("--videos", nargs="+", default=[str(sample_video(v)) for v in DEFAULT_VIDEOS],
+                        help="default: data/videos/vtest.avi and trailer_bbb.mp4")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
@@ -105,9 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--plot", default="bench_memory_backends.png", help="PNG of tokens held over the stream")
     parser.add_argument("--json", help="write the numbers to this JSON file")
     args = parser.parse_args(argv)
+    for video in args.videos:
+        existing_video(video, "--videos")
 
-    model, tokenizer = load_model(args.model, device=args.device)
-    wrapped = VideoLlama3WithMemory(model, tokenizer)
+    model, _ = load_model(args.model, device=args.device)
+    wrapped = VideoLlama3WithMemory(model)  # encodes only: no adapter
     results: dict[str, dict] = {}
     print(f"model {args.model} on {args.device}, {args.fps} fps, a question every {args.ask_every} s")
     header = f"| {'backend':<14} | {'video':<16} | frames | stored | entries | tokens | bytes held | mean add ms | p95 add ms |"

@@ -24,14 +24,13 @@ import numpy as np
 import torch
 
 from memory_bank import UnboundedMemory
+from videollama3.loading import build_session, load_model
+from videollama3.modeling import memory_tokens
+from videollama3.preprocess import preprocess_frames
+from videollama3.session import StreamingSession
+from videollama3.video import iter_frames, probe_video
 
-from .model import VideoLlama3WithMemory
-from .models import load_model
-from .preprocess import preprocess_frames
-from .session import StreamingSession
-from .video import iter_frames, probe_video
-
-DEFAULT_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "videos" / "vtest.avi"
+from . import existing_video, sample_video
 
 
 def looped_frames(path: str | Path, num_frames: int, fps: float | None):
@@ -47,7 +46,7 @@ def looped_frames(path: str | Path, num_frames: int, fps: float | None):
         loop += 1
 
 
-def naive_answer(wrapped: VideoLlama3WithMemory, path, num_frames, fps, question, new_tokens, max_frames=180):
+def naive_answer(session: StreamingSession, path, num_frames, fps, question, new_tokens, max_frames=180):
     """Offline baseline: decode the first ``num_frames`` again, keep <= ``max_frames`` uniformly, encode, answer."""
     keep = set(np.linspace(0, num_frames - 1, min(max_frames, num_frames)).round().astype(int).tolist())
     frames, times = [], []
@@ -55,17 +54,24 @@ def naive_answer(wrapped: VideoLlama3WithMemory, path, num_frames, fps, question
         if i in keep:
             frames.append(frame)
             times.append(t)
-    pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack(frames), device=wrapped.device)
-    memory = UnboundedMemory(wrapped.model.config.vision_config.hidden_size)
-    for i, (tokens, t) in enumerate(zip(wrapped.encode_frames(pixel_values, grid_thw, merge_sizes), times)):
+    model, processor = session.model, session.processor
+    pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack(frames), device=model.device,
+                                                            dtype=model.vision_dtype)
+    memory = UnboundedMemory(mm_hidden_size=model.memory_width)
+    for i, (tokens, t) in enumerate(zip(model.encode_frames(pixel_values, grid_thw, merge_sizes), times)):
         memory.add(tokens, i, t)
-    return wrapped.generate(memory.readout(), question, new_tokens, min_new_tokens=new_tokens)
+    entries = memory.readout()
+    inputs = processor(entries, question)
+    tokens, tier_ids = memory_tokens(entries, model.memory_width)
+    out = model.generate(inputs["input_ids"], inputs["attention_mask"], tokens, tier_ids, new_tokens,
+                         min_new_tokens=new_tokens)
+    return processor.decode(out[0])
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print both latency series and their ratios; return them."""
     parser = argparse.ArgumentParser(prog="vl3mem bench stream", description=__doc__.split("\n")[0])
-    parser.add_argument("--video", default=str(DEFAULT_VIDEO))
+    parser.add_argument("--video", default=str(sample_video("vtest.avi")), help="default: data/videos/vtest.avi")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fps", type=float, default=None, help="sampling rate (default: every frame)")
@@ -74,13 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="memory-path asks per checkpoint (median)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive path")
     args = parser.parse_args(argv)
+    existing_video(args.video, "--video")
 
-    model, tokenizer = load_model(args.model, device=args.device)
-    wrapped = VideoLlama3WithMemory(model, tokenizer)
-    session = StreamingSession(wrapped)
+    session = build_session(*load_model(args.model, device=args.device))
     question = "What has happened in the video so far?"
     sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
-    wrapped.generate([], "warm up", 2)
+    session.ask("warm up", 2)
 
     checkpoints = sorted(args.checkpoints)
     memory_ms, naive_ms, tokens, push_s = {}, {}, {}, 0.0
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.no_naive:
             sync()
             t0 = time.perf_counter()
-            naive_answer(wrapped, args.video, n, args.fps, question, args.new_tokens)
+            naive_answer(session, args.video, n, args.fps, question, args.new_tokens)
             sync()
             naive_ms[n] = (time.perf_counter() - t0) * 1000
         ratio = f"{naive_ms[n] / memory_ms[n]:>13.1f}" if n in naive_ms else f"{'-':>13}"

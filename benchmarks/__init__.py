@@ -1,0 +1,39 @@
+"""Benchmarks: scripts that print numbers (``vl3mem bench memory|stream``, or ``python -m benchmarks.NAME``).
+
+They sit outside the library packages and import any layer. Sample videos are looked up
+in ``data/videos/`` (``scripts/get_sample_videos.sh`` fetches them there) under the current
+folder, then under the repository this package was installed from; a missing video is one
+clear error naming the flag that gives another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+VIDEO_FOLDERS = (Path.cwd() / "data" / "videos", Path(__file__).resolve().parents[1] / "data" / "videos")
+
+
+class BenchmarkInputError(ValueError):
+    """A benchmark input that is missing or unusable; the message names the flag to pass."""
+
+
+def sample_video(name: str) -> Path:
+    """The sample video ``name`` in ``data/videos/`` (current folder first, then the source tree);
+    the path under the current folder when it is in neither (:func:`existing_video` reports it)."""
+    for folder in VIDEO_FOLDERS:
+        if (folder / name).is_file():
+            return folder / name
+    return VIDEO_FOLDERS[0] / name
+
+
+def existing_video(path: str | Path, flag: str) -> Path:
+    """``path`` when it is a file.
+
+    Raises:
+        BenchmarkInputError: naming ``flag`` and the script that fetches the samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkInputError(f"no video at {path}; run scripts/get_sample_videos.sh (it writes data/videos/) "
+                                  f"or pass {flag} PATH")
+    return path

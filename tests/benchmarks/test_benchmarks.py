@@ -1,0 +1,41 @@
+"""The benchmarks run as ``vl3mem bench ...`` and say which flag to pass when a sample video is missing."""
+
+import json
+
+import pytest
+
+from vl3mem.cli import main
+
+def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
+    plot, numbers = tmp_path / "tokens.png", tmp_path / "bench.json"
+    code = main(["bench", "memory", "--all", "--videos", str(videos / "bikes.mp4"), "--fps", "1",
+                 "--backends", "hierarchical", "fifo", "unbounded", "--plot", str(plot), "--json", str(numbers)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads(numbers.read_text())["bikes.mp4"]
+    assert {k: (r["frames"], r["frames_stored"], r["tokens"]) for k, r in results.items()} == {
+        "hierarchical": (10, 10, 8 * 144 + 2 * 64), "fifo": (10, 10, 6 * 144), "unbounded": (10, 10, 10 * 144)}
+    assert results["unbounded"]["tokens_held"] == [144 * (i + 1) for i in range(10)]
+    assert "| fifo " in out and "mean add ms" in out
+
+
+@pytest.mark.parametrize("argv, flag", [(["memory", "--all", "--videos", "nowhere/vtest.avi"], "--videos"),
+                                        (["stream", "--video", "nowhere/vtest.avi"], "--video")])
+def test_a_missing_video_is_one_line_naming_the_flag(capsys, argv, flag):
+    code = main(["bench", *argv])
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "no video at nowhere/vtest.avi" in lines[0] and f"or pass {flag} PATH" in lines[0]
+    assert "scripts/get_sample_videos.sh" in lines[0]
+
+
+def test_default_videos_are_the_sample_folder_of_a_clone(tmp_path, monkeypatch):
+    import benchmarks
+
+    assert benchmarks.sample_video("vtest.avi").parent.parts[-2:] == ("data", "videos")
+    (tmp_path / "data" / "videos").mkdir(parents=True)
+    (tmp_path / "data" / "videos" / "x.mp4").write_bytes(b"0")
+    monkeypatch.setattr(benchmarks, "VIDEO_FOLDERS", (tmp_path / "data" / "videos",))
+    assert benchmarks.sample_video("x.mp4") == tmp_path / "data" / "videos" / "x.mp4"

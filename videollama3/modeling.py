@@ -1,0 +1,225 @@
+"""The hook: VideoLLaMA3 whose language model sees the memory, not the whole video.
+
+:class:`VideoLlama3WithMemory` wraps transformers' native
+``VideoLlama3ForConditionalGeneration`` and keeps the tensor side: per-frame encoding,
+the FeatureAdapter, the projector, placing visual embeddings into the prompt, forward
+and generate. Everything textual is :class:`~videollama3.processing.MemoryProcessor`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import VideoLlama3ForConditionalGeneration
+
+from memory_bank import FeatureAdapter, MemoryBackend, MemoryConfigError, MemoryEntry
+
+
+def memory_tokens(
+    entries: Sequence[MemoryEntry], width: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A readout as one tensor: ``(sum n_i, C)`` tokens (a new tensor, on the entries' device and in
+    their dtype) and ``(sum n_i,)`` long tier ids on the same device.
+
+    Args:
+        entries: a memory readout, in time order.
+        width: ``C``, the width of an empty result (a question before the first frame).
+        device: where an empty result is made (default: the CPU).
+    """
+    if not entries:
+        return torch.zeros(0, width, device=device), torch.zeros(0, dtype=torch.long, device=device)
+    tokens = torch.cat([e.tokens for e in entries])
+    tier_ids = torch.repeat_interleave(
+        torch.tensor([e.tier for e in entries], device=tokens.device),
+        torch.tensor([e.num_tokens for e in entries], device=tokens.device),
+    )
+    return tokens, tier_ids
+
+
+class VideoLlama3WithMemory(nn.Module):
+    """Wraps transformers' native ``VideoLlama3ForConditionalGeneration`` with a FeatureAdapter
+    sized for a memory backend.
+
+    Frames are encoded one at a time by ``model.model.vision_model`` (exact: vision
+    attention is per frame); their pre-projector tokens ``(h*w, C_vis)`` go to a memory
+    backend; a question's visual tokens are the memory readout, mapped by
+    ``FeatureAdapter -> projector`` and placed at the prompt's ``<|video_pad|>`` positions
+    exactly as the native model places its video features.
+
+    The adapter is sized from the memory it is built for: ``FeatureAdapter(in = the
+    memory's token width, out = the vision width, tiers = len(memory.memory_tier_names))``.
+    Built without a memory, there is no adapter and visual tokens go straight to the
+    projector: with every frame kept (``memory_bank.UnboundedMemory``) that is the native
+    model (``--memory none``).
+
+    Args:
+        model: a native VideoLLaMA3 (any checkpoint, or the tiny one).
+        memory: the backend whose tokens the adapter maps (None: no adapter).
+
+    Raises:
+        MemoryConfigError: when the memory has no tiers.
+    """
+
+    def __init__(self, model: VideoLlama3ForConditionalGeneration, memory: MemoryBackend | None = None) -> None:
+        super().__init__()
+        self.model = model
+        vision_width = model.config.vision_config.hidden_size
+        self.adapter: FeatureAdapter | None = None
+        if memory is not None:
+            tiers = len(memory.memory_tier_names)
+            if tiers < 1:
+                raise MemoryConfigError(f"{type(memory).__name__} names no tiers; memory_tier_names must not be empty")
+            self.adapter = FeatureAdapter(memory.mm_hidden_size, vision_width, tiers)
+            self.adapter.to(device=model.device, dtype=model.dtype)
+        self.video_token_id = model.config.video_token_id
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the native model."""
+        return self.model.device
+
+    @property
+    def vision_dtype(self) -> torch.dtype:
+        """Dtype of the vision encoder's weights (what ``pixel_values`` should be built in)."""
+        return self.model.model.vision_model.dtype
+
+    @property
+    def memory_width(self) -> int:
+        """Width ``C`` of the tokens this model takes from a memory (the adapter's input, else the vision width)."""
+        return self.adapter.in_dim if self.adapter is not None else self.model.config.vision_config.hidden_size
+
+    def check_memory(self, memory: MemoryBackend) -> None:
+        """Raise :class:`MemoryConfigError` unless ``memory``'s tokens fit this model.
+
+        The width must be :attr:`memory_width` and, with an adapter, every tier must have
+        a tier embedding.
+        """
+        if memory.mm_hidden_size != self.memory_width:
+            raise MemoryConfigError(
+                f"memory stores tokens of width {memory.mm_hidden_size} but the model takes {self.memory_width}; "
+                "build the memory with mm_hidden_size equal to the model's"
+            )
+        tiers = len(memory.memory_tier_names)
+        if self.adapter is not None and tiers > self.adapter.num_tiers:
+            raise MemoryConfigError(
+                f"memory {type(memory).__name__} has {tiers} tiers but the model's FeatureAdapter embeds "
+                f"{self.adapter.num_tiers}; build the model for that memory"
+            )
+
+    # ------------------------------------------------------------ encoding
+    @torch.no_grad()
+    def encode_frames(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, merge_sizes: torch.Tensor) -> list[torch.Tensor]:
+        """Pre-projector tokens of each frame.
+
+        Args:
+            pixel_values: ``(sum t*gh*gw, 3*14*14)`` from :func:`~videollama3.preprocess.preprocess_frames`,
+                best already on :attr:`device` in :attr:`vision_dtype` (else it is moved).
+            grid_thw: ``(F, 3)`` long, one ``[1, gh, gw]`` row per frame.
+            merge_sizes: ``(F,)`` long.
+
+        Returns:
+            ``F`` tensors of shape ``(gh*gw / merge**2, C_vis)`` (144 x 1152 for real
+            checkpoints at 336x336), in the vision model's dtype and device: views into
+            one output buffer (a memory backend copies what it keeps).
+        """
+        out = self.model.model.vision_model(
+            pixel_values=pixel_values.to(self.device, self.vision_dtype),
+            grid_thw=grid_thw.to(self.device),
+            merge_sizes=merge_sizes.to(self.device),
+        ).last_hidden_state
+        sizes = (grid_thw.prod(dim=1) // merge_sizes**2).tolist()
+        return list(out.split(sizes))
+
+    # ----------------------------------------------------------- embedding
+    def embed_visual(self, tokens: torch.Tensor, tier_ids: torch.Tensor) -> torch.Tensor:
+        """Language-model inputs for memory tokens: the FeatureAdapter (when there is one),
+        then the native projector.
+
+        Args:
+            tokens: ``(N, C_mem)`` memory tokens (any float dtype, any device).
+            tier_ids: ``(N,)`` long, the tier of each token.
+
+        Returns:
+            ``(N, D_llm)`` on the model's device, in the projector's dtype; differentiable
+            with respect to the adapter and projector.
+        """
+        projector = self.model.model.projector
+        dtype = next(projector.parameters()).dtype
+        if self.adapter is not None:
+            tokens = self.adapter(tokens.to(self.device), tier_ids.to(self.device))
+        return projector(tokens.to(self.device, dtype))
+
+    def inputs_embeds(self, input_ids: torch.Tensor, visual_tokens: torch.Tensor, tier_ids: torch.Tensor) -> torch.Tensor:
+        """``(B, L, D)`` embeddings of ``input_ids`` with the visual embeddings of ``visual_tokens`` at the
+        ``<|video_pad|>`` positions (row-major over the batch), placed by the native model's
+        ``get_placeholder_mask``, which checks that the counts agree.
+
+        Raises:
+            ValueError: when the number of ``<|video_pad|>`` ids differs from ``N``.
+        """
+        embeds = self.model.get_input_embeddings()(input_ids.to(self.device))
+        if not visual_tokens.numel():
+            return embeds
+        visual = self.embed_visual(visual_tokens, tier_ids).to(embeds.dtype)
+        _, mask = self.model.model.get_placeholder_mask(input_ids.to(self.device), embeds, video_features=visual)
+        return embeds.masked_scatter(mask, visual)
+
+    # ----------------------------------------------------- forward, generate
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        tier_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
+        """Memory tokens through adapter and projector into the prompt, then the native language
+        model (its loss when ``labels`` are given).
+
+        Args:
+            input_ids: ``(B, L)`` long, right-padded prompts (+ answers in training).
+            attention_mask: ``(B, L)``, 0 at padding.
+            visual_tokens: ``(N, C_mem)``: every sample's memory tokens, concatenated in
+                batch order; ``N`` equals the number of ``<|video_pad|>`` ids in ``input_ids``.
+            tier_ids: ``(N,)`` long.
+            labels: ``(B, L)`` long, -100 where no loss is taken (prompt, padding).
+
+        Returns:
+            The native model's output (``.loss``: mean cross-entropy over the labelled tokens,
+            next-token shifted; ``.logits``: ``(B, L, vocab)``).
+
+        Raises:
+            ValueError: when the pad-token count and ``N`` differ.
+        """
+        embeds = self.inputs_embeds(input_ids, visual_tokens, tier_ids)
+        return self.model(inputs_embeds=embeds, attention_mask=attention_mask.to(self.device), labels=labels)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        tier_ids: torch.Tensor,
+        max_new_tokens: int = 64,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate after a prompt holding the memory (greedy unless ``generate_kwargs`` say otherwise).
+
+        Args:
+            input_ids, attention_mask, visual_tokens, tier_ids: as for :meth:`forward`, ``B = 1``.
+            max_new_tokens: generation budget.
+            **generate_kwargs: passed to the native ``generate``.
+
+        Returns:
+            ``(1, T)`` long: the new tokens only.
+        """
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("pad_token_id", self.model.generation_config.pad_token_id)
+        return self.model.generate(
+            inputs_embeds=self.inputs_embeds(input_ids, visual_tokens, tier_ids),
+            attention_mask=attention_mask.to(self.device), max_new_tokens=max_new_tokens, **generate_kwargs,
+        )

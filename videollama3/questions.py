@@ -1,0 +1,303 @@
+"""Timed questions on videos: the data that evaluation (``eval/``) and training (``train/``) share.
+
+- :class:`TimedQuestion` / :class:`VideoQuestions`: a question asked at a stream time, and a
+  video with its questions;
+- :class:`RecordLog`: a bad record stops with an :class:`~videollama3.errors.AnnotationError`
+  naming the file and record, or, with ``skip_bad``, is reported and left out;
+- :func:`read_json_list` / :func:`read_json_lines` / :func:`read_json_records`: the one JSON
+  and JSON-lines reader;
+- :func:`resolve_video`: a record's video under a root folder;
+- :func:`read_jsonl_records`: our JSONL format (one video and its questions per line);
+- :func:`format_question`: a multiple-choice question written as each benchmark asks it,
+  and :func:`answer_letter` / :func:`strip_letter` for the answers and options of the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import AnnotationError
+
+VIDEO_EXTENSIONS = ("", ".mp4", ".mkv", ".webm", ".avi", ".mov")
+LETTERS = string.ascii_uppercase
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+PROMPT_STYLES = ("jsonl", "ovo", "ovbench")
+
+
+@dataclass
+class TimedQuestion:
+    """One question asked at a stream time.
+
+    Attributes:
+        id: unique within the benchmark.
+        time: seconds from the start of the video; the answer may use frames up to it.
+        question: the text.
+        options: option texts without their letters (empty for open questions).
+        answer: the correct letter (``"A"``...) when there are options, else the reference text.
+        task / subtask: labels for per-task accuracy.
+        evidence: ``(start_s, end_s)`` of the frames that hold the answer, when known.
+    """
+
+    id: str
+    time: float
+    question: str
+    options: list[str] = field(default_factory=list)
+    answer: str = ""
+    task: str = "all"
+    subtask: str | None = None
+    evidence: tuple[float, float] | None = None
+
+
+@dataclass
+class VideoQuestions:
+    """A video and its questions, sorted by time.
+
+    Attributes:
+        video: path of the video file.
+        fps: frames sampled per second (None: the run's default).
+        questions: in time order.
+        source: where it was read (``"line 3"``), for messages; None when merged.
+    """
+
+    video: Path
+    fps: float | None
+    questions: list[TimedQuestion]
+    source: str | None = None
+
+
+class RecordLog:
+    """The bad records of one file: each raises, or is kept as a ``"file: record: why"`` line with ``skip_bad``.
+
+    Args:
+        path: the file read.
+        skip_bad: report bad records and go on instead of stopping.
+    """
+
+    def __init__(self, path: str | Path, skip_bad: bool = False) -> None:
+        self.path, self.skip_bad = Path(path), skip_bad
+        self.skipped: list[str] = []
+
+    def bad(self, record: str, why: str) -> None:
+        """Report record ``record`` as unusable because of ``why``.
+
+        Raises:
+            AnnotationError: naming the file and the record, unless ``skip_bad``.
+        """
+        message = f"{self.path}: {record}: {why}"
+        if not self.skip_bad:
+            raise AnnotationError(message + " (use --skip-bad to report it and go on)")
+        self.skipped.append(message)
+
+
+# ------------------------------------------------------------------- reading
+def read_text(path: str | Path) -> str:
+    """The text of an annotation file.
+
+    Raises:
+        AnnotationError: when it does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"no such annotation file: {path}")
+    return path.read_text()
+
+
+def read_json_list(path: str | Path, what: str) -> list[Any]:
+    """A JSON file holding a list of ``what``.
+
+    Raises:
+        AnnotationError: for a missing file, invalid JSON or a document that is not a list.
+    """
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, list):
+        raise AnnotationError(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+    return data
+
+
+def read_json_lines(path: str | Path, log: RecordLog) -> Iterator[tuple[int, Any]]:
+    """``(line number from 1, value)`` of each non-blank line of a JSON-lines file.
+
+    A line that does not parse goes to ``log`` as ``line N: does not parse as JSON`` (an error,
+    or skipped with ``skip_bad``).
+
+    Raises:
+        AnnotationError: for a missing file, or a bad line without ``skip_bad``.
+    """
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            log.bad(f"line {n}", f"does not parse as JSON ({e.msg})")
+
+
+def read_json_records(path: str | Path, log: RecordLog) -> list[Any]:
+    """Records of a file that is either one JSON document (a list of records, or one record)
+    or JSON lines (one record per line).
+
+    Raises:
+        AnnotationError: see :func:`read_json_lines`.
+    """
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError:
+        return [record for _, record in read_json_lines(path, log)]
+    return data if isinstance(data, list) else [data]
+
+
+def resolve_video(root: str | Path, name: str) -> Path:
+    """``root / name``, trying the usual video extensions when ``name`` has none.
+
+    Raises:
+        FileNotFoundError: with ``name`` as its argument, when no such file exists.
+    """
+    for ext in VIDEO_EXTENSIONS:
+        path = Path(root) / f"{name}{ext}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(name)
+
+
+# ------------------------------------------------------------------- values
+def seconds(value: Any, what: str) -> float:
+    """``value`` as a finite, non-negative number of seconds.
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def answer_letter(answer: Any, options: list[str]) -> str:
+    """The answer as a letter: a letter, ``"B. text"``, an option index or an option's text.
+
+    Raises:
+        ValueError: when it names no option.
+    """
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        if not 0 <= answer < len(options):
+            raise ValueError(f"answer index {answer} is outside the {len(options)} options")
+        return LETTERS[answer]
+    text = str(answer).strip()
+    m = re.fullmatch(r"\(?([A-Za-z])\)?(?:[.:)]\s*.*)?", text, flags=re.DOTALL)
+    if m and (len(text) == 1 or not text[1:2].isalpha()):
+        letter = m.group(1).upper()
+        if LETTERS.index(letter) >= len(options):
+            raise ValueError(f"answer {text!r} names option {letter} but there are {len(options)} options")
+        return letter
+    for i, option in enumerate(options):
+        if option.strip().lower() == text.lower():
+            return LETTERS[i]
+    raise ValueError(f"answer {text!r} is neither an option letter nor one of the options")
+
+
+def strip_letter(option: str) -> str:
+    """``"A. red"`` / ``"(A) red"`` / ``"A) red"`` -> ``"red"``."""
+    return re.sub(r"^\s*\(?[A-Z]\s*[.:)]\s*", "", str(option)).strip()
+
+
+def evidence_window(value: Any) -> tuple[float, float] | None:
+    """``[start_s, end_s]`` as a tuple (None stays None).
+
+    Raises:
+        ValueError: for anything but two ordered, non-negative numbers.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"evidence must be [start_s, end_s], got {value!r}")
+    start, end = seconds(value[0], "evidence start"), seconds(value[1], "evidence end")
+    if end < start:
+        raise ValueError(f"evidence end {end} is before its start {start}")
+    return start, end
+
+
+# -------------------------------------------------------------- our format
+def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> tuple[list[VideoQuestions], list[str]]:
+    """Read our JSONL format line by line: ``{"video": path, "fps": 1 (optional), "questions":
+    [{"id", "time" (s), "question", "options" (optional list), "answer" (letter or text), "task",
+    "subtask" (optional), "evidence" (optional [start_s, end_s])}]}``.
+
+    Evaluation merges lines on the same video; training reads a line as one conversation
+    (its questions, in file order, are the turns).
+
+    Returns:
+        ``(one VideoQuestions per usable line, in file order; skipped-record lines)``.
+
+    Raises:
+        AnnotationError: for a missing file, a line that does not parse, a missing video or
+            a bad record (naming the file, the line and the question); with ``skip_bad`` bad
+            records are returned as skipped instead.
+    """
+    log = RecordLog(path, skip_bad)
+    records: list[VideoQuestions] = []
+    for n, record in read_json_lines(path, log):
+        try:
+            if not isinstance(record, dict) or "video" not in record or not isinstance(record.get("questions"), list):
+                raise ValueError("expected an object with 'video' and a 'questions' list")
+            fps = record.get("fps")
+            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
+                raise ValueError(f"fps must be a positive number, got {fps!r}")
+            video = VideoQuestions(resolve_video(video_root, str(record["video"])), fps, [], f"line {n}")
+            records.append(video)
+        except FileNotFoundError as e:
+            log.bad(f"line {n}", f"video {e.args[0]!r} not found under {video_root}")
+            continue
+        except ValueError as e:
+            log.bad(f"line {n}", str(e))
+            continue
+        for k, q in enumerate(record["questions"]):
+            qid = str(q.get("id", f"{record['video']}#{k}")) if isinstance(q, dict) else f"{record['video']}#{k}"
+            try:
+                if not isinstance(q, dict) or not str(q.get("question", "")).strip():
+                    raise ValueError("no question text")
+                if "time" not in q:
+                    raise ValueError("no 'time' (seconds)")
+                options = [strip_letter(o) for o in q.get("options") or []]
+                answer = q.get("answer")
+                if answer is None:
+                    raise ValueError("no answer")
+                if not options and re.fullmatch(r"\(?[A-Za-z]\)?", str(answer).strip()):
+                    raise ValueError(f"answer {answer!r} is a letter but the question has no options")
+                video.questions.append(TimedQuestion(
+                    id=qid, time=seconds(q["time"], "time"), question=str(q["question"]), options=options,
+                    answer=answer_letter(answer, options) if options else str(answer), task=str(q.get("task", "all")),
+                    subtask=q.get("subtask"), evidence=evidence_window(q.get("evidence")),
+                ))
+            except ValueError as e:
+                log.bad(f"line {n} question {qid}", str(e))
+    return [r for r in records if r.questions], log.skipped
+
+
+# ----------------------------------------------------------------- prompts
+def format_question(question: TimedQuestion, style: str = "jsonl") -> str:
+    """The text asked for ``question``.
+
+    Styles follow the benchmarks' own evaluation prompts: ``ovo`` (OVO-Bench:
+    ``Question: ...`` / ``Options:`` / ``A. ...``), ``ovbench`` (options as
+    ``A. ...`` lines under the question), ``jsonl`` (``(A) ...``). An open
+    question (no options) is asked as it is.
+    """
+    if not question.options:
+        return question.question
+    if style == "ovo":
+        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
+        return f"Question: {question.question}\nOptions:\n{options}\n{INSTRUCTION}"
+    if style == "ovbench":
+        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
+        return f"{question.question}\n{options}\nPlease select the correct answer. {INSTRUCTION}"
+    options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(question.options))
+    return f"{question.question}\nOptions:\n{options}\n{INSTRUCTION}"
