@@ -16,7 +16,7 @@ from typing import Any
 
 from memory_bank import MemoryEntry
 from videollama3.errors import AnnotationError
-from videollama3.questions import RecordLog, TimedQuestion, VideoQuestions, format_question
+from videollama3.questions import RecordLog, VideoQuestions, format_question
 from videollama3.session import StreamingSession, run_stream, tier_layout
 from videollama3.video import open_video
 

@@ -265,6 +265,9 @@ class MemoryBackend(abc.ABC):
     memory_tier_names: tuple[str, ...]
     """Name of each tier index that :attr:`MemoryEntry.tier` takes."""
 
+    state_format: ClassVar[str]
+    """Tag of this backend's ``state_dict()`` (``"memory_bank.NAME/VERSION"``); a state of another tag is refused."""
+
     def __init__(self, config: MemoryConfig | None = None, **overrides: Any) -> None:
         cls = self.config_class
         if config is None:
@@ -310,11 +313,30 @@ class MemoryBackend(abc.ABC):
     def readout(self) -> list[MemoryEntry]:
         """Entries held, in time order (a backend may count this as a use of each entry)."""
 
-    @abc.abstractmethod
     def retrieve(
         self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
     ) -> list[tuple[MemoryEntry, float]]:
-        """Entries most similar to ``query``, best first, with their cosine similarity."""
+        """Entries whose pooled descriptor (unit mean token) is most similar to ``query``, best first.
+
+        Args:
+            query: ``(C,)`` vector or ``(n, C)`` tokens (mean-pooled), any float dtype.
+            k: at most this many results (all when None).
+            threshold: minimum cosine similarity (none when None, unless the backend has a default).
+
+        Returns:
+            ``[(entry, cosine_similarity), ...]`` sorted by similarity, highest first (ties in time order).
+
+        Raises:
+            MemoryBankError: for a query of the wrong shape or a bad ``k``.
+        """
+        q = check_query(query, self.mm_hidden_size, k)
+        entries, descriptors = self._retrieval_index()
+        return rank_by_similarity(entries, descriptors, q, k, threshold) if entries else []
+
+    def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
+        """``(entries, (n, C) float32 unit descriptors)`` that :meth:`retrieve` ranks; a backend
+        either provides this or overrides :meth:`retrieve`."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither retrieve() nor _retrieval_index()")
 
     def on_question(self, frame_index: int) -> None:
         """What asking a question at frame ``frame_index`` (the newest frame) does to the memory.
@@ -334,6 +356,19 @@ class MemoryBackend(abc.ABC):
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to restore the backend exactly."""
+
+    def _state(self, entries: list[MemoryEntry], **fields: Any) -> dict[str, Any]:
+        """A state dict: the format tag, the options, ``entries`` (tensors not copied), ``fields``, the stream cursor."""
+        return {"format": self.state_format, "options": self.config.state_options(),
+                "entries": entries_to_state(entries), **fields, **self._cursor.state_dict()}
+
+    def _entries_of(self, state: Any) -> list[MemoryEntry]:
+        """The entries of a :meth:`_state` dict, after checking its format and options (changes nothing).
+
+        Raises:
+            MemoryBankError: for another backend's state, other options or malformed entries.
+        """
+        return entries_of_state(state, self.state_format, self.config.state_options(), self.mm_hidden_size)
 
     @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:

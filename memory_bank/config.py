@@ -35,6 +35,16 @@ def option(default: Any, help: str, *, minimum: float | None = None, maximum: fl
     return field(default=default, metadata=meta)
 
 
+def hidden_size_option() -> Any:
+    """The ``mm_hidden_size`` field every config has: the channel width ``C`` of the stored tokens."""
+    return option(1152, "channel width C of the stored tokens (the vision encoder's: 1152 for SigLIP)", minimum=1)
+
+
+def check_finite_option() -> Any:
+    """The ``check_finite`` field: reject frames holding NaN or Inf (one host sync per frame on GPU)."""
+    return option(True, "reject frames holding NaN or Inf values (one host sync per frame on GPU)")
+
+
 _PLURAL = {int: "integers", float: "numbers", bool: "true / false values", str: "strings"}
 
 

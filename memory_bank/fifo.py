@@ -19,29 +19,23 @@ import torch.nn.functional as F
 from .base import (
     MemoryBackend,
     MemoryEntry,
-    StreamCursor,
-    check_query,
-    entries_of_state,
-    entries_to_state,
     own_storage,
     pooled_descriptor,
-    rank_by_similarity,
 )
-from .config import MemoryConfig, option
+from .config import MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError
 from .registry import register_memory
 
-_FORMAT = "memory_bank.fifo/1"
 
 
 @dataclass
 class FIFOConfig(MemoryConfig):
     """Settings of :class:`FIFOMemory`."""
 
-    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    mm_hidden_size: int = hidden_size_option()
     num_recent: int = option(6, "frames kept by age (SAM2's num_maskmem - 1)", minimum=1)
     max_prompted: int = option(8, "prompted frames kept regardless of age (0 disables)", minimum=0)
-    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+    check_finite: bool = check_finite_option()
 
 
 class FIFOMemory(MemoryBackend):
@@ -65,6 +59,7 @@ class FIFOMemory(MemoryBackend):
     """
 
     config_class = FIFOConfig
+    state_format = "memory_bank.fifo/1"
     memory_tier_names = ("recent", "prompted")
 
     def clear(self) -> None:
@@ -150,25 +145,9 @@ class FIFOMemory(MemoryBackend):
         entries = [self._held[i][0] for i in self._ordered()]
         return [replace(e, tier=1) if e.frame_index in prompted else e for e in entries]
 
-    def retrieve(
-        self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
-    ) -> list[tuple[MemoryEntry, float]]:
-        """Held frames by cosine similarity of their pooled tokens to ``query``, best first.
-
-        Args:
-            query: ``(C,)`` vector or ``(n, C)`` tokens.
-            k: at most this many (all when None).
-            threshold: minimum cosine similarity (none when None).
-
-        Raises:
-            MemoryBankError: for a query of the wrong shape or a bad ``k``.
-        """
-        q = check_query(query, self.mm_hidden_size, k)
-        if not self._held:
-            return []
+    def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
         entries = self.readout()
-        desc = torch.stack([self._held[e.frame_index][1] for e in entries])
-        return rank_by_similarity(entries, desc, q, k, threshold)
+        return entries, torch.stack([self._held[e.frame_index][1] for e in entries]) if entries else None
 
     def stats(self) -> dict[str, Any]:
         """Entries, tokens and bytes per tier (``recent`` / ``prompted``) and in total."""
@@ -191,15 +170,8 @@ class FIFOMemory(MemoryBackend):
 
     def state_dict(self) -> dict[str, Any]:
         """Options, entries, the recent window, the prompted marks and counters (tensors not copied)."""
-        return {
-            "format": _FORMAT,
-            "options": self.config.state_options(),
-            "entries": entries_to_state([self._held[i][0] for i in self._ordered()]),
-            "recent": list(self._recent),
-            "prompted": list(self._prompted),
-            "evictions": self._evictions,
-            **self._cursor.state_dict(),
-        }
+        return self._state([self._held[i][0] for i in self._ordered()], recent=list(self._recent),
+                           prompted=list(self._prompted), evictions=self._evictions)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output.
@@ -208,7 +180,7 @@ class FIFOMemory(MemoryBackend):
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        entries = entries_of_state(state, _FORMAT, self.config.state_options(), self.mm_hidden_size)
+        entries = self._entries_of(state)
         held = {e.frame_index: (e, pooled_descriptor(e.tokens)) for e in entries}
         if set(held) != set(state["recent"]) | set(state["prompted"]):
             raise MemoryBankError("state's entries do not match its recent and prompted frames")

@@ -23,12 +23,10 @@ import torch.nn.functional as F
 from .base import (
     MemoryBackend,
     MemoryEntry,
-    check_query,
     own_storage,
     pooled_descriptor,
-    rank_by_similarity,
 )
-from .config import MemoryConfig, option
+from .config import MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
 from .resize import RESIZE_MODES, resize_token_grid
@@ -65,7 +63,7 @@ class MemoryBankConfig(MemoryConfig):
     memory_reduced_sizes: tuple[int, ...] = option((144, 64, 36), "tokens per frame in each tier (square grids)")
     memory_similarity_threshold: float = option(
         0.8, "cosine similarity at or above which retrieve() returns an entry", minimum=-1.0, maximum=1.0)
-    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    mm_hidden_size: int = hidden_size_option()
     memory_resize_mode: str = option("area", "how a frame moves to a smaller grid", choices=RESIZE_MODES)
     memory_tier_names: tuple[str, ...] = option(("short", "mid", "long"), "name of each tier")
     memory_check_finite: bool = option(True, "reject frames holding NaN or Inf values (one host sync per frame)")
@@ -305,26 +303,13 @@ class HierarchicalMemoryBank(MemoryBackend):
     def retrieve(
         self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
     ) -> list[tuple[MemoryEntry, float]]:
-        """Entries whose pooled descriptor is similar to ``query``, best first.
-
-        Args:
-            query: ``(C,)`` vector or ``(n, C)`` tokens (mean-pooled), any float dtype.
-            k: at most this many results (all when None).
-            threshold: minimum cosine similarity (``config.memory_similarity_threshold`` when None).
-
-        Returns:
-            ``[(entry, cosine_similarity), ...]`` sorted by similarity, highest first.
-
-        Raises:
-            MemoryBankError: for a query of the wrong shape or a non-positive ``k``.
-        """
-        q = check_query(query, self.config.mm_hidden_size, k)
+        """:meth:`MemoryBackend.retrieve`, with ``threshold`` defaulting to ``config.memory_similarity_threshold``."""
         threshold = self.config.memory_similarity_threshold if threshold is None else float(threshold)
-        if len(self) == 0:
-            return []
+        return super().retrieve(query, k, threshold)
+
+    def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
         entries = [e for t in self._tiers for e in t.entries]
-        desc = torch.cat([t.descriptors() for t in self._tiers if len(t)])
-        return rank_by_similarity(entries, desc, q, k, threshold)
+        return entries, torch.cat([t.descriptors() for t in self._tiers if len(t)]) if entries else None
 
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.

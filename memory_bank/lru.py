@@ -19,16 +19,13 @@ from .base import (
     MemoryBackend,
     MemoryEntry,
     check_query,
-    entries_of_state,
-    entries_to_state,
     own_storage,
     rank_by_similarity,
 )
-from .config import MemoryConfig, option
+from .config import MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
 
-_FORMAT = "memory_bank.lru_quantized/1"
 FULL, HALF, INT8 = 0, 1, 2
 _FP16_MAX = torch.finfo(torch.float16).max
 
@@ -88,14 +85,14 @@ class _Slot:
 class LRUQuantizedConfig(MemoryConfig):
     """Settings of :class:`LRUQuantizedMemory`."""
 
-    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    mm_hidden_size: int = hidden_size_option()
     capacity: int = option(7, "frames held", minimum=1)
     full_precision_uses: int = option(3, "uses that keep an entry at full precision", minimum=0)
     half_precision_uses: int = option(1, "uses that keep an entry at 16 bits (fewer: 8 bits)", minimum=0)
     grace_frames: int = option(2, "newest frames kept at full precision and never evicted", minimum=0)
     use_decay: float = option(1.0, "factor applied to every use count at each add (1: plain counts)",
                               minimum=0.0, maximum=1.0)
-    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+    check_finite: bool = check_finite_option()
 
     def validate(self) -> None:
         """More uses earn more precision; a decay of 0 would forget every use at once."""
@@ -149,6 +146,7 @@ class LRUQuantizedMemory(MemoryBackend):
     """
 
     config_class = LRUQuantizedConfig
+    state_format = "memory_bank.lru_quantized/1"
     memory_tier_names = ("32-bit", "16-bit", "8-bit")
 
     def clear(self) -> None:
@@ -293,16 +291,8 @@ class LRUQuantizedMemory(MemoryBackend):
         slots = [{"dtype": str(s.dtype).removeprefix("torch."), "uses": s.uses, "last_used": s.last_used,
                   "level": s.level, "scale": s.scale, "offset": s.offset, "descriptor": s.descriptor}
                  for s in self._slots]
-        return {
-            "format": _FORMAT,
-            "options": self.config.state_options(),
-            "entries": entries_to_state([s.entry for s in self._slots]),
-            "slots": slots,
-            "clock": self._clock,
-            "evictions": self._evictions,
-            "requantizations": self._requantizations,
-            **self._cursor.state_dict(),
-        }
+        return self._state([s.entry for s in self._slots], slots=slots, clock=self._clock,
+                           evictions=self._evictions, requantizations=self._requantizations)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output exactly (stored precision included).
@@ -311,7 +301,7 @@ class LRUQuantizedMemory(MemoryBackend):
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        entries = entries_of_state(state, _FORMAT, self.config.state_options(), self.mm_hidden_size)
+        entries = self._entries_of(state)
         if len(entries) != len(state["slots"]) or len(entries) > self.config.capacity:
             raise MemoryBankError("state's entries and slots do not match, or exceed the capacity")
         slots = []

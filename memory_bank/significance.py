@@ -20,19 +20,14 @@ import torch.nn.functional as F
 from .base import (
     MemoryBackend,
     MemoryEntry,
-    check_query,
-    entries_of_state,
-    entries_to_state,
     own_storage,
     pooled_descriptor,
-    rank_by_similarity,
 )
-from .config import MemoryConfig, option
+from .config import MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
 from .resize import RESIZE_MODES, resize_token_grid
 
-_FORMAT = "memory_bank.significance/1"
 CRITERIA = ("feature", "pixel", "histogram", "ssim")
 PIXEL_CRITERIA = ("pixel", "histogram", "ssim")
 DEFAULT_THRESHOLDS = {"feature": 0.1, "pixel": 0.08, "histogram": 0.25, "ssim": 0.35}
@@ -116,7 +111,7 @@ def distance(criterion: str, a: torch.Tensor, b: torch.Tensor) -> float:
 class SignificanceConfig(MemoryConfig):
     """Settings of :class:`SignificanceMemory` (see its docstring for the criteria)."""
 
-    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
+    mm_hidden_size: int = hidden_size_option()
     criterion: str = option("feature", "what a frame is compared by", choices=CRITERIA)
     threshold: float | None = option(
         None, "distance above which a frame is significant (default per criterion)", minimum=0.0, maximum=2.0)
@@ -130,7 +125,7 @@ class SignificanceConfig(MemoryConfig):
     resize_mode: str = option("area", "how a frame moves to the stored grid", choices=RESIZE_MODES)
     signature_size: int = option(64, "side of the downsampled image of the pixel criteria", minimum=8)
     histogram_bins: int = option(16, "bins per colour channel", minimum=2)
-    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+    check_finite: bool = check_finite_option()
 
     def validate(self) -> None:
         """Defaults that depend on the criterion; ``stored_tokens`` a square number."""
@@ -177,6 +172,7 @@ class SignificanceMemory(MemoryBackend):
     """
 
     config_class = SignificanceConfig
+    state_format = "memory_bank.significance/1"
     memory_tier_names = ("significant",)
 
     def clear(self) -> None:
@@ -257,23 +253,8 @@ class SignificanceMemory(MemoryBackend):
         """Stored frames in time order (reduced grid)."""
         return list(self._entries)
 
-    def retrieve(
-        self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
-    ) -> list[tuple[MemoryEntry, float]]:
-        """Stored frames by cosine similarity of their pooled tokens to ``query``, best first.
-
-        Args:
-            query: ``(C,)`` vector or ``(n, C)`` tokens.
-            k: at most this many (all when None).
-            threshold: minimum cosine similarity (none when None).
-
-        Raises:
-            MemoryBankError: for a query of the wrong shape or a bad ``k``.
-        """
-        q = check_query(query, self.mm_hidden_size, k)
-        if not self._entries:
-            return []
-        return rank_by_similarity(self._entries, torch.stack(self._descriptors), q, k, threshold)
+    def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
+        return list(self._entries), torch.stack(self._descriptors) if self._entries else None
 
     def stats(self) -> dict[str, Any]:
         """Entries, tokens, bytes; frames stored and skipped; the current threshold."""
@@ -295,17 +276,9 @@ class SignificanceMemory(MemoryBackend):
 
     def state_dict(self) -> dict[str, Any]:
         """Options, entries, the reference signature, distance statistics and counters."""
-        return {
-            "format": _FORMAT,
-            "options": self.config.state_options(),
-            "entries": entries_to_state(self._entries),
-            "descriptors": list(self._descriptors),
-            "reference": self._reference,
-            "distances": {"count": self._count, "mean": self._mean, "m2": self._m2},
-            "stored": self._stored,
-            "evictions": self._evictions,
-            **self._cursor.state_dict(),
-        }
+        return self._state(self._entries, descriptors=list(self._descriptors), reference=self._reference,
+                           distances={"count": self._count, "mean": self._mean, "m2": self._m2},
+                           stored=self._stored, evictions=self._evictions)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output exactly.
@@ -314,7 +287,7 @@ class SignificanceMemory(MemoryBackend):
             MemoryBankError: for another backend's state, other options or malformed entries;
                 nothing changes.
         """
-        entries = entries_of_state(state, _FORMAT, self.config.state_options(), self.mm_hidden_size)
+        entries = self._entries_of(state)
         descriptors = list(state["descriptors"])
         if len(descriptors) != len(entries) or len(entries) > self.config.buffer_size:
             raise MemoryBankError("state's entries and descriptors do not match, or exceed buffer_size")

@@ -10,26 +10,20 @@ import torch
 from .base import (
     MemoryBackend,
     MemoryEntry,
-    check_query,
-    check_state_format,
-    entries_from_state,
-    entries_to_state,
     own_storage,
     pooled_descriptor,
-    rank_by_similarity,
 )
-from .config import MemoryConfig, option
+from .config import MemoryConfig, check_finite_option, hidden_size_option
 from .registry import register_memory
 
-_FORMAT = "memory_bank.unbounded/1"
 
 
 @dataclass
 class UnboundedConfig(MemoryConfig):
     """Settings of :class:`UnboundedMemory`."""
 
-    mm_hidden_size: int = option(1152, "channel width C of the stored tokens", minimum=1)
-    check_finite: bool = option(True, "reject frames holding NaN or Inf values")
+    mm_hidden_size: int = hidden_size_option()
+    check_finite: bool = check_finite_option()
 
 
 class UnboundedMemory(MemoryBackend):
@@ -44,6 +38,7 @@ class UnboundedMemory(MemoryBackend):
     """
 
     config_class = UnboundedConfig
+    state_format = "memory_bank.unbounded/1"
     memory_tier_names = ("all",)
 
     def clear(self) -> None:
@@ -71,19 +66,9 @@ class UnboundedMemory(MemoryBackend):
         """Every frame, in time order."""
         return list(self._entries)
 
-    def retrieve(
-        self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
-    ) -> list[tuple[MemoryEntry, float]]:
-        """Frames by cosine similarity of their mean token to ``query`` (``(C,)`` or ``(n, C)``), best first.
-
-        Raises:
-            MemoryBankError: for a query of the wrong shape or a bad ``k``.
-        """
-        q = check_query(query, self.mm_hidden_size, k)
-        if not self._entries:
-            return []
-        desc = torch.stack([pooled_descriptor(e.tokens) for e in self._entries])
-        return rank_by_similarity(self._entries, desc, q, k, threshold)
+    def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
+        entries = list(self._entries)
+        return entries, torch.stack([pooled_descriptor(e.tokens) for e in entries]) if entries else None
 
     def stats(self) -> dict[str, Any]:
         """Entries, tokens and bytes held."""
@@ -96,7 +81,7 @@ class UnboundedMemory(MemoryBackend):
 
     def state_dict(self) -> dict[str, Any]:
         """Entries and the stream position (tensors are the memory's own, not copies)."""
-        return {"format": _FORMAT, "entries": entries_to_state(self._entries), **self._cursor.state_dict()}
+        return self._state(self._entries)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output.
@@ -104,8 +89,7 @@ class UnboundedMemory(MemoryBackend):
         Raises:
             MemoryBankError: for a state of another backend or malformed entries; nothing changes.
         """
-        check_state_format(state, _FORMAT)
-        entries = entries_from_state(state["entries"], self.mm_hidden_size)
+        entries = self._entries_of(state)
         self._entries = entries
         self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
 

@@ -32,7 +32,7 @@ import yaml
 
 from videollama3.errors import UsageError
 from videollama3.loading import DEFAULT_MODEL
-from videollama3.options import parse_value
+from videollama3.options import parse_pairs
 from videollama3.questions import PROMPT_STYLES
 
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -268,10 +268,4 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     Raises:
         TrainConfigError: for an item without ``=``.
     """
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise TrainConfigError(f"--set {pair!r} is not KEY=VALUE (e.g. optimizer.lr=1e-4)")
-        out[key.strip()] = parse_value(value.strip())
-    return out
+    return parse_pairs(pairs, "--set", "optimizer.lr=1e-4", TrainConfigError)

@@ -21,19 +21,33 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def parse_pairs(pairs: list[str], flag: str, example: str, error: type[Exception]) -> dict[str, Any]:
+    """``["a=1", "b=8,4,1"]`` -> ``{"a": 1, "b": [8, 4, 1]}`` (values by :func:`parse_value`).
+
+    Args:
+        pairs: the ``KEY=VALUE`` items given to ``flag``.
+        flag / example: how the error names the flag and shows a good item.
+        error: the exception class raised.
+
+    Raises:
+        error: for an item without ``=`` or with an empty key.
+    """
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise error(f"{flag} {pair!r} is not key=value (e.g. {example})")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
 def parse_memory_options(pairs: list[str]) -> dict[str, Any]:
     """``["num_recent=4", "memory_capacities=8,4,1"]`` -> ``{"num_recent": 4, "memory_capacities": [8, 4, 1]}``.
 
     Raises:
         MemoryConfigError: for an item without ``=`` or with an empty key.
     """
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise MemoryConfigError(f"--memory-option {pair!r} is not key=value (e.g. num_recent=6)")
-        options[key.strip()] = parse_value(value.strip())
-    return options
+    return parse_pairs(pairs, "--memory-option", "num_recent=6", MemoryConfigError)
 
 
 def read_memory_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:

@@ -63,5 +63,5 @@ def test_bad_configs_name_the_key(tmp_path, text, message):
 def test_missing_file_and_bad_override():
     with pytest.raises(TrainConfigError, match="no such training config"):
         load_config("nope.yaml")
-    with pytest.raises(TrainConfigError, match="is not KEY=VALUE"):
+    with pytest.raises(TrainConfigError, match="is not key=value"):
         parse_overrides(["lr"])
