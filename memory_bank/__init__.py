@@ -1,7 +1,7 @@
 """Bounded memory of a video stream, in pure PyTorch.
 
 Imports torch only (safetensors for saving), so it can be dropped into any
-video LLM. Backends (docs/design.md), all subclasses of :class:`MemoryBackend`, each
+video LLM. Backends (docs/design.md section 6), all subclasses of :class:`MemoryBackend`, each
 a config dataclass plus a class bound to a name by :func:`register_memory`, built by
 name with :func:`build_memory`:
 

@@ -13,7 +13,7 @@ class FeatureAdapter(nn.Module):
     ``in_dim == out_dim`` and a learned linear projection otherwise. The MLP's
     output layer and the tier embedding ``E`` start at zero, so an untrained
     adapter with equal widths is exactly the identity: enabling memory does not
-    change what the base model sees for full-size frames (DESIGN.md section 5).
+    change what the base model sees for full-size frames (docs/design.md section 5).
     Training moves the tier embedding first (its gradient is non-zero at init),
     letting the language model tell a sharp frame from a compressed one.
 

@@ -244,7 +244,7 @@ def rank_by_similarity(
 
 
 class MemoryBackend(abc.ABC):
-    """Base class of every memory backend (docs/design.md, "Memory backends").
+    """Base class of every memory backend (docs/design.md section 6).
 
     Streaming sessions, training and evaluation use only these methods, so a backend
     can be swapped by name. A backend is a :class:`~memory_bank.config.MemoryConfig`

@@ -2,7 +2,7 @@
 
 Origin: the Pyramid Memory Bank of VideoChat-Online (Huang et al., "Online Video
 Understanding: OVBench and VideoChat-Online", CVPR 2025), moved onto VideoLLaMA3,
-with the faults of the reference code fixed (DESIGN.md section 4): the cascade runs
+with the faults of the reference code fixed (docs/design.md section 4): the cascade runs
 through every tier, pushed-down entries are inserted in time order, grids shrink by
 area averaging, and ``clear()`` works.
 """

@@ -1,6 +1,6 @@
 """LRUQuantizedMemory: fixed capacity, least-used eviction, precision by use count.
 
-Origin: the SAM2-style memory strategies of DESIGN.md section 6: a frequency /
+Origin: the SAM2-style memory strategies of docs/design.md section 6: a frequency /
 recency cache (least-frequently-used eviction, ties broken by least recent use)
 whose rarely used entries are stored at lower precision, in the spirit of
 mixed-precision KV-cache quantisation (e.g. KIVI, Liu et al. 2024), with one

@@ -1,7 +1,7 @@
 """SignificanceMemory: keep a frame only when it differs enough from the last one kept.
 
 Origin: keyframe selection by change detection, the significance filter of the
-SAM2-style strategies in DESIGN.md section 6. The ``ssim`` criterion is the
+SAM2-style strategies in docs/design.md section 6. The ``ssim`` criterion is the
 structural similarity of Wang et al. ("Image quality assessment: from error
 visibility to structural similarity", IEEE TIP 2004), Gaussian window 11,
 sigma 1.5, on a downsampled grey image; ``histogram`` is the total-variation

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Put the sample videos in data/videos/ (DESIGN.md section 8).
+# Put the sample videos in data/videos/ (docs/design.md section 12).
 # Copies them from ../shared/videos/ when present; otherwise fetches them from the
 # public packages on PyPI that carry them: vtest.avi from the OpenCV sources
 # (opencv-python sdist, opencv/samples/data/), bikes.mp4 and carphone_distorted.mp4

@@ -2,7 +2,7 @@
 
 Equal to ``VideoLlama3VideoProcessor`` (resize with antialiased bicubic, rescale
 1/255, normalise with mean 0.5 / std 0.5, patchify in merge blocks) for a fixed
-square size, without its torchvision dependency (DESIGN.md section 3).
+square size, without its torchvision dependency (docs/design.md section 3).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = N
 
 
 class StreamingSession:
-    """One model, its processor, one memory backend and a clock (docs/design.md, "Streaming").
+    """One model, its processor, one memory backend and a clock (docs/design.md section 7).
 
     :meth:`push_frame` preprocesses and encodes that one frame once and adds it
     to the memory; :meth:`ask` answers from the memory readout at the current

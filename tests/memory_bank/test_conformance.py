@@ -1,4 +1,4 @@
-"""One conformance suite, run against every memory backend (DESIGN.md section 6)."""
+"""One conformance suite, run against every memory backend (docs/design.md section 6)."""
 
 import copy
 import math
