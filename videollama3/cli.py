@@ -73,7 +73,7 @@ def load_spec_from_args(args: argparse.Namespace):
     from .options import parse_memory_options
 
     spec = resolve_load_spec(args.model, args.memory, parse_memory_options(args.memory_option), args.memory_config,
-                             getattr(args, "adapter", None))
+                             getattr(args, "adapter", None), system_prompt=not args.no_system_prompt)
     for warning in spec.warnings:
         print(f"vl3mem: warning: {warning}", file=sys.stderr)
     return spec
@@ -144,14 +144,31 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 1 if stopped_at is not None else 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Write a native VideoLLaMA3 folder from a DAMO remote-code checkpoint (folder or hub id)."""
+    import torch
+
+    from .conversion import convert_checkpoint
+    from .loading import local_checkpoint
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    dst = convert_checkpoint(local_checkpoint(args.src), args.dst, dtype=dtype, progress=not args.quiet)
+    print(f"wrote {dst}: load it with VideoLlama3ForConditionalGeneration.from_pretrained({str(dst)!r}) "
+          f"or --model {dst}")
+    return 0
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--adapter`` (shared by answer and eval)."""
+    """``--model``, ``--adapter`` and ``--no-system-prompt`` (shared by answer and eval)."""
     p.add_argument("--model", default=None,
-                   help="'tiny', a hub id or a local folder (default: the --adapter's base model, else "
-                        "lkhl/VideoLLaMA3-2B-Image-HF)")
+                   help="'tiny', a hub id or a local folder, native or DAMO's remote-code layout (default: the "
+                        "--adapter's base model, else DAMO-NLP-SG/VideoLLaMA3-7B; DAMO-NLP-SG/VideoLLaMA3-2B for "
+                        "small GPUs)")
     p.add_argument("--adapter", metavar="DIR",
                    help="fine-tuned checkpoint from vl3mem train (or its output folder: the latest checkpoint), "
                         "loaded on top of the model, with the memory it was trained with unless --memory says otherwise")
+    p.add_argument("--no-system-prompt", action="store_true",
+                   help="drop the system prompt a DAMO checkpoint was trained with (on by default for them)")
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
@@ -168,7 +185,7 @@ def add_memory_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
-    """Add ``answer`` to an ``add_subparsers()`` object."""
+    """Add ``answer`` and ``convert`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("answer", help="answer questions on a video while it streams")
     p.add_argument("video", help="video file (anything FFmpeg reads)")
     p.add_argument("-q", "--question", action="append", default=[], help="question text (repeatable)")
@@ -184,10 +201,16 @@ def add_commands(sub) -> None:
     p.add_argument("--output", help="write the answers as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_answer)
+    c = sub.add_parser("convert", help="write a native VideoLLaMA3 folder from a DAMO remote-code checkpoint")
+    c.add_argument("src", help="DAMO checkpoint: a local folder or a hub id (e.g. DAMO-NLP-SG/VideoLLaMA3-7B)")
+    c.add_argument("dst", help="folder to write (new, or empty)")
+    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast the weights (default: keep)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``vl3mem`` with this layer's command (``answer``); the console script
+    """``vl3mem`` with this layer's commands (``answer``, ``convert``); the console script
     (:mod:`vl3mem.cli`) adds ``eval``, ``train`` and ``bench``."""
     parser = argparse.ArgumentParser(prog="vl3mem", description="Streaming video questions with VideoLLaMA3 and a bounded memory.")
     add_commands(parser.add_subparsers(dest="command", required=True))

@@ -31,7 +31,7 @@ from .options import read_memory_config
 from .processing import MemoryProcessor
 from .session import StreamingSession
 
-DEFAULT_MODEL = "lkhl/VideoLLaMA3-2B-Image-HF"
+DEFAULT_MODEL = "DAMO-NLP-SG/VideoLLaMA3-7B"
 DEFAULT_MEMORY = "hierarchical"
 NATIVE_MEMORY = "none"
 """``--memory none``: every frame (``unbounded``) with no FeatureAdapter: the native offline model."""
@@ -42,16 +42,129 @@ def memory_names() -> tuple[str, ...]:
     return (*MEMORY_BACKENDS, NATIVE_MEMORY)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _config_of(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """``(config.json as a dict, where to load from)`` of a local folder or a hub id.
+
+    A hub id is read from the local cache when it is there; otherwise the hub must answer
+    within seconds, or this fails at once (no half-minute of retries).
+
+    Raises:
+        ModelLoadError: for a missing folder, an unreachable or unknown hub id, a bad config.
+    """
+    from .conversion import read_config
+
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelLoadError(f"--model {name_or_path} is a file; give a checkpoint folder, a hub id or 'tiny'")
+        return read_config(local), str(local)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise ModelLoadError(f"model folder {name_or_path} does not exist; give a hub id, a folder, or 'tiny'")
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    cached = try_to_load_from_cache(name_or_path, "config.json")
+    if not isinstance(cached, str) and not _hub_reachable():
+        raise ModelLoadError(f"cannot reach the Hugging Face hub to download {name_or_path!r} and it is not in the "
+                             "local cache; without network access or weights, use --model tiny")
+    try:
+        path = cached if isinstance(cached, str) else hf_hub_download(name_or_path, "config.json")
+    except (OSError, ValueError, HfHubHTTPError) as e:
+        raise ModelLoadError(f"cannot load VideoLLaMA3 from hub id {name_or_path!r} ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0]}); without network access or weights, use --model tiny") from None
+    return read_config(Path(path).parent), name_or_path
+
+
+def local_checkpoint(name_or_path: str) -> Path:
+    """A checkpoint's local folder: ``name_or_path`` itself, or a hub id downloaded into the cache.
+
+    Raises:
+        ModelLoadError: as :func:`_config_of` (at once when the hub cannot be reached).
+    """
+    _, source = _config_of(name_or_path)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot download {name_or_path!r} ({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+
+
+def load_checkpoint(
+    name_or_path: str = DEFAULT_MODEL,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+) -> tuple[VideoLlama3ForConditionalGeneration, PreTrainedTokenizerBase, str | None]:
+    """:func:`load_model`, plus the system prompt the checkpoint was trained with (None: none).
+
+    Raises:
+        ModelLoadError: see :func:`load_model`.
+    """
+    from .conversion import DAMO_SYSTEM_PROMPT, KEY_MAPPING, checkpoint_kind, convert_config, shard_files, token_ids
+
+    if name_or_path == "tiny":
+        from .tiny import build_tiny_model
+
+        model, tokenizer = build_tiny_model()
+        return model.to(device), tokenizer, None
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    config, source = _config_of(name_or_path)
+    kind = checkpoint_kind(config, name_or_path)
+    if Path(source).is_dir():
+        shard_files(Path(source))  # a missing shard is one clear line, before anything loads
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if kind == "damo":  # DAMO's layout: converted config, weights renamed while loading
+            model = VideoLlama3ForConditionalGeneration.from_pretrained(
+                source, config=convert_config(config, **token_ids(tokenizer)), key_mapping=KEY_MAPPING, dtype=dtype)
+        else:
+            model = VideoLlama3ForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(
+            f"cannot load VideoLLaMA3 from {name_or_path!r} ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
+            "without network access or weights, use --model tiny"
+        ) from None
+    system_prompt = DAMO_SYSTEM_PROMPT if kind == "damo" or _converted(source) else None
+    return model.to(device).eval(), tokenizer, system_prompt
+
+
+def _converted(source: str) -> bool:
+    """Whether a local folder was written by ``vl3mem convert`` (a DAMO model in native layout)."""
+    return (Path(source) / "vl3mem_conversion.json").is_file()
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
 ) -> tuple[VideoLlama3ForConditionalGeneration, PreTrainedTokenizerBase]:
-    """Load a native VideoLLaMA3 checkpoint and its tokenizer, or the ``tiny`` model.
+    """Load a VideoLLaMA3 checkpoint and its tokenizer, or the ``tiny`` model.
 
     Args:
-        name_or_path: ``"tiny"``, a hub id (e.g. ``lkhl/VideoLLaMA3-2B-Image-HF``)
-            or a local folder written by ``save_pretrained``.
+        name_or_path: ``"tiny"``, a hub id or a local folder, in transformers' native layout
+            (``model_type: video_llama_3``, e.g. ``lkhl/VideoLLaMA3-2B-Image-HF``) or in DAMO's
+            remote-code layout (``DAMO-NLP-SG/VideoLLaMA3-7B``, ``-2B``: converted while loading,
+            see :mod:`videollama3.conversion`; no remote code runs).
         device: where to put the model.
         dtype: weights dtype (``"auto"`` keeps the checkpoint's; default float32 on
             CPU, bfloat16 on CUDA).
@@ -60,29 +173,11 @@ def load_model(
         ``(model in eval mode, tokenizer)``.
 
     Raises:
-        ModelLoadError: when the checkpoint cannot be found or read, with a hint.
+        ModelLoadError: when the checkpoint cannot be found or read (at once when the hub
+            cannot be reached), or is not VideoLLaMA3, with a hint.
     """
-    if name_or_path == "tiny":
-        from .tiny import build_tiny_model
-
-        model, tokenizer = build_tiny_model()
-        return model.to(device), tokenizer
-    if dtype is None:
-        dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    local = Path(name_or_path).expanduser()
-    if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1):
-        raise ModelLoadError(f"model folder {name_or_path} does not exist; give a hub id, a folder, or 'tiny'")
-    source = str(local) if local.exists() else name_or_path
-    try:
-        model = VideoLlama3ForConditionalGeneration.from_pretrained(source, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, KeyError) as e:
-        where = "folder" if local.exists() else "hub id"
-        raise ModelLoadError(
-            f"cannot load VideoLLaMA3 from {where} {name_or_path!r} ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
-            "without network access or weights, use --model tiny"
-        ) from None
-    return model.to(device).eval(), tokenizer
+    model, tokenizer, _ = load_checkpoint(name_or_path, device, dtype)
+    return model, tokenizer
 
 
 @dataclass
@@ -94,6 +189,7 @@ class LoadSpec:
         memory: a registered backend name, or ``none`` (the native view).
         memory_options: the backend's options as given (its defaults fill the rest).
         checkpoint: the fine-tuned checkpoint to load on top (None: the base model).
+        system_prompt: use the system prompt the checkpoint was trained with (DAMO's), if any.
         warnings: things the user should know (a checkpoint loaded on another base model).
     """
 
@@ -101,6 +197,7 @@ class LoadSpec:
     memory: str = DEFAULT_MEMORY
     memory_options: dict[str, Any] = field(default_factory=dict)
     checkpoint: CheckpointInfo | None = None
+    system_prompt: bool = True
     warnings: list[str] = field(default_factory=list)
 
 
@@ -110,6 +207,7 @@ def resolve_load_spec(
     memory_options: dict[str, Any] | None = None,
     memory_config: str | Path | None = None,
     adapter: str | Path | None = None,
+    system_prompt: bool = True,
 ) -> LoadSpec:
     """Resolve the model, memory and checkpoint of a run.
 
@@ -135,7 +233,7 @@ def resolve_load_spec(
         raise UsageError(f"--memory none takes no options, got {sorted(options)}")
     if info is not None and name == NATIVE_MEMORY:
         raise UsageError("--memory none bypasses the fine-tuned FeatureAdapter; drop it to use --adapter")
-    spec = LoadSpec(model or (info.base_model if info else DEFAULT_MODEL), name, options, info)
+    spec = LoadSpec(model or (info.base_model if info else DEFAULT_MODEL), name, options, info, system_prompt)
     if info is not None and spec.model != info.base_model:
         spec.warnings.append(f"{info.path} was trained on {info.base_model}, loading it on {spec.model}")
     return spec
@@ -147,8 +245,11 @@ def build_session(
     memory: str = DEFAULT_MEMORY,
     memory_options: dict[str, Any] | None = None,
     frame_size: int = 336,
+    system_prompt: str | None = None,
 ) -> StreamingSession:
     """A streaming session on ``model`` with memory backend ``memory`` built for it.
+
+    ``system_prompt`` is put first in every prompt (see :class:`~videollama3.processing.MemoryProcessor`).
 
     The memory's ``mm_hidden_size`` defaults to the vision encoder's width; the model is
     wrapped with a FeatureAdapter sized from that memory. ``none`` keeps every frame
@@ -169,20 +270,22 @@ def build_session(
             raise UsageError(f"unknown memory {memory!r}; known: {', '.join(memory_names())}")
         backend = build_memory(memory, **{"mm_hidden_size": width, **options})
         wrapped = VideoLlama3WithMemory(model, backend)
-    return StreamingSession(wrapped, MemoryProcessor(tokenizer), backend, frame_size=frame_size)
+    return StreamingSession(wrapped, MemoryProcessor(tokenizer, system_prompt), backend, frame_size=frame_size)
 
 
 def load_session(
     spec: LoadSpec, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, frame_size: int = 336
 ) -> StreamingSession:
     """Load ``spec.model``, build its session with ``spec``'s memory and, when ``spec`` has a
-    checkpoint, load its LoRA (merged), FeatureAdapter and projector on top.
+    checkpoint, load its LoRA (merged), FeatureAdapter and projector on top. The prompt has
+    the system prompt the checkpoint was trained with (DAMO's), unless ``spec.system_prompt`` is off.
 
     Raises:
         ModelLoadError, MemoryConfigError, CheckpointError, UsageError.
     """
-    model, tokenizer = load_model(spec.model, device=device, dtype=dtype)
-    session = build_session(model, tokenizer, spec.memory, spec.memory_options, frame_size=frame_size)
+    model, tokenizer, system_prompt = load_checkpoint(spec.model, device=device, dtype=dtype)
+    session = build_session(model, tokenizer, spec.memory, spec.memory_options, frame_size=frame_size,
+                            system_prompt=system_prompt if spec.system_prompt else None)
     if spec.checkpoint is not None:
         load_adapter(session.model, spec.checkpoint)
     return session

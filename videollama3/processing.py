@@ -43,7 +43,7 @@ def _text(text: str) -> dict[str, Any]:
 class MemoryProcessor:
     """Prompts of VideoLLaMA3 over a memory readout, tokenised, in the model's chat template.
 
-    A readout renders as the native video prompt: ``Time {t:.1f}s:`` followed by that
+    A readout renders as the native video prompt: ``Time {t}s:`` (``t`` rounded to 0.1 s) followed by that
     entry's ``<|video_pad|>`` tokens, entries joined by ``,``; the question follows on a
     new line, in the first user turn of the dialogue. A merged entry is labelled with its
     start time.
@@ -86,8 +86,12 @@ class MemoryProcessor:
 
     # ---------------------------------------------------------------- prompt
     def memory_prompt(self, entries: Sequence[MemoryEntry]) -> str:
-        """``Time {t:.1f}s:`` + ``<|video_pad|>`` x n_i per entry, joined by ``,`` (the native format)."""
-        return ",".join(f"Time {e.timestamp:.1f}s:" + VIDEO_TOKEN * e.num_tokens for e in entries)
+        """``Time {t}s:`` + ``<|video_pad|>`` x n_i per entry, joined by ``,`` (the native format).
+
+        ``t`` is written as DAMO's chat template writes it, ``timestamp | round(1) | string``:
+        Python's ``str(round(t, 1))`` (``0.0``, ``2.5``, ``12.3``).
+        """
+        return ",".join(f"Time {round(float(e.timestamp), 1)}s:" + VIDEO_TOKEN * e.num_tokens for e in entries)
 
     def build_messages(
         self, entries: Sequence[MemoryEntry], question: str, history: Sequence[tuple[str, str]] = ()

@@ -23,5 +23,8 @@ def test_unreachable_checkpoints_say_what_to_do(tmp_path):
     with pytest.raises(ModelLoadError, match="--model tiny"):
         load_model("someone/not-a-model")  # HF_HUB_OFFLINE=1 in tests: fails at once
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match="cannot load"):
+    with pytest.raises(ModelLoadError, match="None model, not VideoLLaMA3"):
+        load_model(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "video_llama_3"}')
+    with pytest.raises(ModelLoadError, match="holds no model.safetensors"):
         load_model(str(tmp_path))
