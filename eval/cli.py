@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videollama3.cli import add_memory_arguments, add_model_arguments, load_spec_from_args
+from videollama3.cli import (
+    add_frame_arguments,
+    add_memory_arguments,
+    add_model_arguments,
+    check_frame_arguments,
+    load_spec_from_args,
+)
 from videollama3.cli import main as run
 from videollama3.errors import UsageError
 
@@ -35,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="sampling rate where the annotations give none (default 1)")
-    p.add_argument("--frame-size", type=int, default=336)
+    add_frame_arguments(p)
     p.add_argument("--output-dir", default="eval_out", help="predictions.jsonl, summary.json, report.md, plots")
     p.add_argument("--limit", type=int, help="first N questions only (in file order)")
     p.add_argument("--no-model", action="store_true",
@@ -88,6 +94,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rank, world, barrier, device = process_group()
     spec = load_spec_from_args(args)
+    check_frame_arguments(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
@@ -101,10 +108,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = {"benchmark": args.benchmark, "annotations": str(Path(args.annotations).resolve()),
                 "model": spec.model, "adapter": str(spec.checkpoint.path.resolve()) if spec.checkpoint else None,
                 "memory": spec.memory, "memory_options": spec.memory_options, "fps": args.fps,
-                "frame_size": args.frame_size, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
+                "frame_tokens": args.frame_tokens, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
     _check_run(output_dir, settings, rank)
 
-    session = load_session(spec, device=args.device or device or "cpu", frame_size=args.frame_size)
+    session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
     store = PredictionStore(output_dir, rank, world)
     unanswered: list[str] = []
     mine = videos[rank::world]

@@ -24,7 +24,7 @@ from .fifo import FIFOConfig, FIFOMemory  # isort: skip
 from .lru import LRUQuantizedConfig, LRUQuantizedMemory, dequantize_uint8, quantize_uint8  # isort: skip
 from .significance import SignificanceConfig, SignificanceMemory  # isort: skip
 from .unbounded import UnboundedConfig, UnboundedMemory  # isort: skip
-from .resize import resize_token_grid  # isort: skip
+from .resize import fit_grid, resize_token_grid  # isort: skip
 
 __all__ = [
     "MEMORY_BACKENDS",
@@ -54,5 +54,6 @@ __all__ = [
     "pooled_descriptor",
     "quantize_uint8",
     "register_memory",
+    "fit_grid",
     "resize_token_grid",
 ]

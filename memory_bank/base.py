@@ -96,7 +96,7 @@ def check_frame(
     """Validate one frame given to a backend's ``add``; change nothing.
 
     Args:
-        tokens: ``(h * w, C)`` or ``(h, w, C)`` floating tensor, square grid.
+        tokens: ``(h, w, C)`` floating tensor of any grid, or ``(h * w, C)`` for a square one.
         frame_index: integer, larger than any frame index added before.
         timestamp: seconds, finite, not earlier than the last timestamp.
         hidden_size: the channel width ``C`` the backend was configured with.
@@ -119,11 +119,8 @@ def check_frame(
         raise MemoryBankError(f"tokens must be a floating-point tensor, got dtype {tokens.dtype}")
     if tokens.dim() == 3:
         h, w, c = tokens.shape
-        if h != w or h == 0:
-            raise MemoryBankError(
-                f"tokens of shape {tuple(tokens.shape)} form a {h}x{w} grid, not a square one; "
-                "memory tiers hold square token grids (h == w)"
-            )
+        if h == 0 or w == 0:
+            raise MemoryBankError(f"tokens of shape {tuple(tokens.shape)} form an empty {h}x{w} grid")
         flat = tokens.reshape(h * w, c)
     elif tokens.dim() == 2:
         n, c = tokens.shape
@@ -131,7 +128,7 @@ def check_frame(
         if side * side != n or n == 0:
             raise MemoryBankError(
                 f"tokens of shape {tuple(tokens.shape)} hold {n} tokens, not a square grid; "
-                "pass them as (h, w, C) or give a square token count (e.g. 144 = 12x12)"
+                "pass a non-square grid as (h, w, C) (e.g. (9, 16, C) for a 16:9 frame)"
             )
         h = w = side
         flat = tokens

@@ -4,7 +4,7 @@ Origin: the Pyramid Memory Bank of VideoChat-Online (Huang et al., "Online Video
 Understanding: OVBench and VideoChat-Online", CVPR 2025), moved onto VideoLLaMA3,
 with the faults of the reference code fixed (docs/design.md section 4): the cascade runs
 through every tier, pushed-down entries are inserted in time order, grids shrink by
-area averaging, and ``clear()`` works.
+area averaging (keeping their aspect ratio: a tier's size is a token budget), and ``clear()`` works.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from .base import (
 from .config import MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
-from .resize import RESIZE_MODES, resize_token_grid
+from .resize import RESIZE_MODES, fit_grid, resize_token_grid
 
 _FORMAT = "memory_bank.hierarchical/1"
 
@@ -41,9 +40,11 @@ class MemoryBankConfig(MemoryConfig):
     Attributes:
         memory_capacities: entries each tier holds, newest tier first
             (default ``(8, 4, 1)`` for short / mid / long).
-        memory_reduced_sizes: tokens per frame in each tier; every size is a
-            square grid (default ``(144, 64, 36)`` = 12x12, 8x8, 6x6). Sizes
-            may not grow from one tier to the next.
+        memory_reduced_sizes: token budget per frame in each tier (default
+            ``(144, 64, 36)``): a frame's grid shrinks to the largest grid within the
+            budget that keeps its aspect ratio (:func:`~memory_bank.resize.fit_grid`:
+            12x12 -> 8x8 -> 6x6, a 16:9 9x16 -> 6x10 -> 5x7). Budgets may not grow
+            from one tier to the next.
         memory_similarity_threshold: default cosine-similarity threshold of
             :meth:`HierarchicalMemoryBank.retrieve` (0.8).
         mm_hidden_size: channel width ``C`` of the stored tokens (1152, the
@@ -60,17 +61,16 @@ class MemoryBankConfig(MemoryConfig):
     """
 
     memory_capacities: tuple[int, ...] = option((8, 4, 1), "entries each tier holds, newest tier first")
-    memory_reduced_sizes: tuple[int, ...] = option((144, 64, 36), "tokens per frame in each tier (square grids)")
+    memory_reduced_sizes: tuple[int, ...] = option((144, 64, 36), "token budget per frame in each tier")
     memory_similarity_threshold: float = option(
         0.8, "cosine similarity at or above which retrieve() returns an entry", minimum=-1.0, maximum=1.0)
     mm_hidden_size: int = hidden_size_option()
     memory_resize_mode: str = option("area", "how a frame moves to a smaller grid", choices=RESIZE_MODES)
     memory_tier_names: tuple[str, ...] = option(("short", "mid", "long"), "name of each tier")
     memory_check_finite: bool = option(True, "reject frames holding NaN or Inf values (one host sync per frame)")
-    _grids: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False, default=())
 
     def validate(self) -> None:
-        """Tiers agree in number, sizes are square and do not grow, names are distinct."""
+        """Tiers agree in number, budgets are positive and do not grow, names are distinct."""
         caps, sizes, names = self.memory_capacities, self.memory_reduced_sizes, self.memory_tier_names
         if not caps:
             raise MemoryConfigError("memory_capacities is empty; give at least one tier, e.g. (8, 4, 1)")
@@ -87,27 +87,23 @@ class MemoryBankConfig(MemoryConfig):
             )
         if len(set(names)) != len(names):
             raise MemoryConfigError(f"memory_tier_names must be distinct, got {names}")
-        grids = []
-        for size in sizes:
-            side = math.isqrt(size) if size > 0 else 0
-            if side * side != size:
-                raise MemoryConfigError(
-                    f"memory_reduced_sizes must be perfect squares (square token grids), got {size} in {sizes}"
-                )
-            grids.append((side, side))
+        if any(size < 1 for size in sizes):
+            raise MemoryConfigError(f"memory_reduced_sizes must be positive token budgets, got {sizes}")
         if any(b > a for a, b in zip(sizes, sizes[1:])):
             raise MemoryConfigError(f"memory_reduced_sizes must not grow from one tier to the next, got {sizes}")
-        self._grids = tuple(grids)
 
     @property
     def num_tiers(self) -> int:
         """Number of tiers."""
         return len(self.memory_capacities)
 
-    @property
-    def grids(self) -> tuple[tuple[int, int], ...]:
-        """Token grid ``(h, w)`` of each tier, e.g. ``((12, 12), (8, 8), (6, 6))``."""
-        return self._grids
+    def tier_grids(self, grid: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+        """The grid a frame of token grid ``grid`` has in each tier, as it moves down the cascade:
+        ``((12, 12), (8, 8), (6, 6))`` for 12x12, ``((9, 16), (6, 10), (5, 7))`` for 9x16."""
+        grids = [fit_grid(grid, self.memory_reduced_sizes[0])]
+        for budget in self.memory_reduced_sizes[1:]:
+            grids.append(fit_grid(grids[-1], budget))
+        return tuple(grids)
 
     @property
     def max_tokens(self) -> int:
@@ -118,9 +114,9 @@ class MemoryBankConfig(MemoryConfig):
 class _Tier:
     """One tier: entries in time order and their descriptors in one buffer."""
 
-    def __init__(self, capacity: int, grid: tuple[int, int]) -> None:
+    def __init__(self, capacity: int, budget: int) -> None:
         self.capacity = capacity
-        self.grid = grid
+        self.budget = budget
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
         self.desc: torch.Tensor | None = None  # (capacity + 1, C) float32, rows [:len] valid
@@ -162,7 +158,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     A new frame enters the first tier (``short``) at full size. When a tier is
     over capacity, the most similar *temporally adjacent* pair of its entries
     (cosine similarity of the pooled descriptors) is found and the earlier
-    entry of that pair moves down: it is resized to the next tier's grid and
+    entry of that pair moves down: it is shrunk to the next tier's token budget (by
+    area, keeping its aspect ratio; :meth:`MemoryBankConfig.tier_grids`) and
     inserted there in time order; the next tier then checks its own capacity
     the same way (full cascade). The last tier merges its most similar adjacent
     pair (token-wise mean weighted by how many frames each summarises) instead
@@ -190,7 +187,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     def clear(self) -> None:
         """Drop every entry, counter and the time-order history; keep the config."""
         cfg = self.config
-        self._tiers = [_Tier(c, g) for c, g in zip(cfg.memory_capacities, cfg.grids)]
+        self._tiers = [_Tier(c, b) for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
         self._cursor.reset()
@@ -201,7 +198,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     @property
     def num_tokens(self) -> int:
         """Visual tokens held now, over all tiers."""
-        return sum(len(t) * t.grid[0] * t.grid[1] for t in self._tiers)
+        return sum(e.num_tokens for t in self._tiers for e in t.entries)
 
     @property
     def memory_tier_names(self) -> tuple[str, ...]:
@@ -243,12 +240,10 @@ class HierarchicalMemoryBank(MemoryBackend):
         flat, grid, frame_index, timestamp, pooled = self._cursor.check(
             tokens, frame_index, timestamp, hidden_size=cfg.mm_hidden_size, check_finite=cfg.memory_check_finite
         )
-        if grid != cfg.grids[0]:
-            h, w = cfg.grids[0]
-            raise MemoryBankError(
-                f"frame {frame_index} has a {grid[0]}x{grid[1]} token grid but the {cfg.memory_tier_names[0]} "
-                f"tier holds {h}x{w}; set memory_reduced_sizes[0] = {grid[0] * grid[1]} or resize the frame"
-            )
+        fitted = fit_grid(grid, cfg.memory_reduced_sizes[0])
+        if fitted != grid:  # more tokens than the first tier's budget: shrink on the way in
+            flat, grid = resize_token_grid(flat, grid, fitted, cfg.memory_resize_mode), fitted
+            pooled = flat.sum(dim=0, dtype=torch.float32)
         flat = own_storage(flat)
         self._tiers[0].insert(MemoryEntry(flat, grid, frame_index, timestamp, tier=0), F.normalize(pooled, dim=0))
         self._cascade()
@@ -263,23 +258,26 @@ class HierarchicalMemoryBank(MemoryBackend):
                 return
             pos = tier.most_similar_adjacent_pair()
             if i == last:
-                self._merge_pair(tier, pos)
+                self._merge_pair(tier, pos, cfg.memory_resize_mode)
                 self._merges[i] += 1
                 return
             evicted = tier.pop(pos)
             self._evictions[i] += 1
-            grid = cfg.grids[i + 1]
+            grid = fit_grid(evicted.grid, self._tiers[i + 1].budget)
             tokens = resize_token_grid(evicted.tokens, evicted.grid, grid, cfg.memory_resize_mode)
             self._tiers[i + 1].insert(replace(evicted, tokens=tokens, grid=grid, tier=i + 1), pooled_descriptor(tokens))
 
     @staticmethod
-    def _merge_pair(tier: _Tier, pos: int) -> None:
+    def _merge_pair(tier: _Tier, pos: int, mode: str) -> None:
         a, b = tier.entries[pos], tier.entries[pos + 1]
         total = a.num_frames + b.num_frames
-        tokens = ((a.tokens.float() * a.num_frames + b.tokens.float() * b.num_frames) / total).to(a.tokens.dtype)
+        # frames of one stream share a grid; if the stream changed resolution, average on the common sub-grid
+        grid = (min(a.grid[0], b.grid[0]), min(a.grid[1], b.grid[1]))
+        a_tokens, b_tokens = (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
+        tokens = ((a_tokens.float() * a.num_frames + b_tokens.float() * b.num_frames) / total).to(a.tokens.dtype)
         merged = MemoryEntry(
             tokens,
-            a.grid,
+            grid,
             a.frame_index,
             a.timestamp,
             tier=a.tier,
@@ -321,7 +319,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             tiers[name] = {
                 "entries": len(tier),
                 "capacity": tier.capacity,
-                "tokens": len(tier) * tier.grid[0] * tier.grid[1],
+                "tokens": sum(e.num_tokens for e in tier.entries),
                 "bytes": sum(e.nbytes for e in tier.entries),
                 "evictions": ev,
                 "merges": mg,
@@ -366,12 +364,12 @@ class HierarchicalMemoryBank(MemoryBackend):
                 f"state was saved with config {saved} but this bank has {self.config}; "
                 "build the bank with the saved config (HierarchicalMemoryBank.load does)"
             )
-        tiers = [_Tier(c, g) for c, g in zip(self.config.memory_capacities, self.config.grids)]
+        tiers = [_Tier(c, b) for c, b in zip(self.config.memory_capacities, self.config.memory_reduced_sizes)]
         device = None
         for item in state["entries"]:
             meta = {k: v for k, v in item.items() if k != "tokens"}
             entry = MemoryEntry.from_metadata(item["tokens"], meta)
-            if not 0 <= entry.tier < len(tiers) or tuple(entry.grid) != tiers[entry.tier].grid:
+            if not 0 <= entry.tier < len(tiers) or entry.num_tokens > tiers[entry.tier].budget:
                 raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {entry.tier}")
             if entry.tokens.shape != (entry.num_tokens, self.config.mm_hidden_size):
                 raise MemoryBankError(f"entry of frame {entry.frame_index} has tokens of shape {tuple(entry.tokens.shape)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -9,6 +11,36 @@ from .errors import MemoryBankError
 
 RESIZE_MODES = ("area", "bilinear")
 """What :func:`resize_token_grid` accepts as ``mode``."""
+
+
+def fit_grid(grid: tuple[int, int], budget: int) -> tuple[int, int]:
+    """The grid a token grid shrinks to under a token budget, keeping its aspect ratio.
+
+    A grid within the budget is kept. Otherwise the grid is scaled by
+    ``s = sqrt(budget / (h * w))``: one side is rounded (``round(h * s)``, or ``round(w * s)``)
+    and the other takes as many cells as the budget leaves; of the two, the one with more
+    tokens wins, then the one whose aspect ratio is closer. The result is never larger than
+    the input in either side, and is ``(h', w')`` with ``h' * w' <= budget``: ``12x12`` gives
+    ``8x8`` for 64 and ``6x6`` for 36; a 16:9 ``9x16`` gives ``6x10`` and ``4x9``.
+
+    Args:
+        grid: ``(h, w)``, positive.
+        budget: tokens, positive.
+
+    Raises:
+        MemoryBankError: for a non-positive grid side or budget.
+    """
+    h, w = grid
+    if min(h, w, budget) < 1:
+        raise MemoryBankError(f"grid {h}x{w} and token budget {budget} must be positive")
+    if h * w <= budget:
+        return h, w
+    scale = math.sqrt(budget / (h * w))
+    rows = min(h, max(1, round(h * scale)))
+    cols = min(w, max(1, round(w * scale)))
+    candidates = [(rows, min(w, budget // rows)), (min(h, budget // cols), cols)]
+    valid = [(a, b) for a, b in candidates if a >= 1 and b >= 1 and a * b <= budget] or [(1, 1)]
+    return max(valid, key=lambda g: (g[0] * g[1], -abs(math.log(g[0] * w / (g[1] * h)))))
 
 
 def resize_token_grid(

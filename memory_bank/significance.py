@@ -24,9 +24,9 @@ from .base import (
     pooled_descriptor,
 )
 from .config import MemoryConfig, check_finite_option, hidden_size_option, option
-from .errors import MemoryBankError, MemoryConfigError
+from .errors import MemoryBankError
 from .registry import register_memory
-from .resize import RESIZE_MODES, resize_token_grid
+from .resize import RESIZE_MODES, fit_grid, resize_token_grid
 
 CRITERIA = ("feature", "pixel", "histogram", "ssim")
 PIXEL_CRITERIA = ("pixel", "histogram", "ssim")
@@ -121,27 +121,19 @@ class SignificanceConfig(MemoryConfig):
     threshold_floor: float | None = option(
         None, "the adaptive threshold never goes below this (default: half the threshold)", minimum=0.0, maximum=2.0)
     buffer_size: int = option(8, "significant frames kept", minimum=1)
-    stored_tokens: int = option(64, "tokens per stored frame, a square number", minimum=1)
+    stored_tokens: int = option(64, "token budget per stored frame (the grid shrinks keeping its aspect ratio)",
+                                minimum=1)
     resize_mode: str = option("area", "how a frame moves to the stored grid", choices=RESIZE_MODES)
     signature_size: int = option(64, "side of the downsampled image of the pixel criteria", minimum=8)
     histogram_bins: int = option(16, "bins per colour channel", minimum=2)
     check_finite: bool = check_finite_option()
 
     def validate(self) -> None:
-        """Defaults that depend on the criterion; ``stored_tokens`` a square number."""
+        """Defaults that depend on the criterion."""
         if self.threshold is None:
             self.threshold = DEFAULT_THRESHOLDS[self.criterion]
         if self.threshold_floor is None:
             self.threshold_floor = self.threshold / 2
-        side = math.isqrt(self.stored_tokens)
-        if side * side != self.stored_tokens:
-            raise MemoryConfigError(f"stored_tokens must be a square number (a square grid), got {self.stored_tokens}")
-
-    @property
-    def stored_grid(self) -> tuple[int, int]:
-        """``(h, w)`` of a stored frame."""
-        side = math.isqrt(self.stored_tokens)
-        return side, side
 
 
 class SignificanceMemory(MemoryBackend):
@@ -158,8 +150,8 @@ class SignificanceMemory(MemoryBackend):
     ``threshold_floor``: a shaky or busy video raises it above its own jitter, a
     calm one lowers it to catch small changes. The significant distances are left
     out of the statistics, so a run of cuts does not blind the detector to the
-    next one. Stored frames are resized to ``stored_tokens`` (default 64 = 8x8)
-    by area averaging.
+    next one. Stored frames are shrunk to the ``stored_tokens`` budget (default 64: 12x12 ->
+    8x8, 9x16 -> 6x10) by area averaging, keeping their aspect ratio.
 
     A static video thus keeps one frame; a video with cuts keeps about one per cut.
 
@@ -235,10 +227,10 @@ class SignificanceMemory(MemoryBackend):
                 self._mean += delta / self._count
                 self._m2 += delta * (d - self._mean)
         if store:
-            resized = grid[0] * grid[1] > self.config.stored_tokens
+            stored = fit_grid(grid, self.config.stored_tokens)
+            resized = stored != grid
             if resized:
-                flat = resize_token_grid(flat, grid, self.config.stored_grid, self.config.resize_mode)
-                grid = self.config.stored_grid
+                flat, grid = resize_token_grid(flat, grid, stored, self.config.resize_mode), stored
             self._entries.append(MemoryEntry(own_storage(flat), grid, frame_index, timestamp))
             self._descriptors.append(pooled_descriptor(flat) if resized else descriptor)
             self._reference = signature

@@ -54,7 +54,7 @@ class DataConfig:
             ``videochat_online`` (VideoChat-Online's ``conversations`` with ``timestamps``).
         video_root: folder the records' video paths are relative to.
         fps: frames sampled per second where a record gives none.
-        frame_size: frames are resized to this square side (336 -> 144 tokens).
+        frame_tokens: token budget per frame; frames keep their aspect ratio within it.
         dialogue: earlier turns of a conversation are the dialogue the model sees
             (False: every question is asked on its own, as ``vl3mem eval`` asks them).
         prompt_style: how multiple-choice options are written (``jsonl``, ``ovo``,
@@ -67,7 +67,7 @@ class DataConfig:
     format: str = "jsonl"
     video_root: str = "../shared/videos"
     fps: float = 1.0
-    frame_size: int = 336
+    frame_tokens: int = 144
     dialogue: bool = True
     prompt_style: str = "jsonl"
     max_length: int = 4096
@@ -165,10 +165,12 @@ class TrainConfig:
         """
         for key, value in (("batch_size", self.batch_size), ("gradient_accumulation_steps",
                            self.gradient_accumulation_steps), ("max_steps", self.max_steps),
-                           ("save_steps", self.save_steps), ("data.frame_size", self.data.frame_size),
+                           ("save_steps", self.save_steps), ("data.frame_tokens", self.data.frame_tokens),
                            ("data.max_length", self.data.max_length), ("lora.r", self.lora.r)):
             if value < 1:
                 raise TrainConfigError(f"{key} must be >= 1, got {value}")
+        if self.data.frame_tokens < 4:
+            raise TrainConfigError(f"data.frame_tokens must be at least 4 (a 2x2 token grid), got {self.data.frame_tokens}")
         if not self.data.fps > 0:
             raise TrainConfigError(f"data.fps must be positive, got {self.data.fps}")
         if not self.optimizer.lr > 0:

@@ -266,7 +266,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     data = load_training_data(config.data)
     model, tokenizer = load_model(config.model, device=accelerator.device,
                                   dtype=torch.bfloat16 if bf16 else torch.float32)
-    session = build_session(model, tokenizer, config.memory, config.memory_options, frame_size=config.data.frame_size)
+    session = build_session(model, tokenizer, config.memory, config.memory_options, frame_tokens=config.data.frame_tokens)
     wrapped = session.model
     peft_model = prepare_model(wrapped, config)
     if checkpoint is not None:

@@ -105,6 +105,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     from .video import open_video
 
     spec = load_spec_from_args(args)
+    check_frame_arguments(args)
     if not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
     video = open_video(args.video)  # one open: the duration checks the questions, then the frames stream
@@ -112,7 +113,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         info = video.info
         questions = [(q, check_question_time(t, info.duration) if t is not None else None)
                      for q, t in _read_questions(args)]
-        session = load_session(spec, device=args.device, frame_size=args.frame_size)
+        session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
     except BaseException:
         video.close()
         raise
@@ -171,6 +172,23 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop the system prompt a DAMO checkpoint was trained with (on by default for them)")
 
 
+def add_frame_arguments(p: argparse.ArgumentParser) -> None:
+    """``--frame-tokens`` (shared by answer and eval)."""
+    from .preprocess import FRAME_TOKENS
+
+    p.add_argument("--frame-tokens", type=int, default=FRAME_TOKENS,
+                   help=f"token budget per frame; frames keep their aspect ratio within it, as the native video "
+                        f"processor resizes them (default {FRAME_TOKENS}: a 16:9 frame is a 9x16 token grid)")
+
+
+def check_frame_arguments(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` for a ``--frame-tokens`` below the smallest frame (2x2 tokens)."""
+    from .preprocess import MIN_FRAME_TOKENS
+
+    if args.frame_tokens < MIN_FRAME_TOKENS:
+        raise UsageError(f"--frame-tokens must be at least {MIN_FRAME_TOKENS} (a 2x2 token grid), got {args.frame_tokens}")
+
+
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
     """``--memory``, ``--memory-option``, ``--memory-config`` (shared by answer, eval and train)."""
     from .loading import memory_names
@@ -195,7 +213,7 @@ def add_commands(sub) -> None:
     add_model_arguments(p)
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
-    p.add_argument("--frame-size", type=int, default=336, help="frame side in pixels (336 -> 144 tokens)")
+    add_frame_arguments(p)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--output", help="write the answers as JSON to this file")

@@ -28,6 +28,7 @@ from .checkpoint import CheckpointInfo, load_adapter, resolve_checkpoint
 from .errors import ModelLoadError, UsageError
 from .modeling import VideoLlama3WithMemory
 from .options import read_memory_config
+from .preprocess import FRAME_TOKENS
 from .processing import MemoryProcessor
 from .session import StreamingSession
 
@@ -244,7 +245,7 @@ def build_session(
     tokenizer: PreTrainedTokenizerBase,
     memory: str = DEFAULT_MEMORY,
     memory_options: dict[str, Any] | None = None,
-    frame_size: int = 336,
+    frame_tokens: int = FRAME_TOKENS,
     system_prompt: str | None = None,
 ) -> StreamingSession:
     """A streaming session on ``model`` with memory backend ``memory`` built for it.
@@ -270,11 +271,11 @@ def build_session(
             raise UsageError(f"unknown memory {memory!r}; known: {', '.join(memory_names())}")
         backend = build_memory(memory, **{"mm_hidden_size": width, **options})
         wrapped = VideoLlama3WithMemory(model, backend)
-    return StreamingSession(wrapped, MemoryProcessor(tokenizer, system_prompt), backend, frame_size=frame_size)
+    return StreamingSession(wrapped, MemoryProcessor(tokenizer, system_prompt), backend, frame_tokens=frame_tokens)
 
 
 def load_session(
-    spec: LoadSpec, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, frame_size: int = 336
+    spec: LoadSpec, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, frame_tokens: int = FRAME_TOKENS
 ) -> StreamingSession:
     """Load ``spec.model``, build its session with ``spec``'s memory and, when ``spec`` has a
     checkpoint, load its LoRA (merged), FeatureAdapter and projector on top. The prompt has
@@ -284,7 +285,7 @@ def load_session(
         ModelLoadError, MemoryConfigError, CheckpointError, UsageError.
     """
     model, tokenizer, system_prompt = load_checkpoint(spec.model, device=device, dtype=dtype)
-    session = build_session(model, tokenizer, spec.memory, spec.memory_options, frame_size=frame_size,
+    session = build_session(model, tokenizer, spec.memory, spec.memory_options, frame_tokens=frame_tokens,
                             system_prompt=system_prompt if spec.system_prompt else None)
     if spec.checkpoint is not None:
         load_adapter(session.model, spec.checkpoint)

@@ -121,17 +121,17 @@ class VideoLlama3WithMemory(nn.Module):
             merge_sizes: ``(F,)`` long.
 
         Returns:
-            ``F`` tensors of shape ``(gh*gw / merge**2, C_vis)`` (144 x 1152 for real
-            checkpoints at 336x336), in the vision model's dtype and device: views into
-            one output buffer (a memory backend copies what it keeps).
+            ``F`` token grids of shape ``(gh / merge, gw / merge, C_vis)`` (9 x 16 x 1152 for a
+            16:9 frame of a real checkpoint at 144 tokens), in the vision model's dtype and on
+            its device: views into one output buffer (a memory backend copies what it keeps).
         """
         out = self.model.model.vision_model(
             pixel_values=pixel_values.to(self.device, self.vision_dtype),
             grid_thw=grid_thw.to(self.device),
             merge_sizes=merge_sizes.to(self.device),
         ).last_hidden_state
-        sizes = (grid_thw.prod(dim=1) // merge_sizes**2).tolist()
-        return list(out.split(sizes))
+        grids = (grid_thw[:, 1:] // merge_sizes[:, None]).tolist()
+        return [t.view(h, w, -1) for t, (h, w) in zip(out.split([h * w for h, w in grids]), grids)]
 
     # ----------------------------------------------------------- embedding
     def embed_visual(self, tokens: torch.Tensor, tier_ids: torch.Tensor) -> torch.Tensor:

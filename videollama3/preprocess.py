@@ -1,8 +1,12 @@
 """Frame preprocessing in plain torch, in the native VideoLLaMA3 layout.
 
-Equal to ``VideoLlama3VideoProcessor`` (resize with antialiased bicubic, rescale
-1/255, normalise with mean 0.5 / std 0.5, patchify in merge blocks) for a fixed
-square size, without its torchvision dependency (docs/design.md section 3).
+As ``VideoLlama3VideoProcessor`` does it (docs/design.md section 3): each frame keeps its
+aspect ratio, resized by transformers' own ``smart_resize`` (sides multiples of
+``patch * merge`` = 28 pixels, within a per-frame pixel budget: ``max_tokens`` merged tokens
+of 28x28 pixels), with antialiased bicubic; then rescale 1/255, normalise with mean 0.5 /
+std 0.5, patchify in merge blocks. Plain torch, without the native processor's
+torchvision dependency. A 16:9 frame at 144 tokens gives a 9x16 token grid, a 4:3 one
+10x13, a square one 12x12 (336x336 pixels).
 """
 
 from __future__ import annotations
@@ -10,22 +14,42 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import smart_resize
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
+FRAME_TOKENS = 144
+"""Default token budget per frame (DAMO's clip budget of 16384 tokens spread over ~114 frames)."""
+MIN_FRAME_TOKENS = 4
 
 
-def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``(T, 3, H, W)`` uint8 frames to ``(T, 3, size, size)`` uint8.
+def frame_size(height: int, width: int, max_tokens: int = FRAME_TOKENS, patch_size: int = PATCH_SIZE,
+               merge_size: int = MERGE_SIZE) -> tuple[int, int]:
+    """``(height, width)`` in pixels a frame is resized to: transformers' ``smart_resize`` with
+    ``factor = patch * merge`` and at most ``max_tokens`` merged tokens (at least 4).
+
+    Raises:
+        ValueError: for a non-positive size or budget, or an aspect ratio above 200.
+    """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < MIN_FRAME_TOKENS:
+        raise ValueError(f"max_tokens (tokens per frame) must be an integer >= {MIN_FRAME_TOKENS}, got {max_tokens!r}")
+    if height < 1 or width < 1:
+        raise ValueError(f"a frame of {height}x{width} pixels is empty")
+    factor = patch_size * merge_size
+    return smart_resize(height, width, factor, MIN_FRAME_TOKENS * factor**2, max_tokens * factor**2)
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(T, 3, H, W)`` uint8 frames to ``(T, 3, *size)`` uint8.
 
     Antialiased bicubic interpolation in float32, rounded and clamped back to
     uint8, as torchvision's ``resize`` does for uint8 tensors.
     """
-    if frames.shape[-2:] == (size, size):
+    if tuple(frames.shape[-2:]) == tuple(size):
         return frames
-    x = F.interpolate(frames.float(), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    x = F.interpolate(frames.float(), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -40,7 +64,7 @@ def patchify(pixels: torch.Tensor, patch_size: int = PATCH_SIZE, merge_size: int
 
 def preprocess_frames(
     frames: torch.Tensor | np.ndarray,
-    size: int = 336,
+    max_tokens: int = FRAME_TOKENS,
     patch_size: int = PATCH_SIZE,
     merge_size: int = MERGE_SIZE,
     device: torch.device | str | None = None,
@@ -50,21 +74,18 @@ def preprocess_frames(
 
     Args:
         frames: ``(H, W, 3)`` or ``(T, H, W, 3)`` uint8 RGB (numpy or torch).
-        size: output side in pixels; a multiple of ``patch_size * merge_size``
-            (336 -> 24x24 patches -> 12x12 = 144 tokens after the 2x2 merge).
+        max_tokens: token budget per frame after the 2x2 merge (:func:`frame_size`).
         device, dtype: of the returned ``pixel_values`` (frames are resized on ``device``).
 
     Returns:
         ``pixel_values`` ``(T * gh * gw, 3 * p * p)``, ``grid_thw`` ``(T, 3)``
         long (one row ``[1, gh, gw]`` per frame, so the encoder treats each frame on
-        its own), ``merge_sizes`` ``(T,)`` long.
+        its own), ``merge_sizes`` ``(T,)`` long. The frame's token grid is
+        ``(gh / merge, gw / merge)``.
 
     Raises:
-        ValueError: for a wrong shape or dtype, or a size that is not a multiple
-            of ``patch_size * merge_size``.
+        ValueError: for a wrong shape or dtype, an empty frame, or a bad ``max_tokens``.
     """
-    if size % (patch_size * merge_size):
-        raise ValueError(f"frame size {size} must be a multiple of {patch_size * merge_size}")
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(np.ascontiguousarray(frames))
     if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8:
@@ -73,12 +94,12 @@ def preprocess_frames(
         frames = frames.unsqueeze(0)
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape (H, W, 3) or (T, H, W, 3), got {tuple(frames.shape)}")
-    x = resize_frames(frames.to(device).permute(0, 3, 1, 2), size)
+    height, width = frame_size(frames.shape[1], frames.shape[2], max_tokens, patch_size, merge_size)
+    x = resize_frames(frames.to(device).permute(0, 3, 1, 2), (height, width))
     mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
     x = (x.float() / 255.0 - mean) / std
     t = x.shape[0]
-    g = size // patch_size
-    grid_thw = torch.tensor([[1, g, g]] * t, dtype=torch.long, device=x.device)
+    grid_thw = torch.tensor([[1, height // patch_size, width // patch_size]] * t, dtype=torch.long, device=x.device)
     merge_sizes = torch.full((t,), merge_size, dtype=torch.long, device=x.device)
     return patchify(x, patch_size, merge_size).to(dtype), grid_thw, merge_sizes

@@ -15,7 +15,7 @@ from memory_bank import MemoryBackend, MemoryBankError, MemoryEntry
 
 from .errors import QuestionError, VideoError
 from .modeling import VideoLlama3WithMemory, memory_tokens
-from .preprocess import preprocess_frames
+from .preprocess import FRAME_TOKENS, preprocess_frames
 from .processing import MemoryProcessor
 
 
@@ -77,7 +77,8 @@ class StreamingSession:
         model: the wrapped VideoLLaMA3 (its adapter sized for this kind of memory).
         processor: the prompt builder of the model's tokenizer.
         memory: a memory backend (see :func:`videollama3.loading.build_session`).
-        frame_size: frames are resized to ``frame_size`` x ``frame_size`` (336 -> 144 tokens).
+        frame_tokens: token budget per frame: frames keep their aspect ratio within it
+            (:func:`~videollama3.preprocess.frame_size`; 144: a 16:9 frame is a 9x16 grid).
 
     Raises:
         MemoryConfigError: when the memory's tokens do not fit the model.
@@ -85,7 +86,7 @@ class StreamingSession:
     """
 
     def __init__(self, model: VideoLlama3WithMemory, processor: MemoryProcessor, memory: MemoryBackend,
-                 frame_size: int = 336) -> None:
+                 frame_tokens: int = FRAME_TOKENS) -> None:
         model.check_memory(memory)
         if processor.video_token_id != model.video_token_id:
             raise ValueError(
@@ -95,7 +96,7 @@ class StreamingSession:
         self.model = model
         self.processor = processor
         self.memory = memory
-        self.frame_size = frame_size
+        self.frame_tokens = frame_tokens
         self.history: list[tuple[str, str]] = []
 
     @property
@@ -126,7 +127,7 @@ class StreamingSession:
         """
         if self.time is not None and timestamp < self.time:
             raise MemoryBankError(f"frame at {timestamp:.3f}s arrived after one at {self.time:.3f}s; push frames in time order")
-        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_size, device=self.model.device,
+        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_tokens, device=self.model.device,
                                                                 dtype=self.model.vision_dtype)
         (tokens,) = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
         self.memory.add(tokens, self.frames_seen, timestamp, frame=frame)

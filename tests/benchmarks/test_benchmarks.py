@@ -15,8 +15,8 @@ def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads(numbers.read_text())["bikes.mp4"]
     assert {k: (r["frames"], r["frames_stored"], r["tokens"]) for k, r in results.items()} == {
-        "hierarchical": (10, 10, 8 * 144 + 2 * 64), "fifo": (10, 10, 6 * 144), "unbounded": (10, 10, 10 * 144)}
-    assert results["unbounded"]["tokens_held"] == [144 * (i + 1) for i in range(10)]
+        "hierarchical": (10, 10, 8 * 126 + 2 * 60), "fifo": (10, 10, 6 * 126), "unbounded": (10, 10, 10 * 126)}
+    assert results["unbounded"]["tokens_held"] == [126 * (i + 1) for i in range(10)]  # bikes.mp4: 7x18 a frame
     assert "| fifo " in out and "mean add ms" in out
 
 

@@ -264,7 +264,7 @@ def test_unknown_option_lists_the_accepted_ones():
         ("lru_quantized", {"half_precision_uses": 4, "full_precision_uses": 2}, "must not exceed"),
         ("lru_quantized", {"use_decay": 0}, "use_decay"),
         ("significance", {"criterion": "optical_flow"}, "criterion must be one of feature, pixel, histogram, ssim"),
-        ("significance", {"stored_tokens": 50}, "square"),
+        ("significance", {"stored_tokens": 0}, "stored_tokens must be an integer >= 1"),
         ("significance", {"threshold": -0.1}, "threshold"),
         ("hierarchical", {"memory_capacities": [8, 0, 1]}, "positive"),
     ],

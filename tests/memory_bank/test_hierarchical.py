@@ -11,6 +11,7 @@ from memory_bank import (
     MemoryBankConfig,
     MemoryBankError,
     MemoryConfigError,
+    fit_grid,
     resize_token_grid,
 )
 
@@ -31,7 +32,8 @@ def test_defaults():
     cfg = MemoryBankConfig()
     assert cfg.memory_capacities == (8, 4, 1)
     assert cfg.memory_reduced_sizes == (144, 64, 36)
-    assert cfg.grids == ((12, 12), (8, 8), (6, 6))
+    assert cfg.tier_grids((12, 12)) == ((12, 12), (8, 8), (6, 6))
+    assert cfg.tier_grids((9, 16)) == ((9, 16), (6, 10), (5, 7))
     assert cfg.memory_similarity_threshold == 0.8
     assert cfg.mm_hidden_size == 1152
     assert cfg.memory_resize_mode == "area"
@@ -45,7 +47,7 @@ def test_defaults():
     [
         ({"memory_capacities": (8, 0, 1)}, "positive"),
         ({"memory_capacities": ()}, "empty"),
-        ({"memory_reduced_sizes": (144, 60, 36)}, "perfect squares"),
+        ({"memory_reduced_sizes": (144, 0, 0)}, "positive token budgets"),
         ({"memory_reduced_sizes": (64, 144, 36)}, "must not grow"),
         ({"memory_reduced_sizes": (144, 64)}, "one token count per tier"),
         ({"memory_resize_mode": "nearest"}, "memory_resize_mode"),
@@ -311,12 +313,12 @@ def test_views_into_larger_buffers_are_copied():
 
 # ------------------------------------------------------------- bad input
 BAD = [
-    (lambda: torch.randn(2, 144, 8), 5, 9.0, "2x144 grid, not a square"),
+    (lambda: torch.randn(0, 12, 8), 5, 9.0, "empty 0x12 grid"),
     (lambda: torch.randn(1, 2, 144, 8), 5, 9.0, "rank 4"),
     (lambda: torch.randn(1152), 5, 9.0, "rank 1"),
-    (lambda: torch.randn(143, 8), 5, 9.0, "not a square grid"),
+    (lambda: torch.randn(143, 8), 5, 9.0, "not a square grid; pass a non-square grid as"),
     (lambda: torch.randn(144, 7), 5, 9.0, "mm_hidden_size=8"),
-    (lambda: torch.randn(64, 8), 5, 9.0, "8x8 token grid"),
+    (lambda: torch.randn(12, 0, 8), 5, 9.0, "empty 12x0 grid"),
     (lambda: torch.randn(12, 12, 8).index_put_((torch.tensor(3),), torch.tensor(float("nan"))), 5, 9.0, "NaN"),
     (lambda: torch.full((144, 8), float("inf")), 5, 9.0, "NaN or Inf"),
     (lambda: torch.randn(144, 8), 5, 1.0, "earlier than the last"),
@@ -345,3 +347,62 @@ def test_bad_input_raises_and_leaves_the_bank_unchanged(make, frame_index, times
 
 def test_errors_are_value_errors():
     assert issubclass(MemoryBankError, ValueError) and issubclass(MemoryConfigError, ValueError)
+
+
+# ------------------------------------------------------- non-square grids
+@pytest.mark.parametrize("grid, budget, expected", [
+    ((12, 12), 144, (12, 12)), ((12, 12), 64, (8, 8)), ((12, 12), 36, (6, 6)), ((9, 16), 64, (6, 10)),
+    ((16, 9), 64, (10, 6)), ((9, 16), 36, (4, 9)), ((10, 13), 64, (7, 9)), ((7, 18), 36, (4, 9)),
+    ((5, 6), 64, (5, 6)), ((1, 200), 36, (1, 36)), ((100, 1), 4, (4, 1)), ((12, 16), 48, (6, 8)),
+])
+def test_fit_grid_examples(grid, budget, expected):
+    assert fit_grid(grid, budget) == expected
+
+
+def test_fit_grid_invariants():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2000):
+        h, w, budget = (int(x) for x in torch.randint(1, 60, (3,), generator=g))
+        fh, fw = fit_grid((h, w), budget)
+        assert 1 <= fh <= h and 1 <= fw <= w and fh * fw <= max(budget, 1)
+        assert fit_grid((fh, fw), budget) == (fh, fw)  # a fitted grid stays
+        if h * w <= budget:
+            assert (fh, fw) == (h, w)
+        else:  # the budget is used: no side could grow by one within it (for fits of the same aspect)
+            assert fh * fw > budget // 2
+
+
+def test_area_shrink_equals_average_pooling_where_the_factor_is_whole():
+    x = torch.randn(12, 16, 5)
+    out = resize_token_grid(x.reshape(-1, 5), (12, 16), fit_grid((12, 16), 48))
+    pooled = torch.nn.functional.avg_pool2d(x.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0).reshape(-1, 5)
+    torch.testing.assert_close(out, pooled)
+
+
+def test_cascade_on_a_16_9_stream_keeps_bounds_order_and_aspect():
+    cfg = MemoryBankConfig(mm_hidden_size=4)
+    bank = HierarchicalMemoryBank(cfg)
+    g = torch.Generator().manual_seed(0)
+    constant = torch.ones(9, 16, 4) * 3.0
+    for i in range(60):
+        tokens = constant if i % 7 == 0 else torch.randn(9, 16, 4, generator=g)
+        bank.add(tokens, i, float(i))
+        entries = bank.readout()
+        keys = [(e.timestamp, e.frame_index) for e in entries]
+        assert keys == sorted(keys)
+        assert sum(e.num_tokens for e in entries) <= cfg.max_tokens
+    tiers = bank.tiers()
+    assert {e.grid for e in tiers["short"]} == {(9, 16)} and {e.grid for e in tiers["mid"]} == {(6, 10)}
+    assert {e.grid for e in tiers["long"]} == {(5, 7)}
+    assert bank.num_tokens == 8 * 144 + 4 * 60 + 35
+    # a constant grid stays constant through every shrink (area averaging)
+    for e in bank.readout():
+        if e.frame_index % 7 == 0 and not e.is_merged:
+            assert torch.allclose(e.tokens, torch.full_like(e.tokens, 3.0))
+
+
+def test_a_frame_larger_than_the_first_budget_is_shrunk_on_the_way_in():
+    bank = HierarchicalMemoryBank(mm_hidden_size=4)
+    bank.add(torch.ones(12, 16, 4), 0, 0.0)  # 192 tokens > 144
+    (entry,) = bank.readout()
+    assert entry.grid == fit_grid((12, 16), 144) == (10, 14) and torch.allclose(entry.tokens, torch.ones(140, 4))

@@ -41,7 +41,7 @@ def test_fifo_session_keeps_the_frame_each_question_was_asked_at(tiny, bikes_fra
     result = run_stream(session, iter(bikes_frames), [("first?", 2.0), ("second?", None)], max_new_tokens=1)
     assert result.answers[0].tiers == {"recent": [1.0, 2.0], "prompted": []}
     assert result.answers[1].tiers == {"recent": [4.0, 5.0], "prompted": [2.0]}  # frame 2 outlived the window
-    assert result.answers[1].visual_tokens == 3 * 144
+    assert result.answers[1].visual_tokens == 3 * 126  # bikes.mp4: 7x18 tokens a frame
     assert isinstance(session.memory, FIFOMemory) and session.memory.prompted_frames == [2, 5]
 
 
@@ -115,10 +115,10 @@ def answer(capsys, videos, tmp_path, *argv):
 @pytest.mark.parametrize(
     "argv, memory, tokens",
     [
-        (["--memory", "fifo", "--memory-option", "num_recent=2"], "fifo", [2 * 144, 3 * 144]),
-        (["--memory", "lru_quantized"], "lru_quantized", [5 * 144, 7 * 144]),
+        (["--memory", "fifo", "--memory-option", "num_recent=2"], "fifo", [2 * 126, 3 * 126]),
+        (["--memory", "lru_quantized"], "lru_quantized", [5 * 126, 7 * 126]),
         (["--memory", "hierarchical", "--memory-option", "memory_capacities=4,2,1"], "hierarchical",
-         [4 * 144 + 64, 4 * 144 + 2 * 64 + 36]),
+         [4 * 126 + 60, 4 * 126 + 2 * 60 + 36]),  # bikes.mp4: 7x18, 5x12 in mid, 4x9 in long
     ],
 )
 def test_answer_with_each_backend_end_to_end(videos, tmp_path, capsys, argv, memory, tokens):

@@ -28,8 +28,9 @@ def test_answer_end_to_end_on_bikes(videos, tmp_path, capsys):
     assert [a["question"] for a in answers] == ["What is moving?", "How many bikes?", "Any cars?"]
     assert [a["frames_seen"] for a in answers] == [5, 10, 8]
     assert [a["time"] for a in answers] == [4.0, 9.0, 7.0]
-    # 5 frames: all in short; 10 frames: 8 short x 144 + 2 mid x 64
-    assert [a["visual_tokens"] for a in answers] == [720, 1280, 8 * 144]
+    # bikes.mp4 is 640x272: 7x18 = 126 tokens a frame (aspect kept); 5x12 = 60 in mid
+    # 5 frames: all in short; 10 frames: 8 short x 126 + 2 mid x 60
+    assert [a["visual_tokens"] for a in answers] == [5 * 126, 8 * 126 + 2 * 60, 8 * 126]
     assert answers[0]["tiers"] == {"short": [0.0, 1.0, 2.0, 3.0, 4.0], "mid": [], "long": []}
     assert all(a["latency_s"] > 0 for a in answers)
     assert "[4.0s] Q: What is moving?" in out and "visual tokens" in out
@@ -38,7 +39,7 @@ def test_answer_end_to_end_on_bikes(videos, tmp_path, capsys):
 def test_memory_none_is_the_native_view(videos, capsys):
     code, out, _ = run(capsys, "answer", str(videos / "bikes.mp4"), "-q", "What?", "--model", "tiny", "--memory",
                        "none", "--max-new-tokens", "2", "--quiet")
-    assert code == 0 and "1440 visual tokens" in out
+    assert code == 0 and "1260 visual tokens" in out
 
 
 @pytest.mark.parametrize(

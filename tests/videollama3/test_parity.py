@@ -12,12 +12,13 @@ from videollama3.session import run_stream
 
 
 def native_inputs(session, frames, question):
-    """Inputs of the native model for a video of these frames (one video, grid [T, 24, 24])."""
+    """Inputs of the native model for a video of these frames (one video, grid [T, gh, gw])."""
     pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack([f for f, _ in frames]))
-    video_grid_thw = torch.tensor([[len(frames), grid_thw[0, 1], grid_thw[0, 2]]])
+    gh, gw = grid_thw[0, 1:].tolist()
+    video_grid_thw = torch.tensor([[len(frames), gh, gw]])
     entries = UnboundedMemory(mm_hidden_size=session.model.memory_width)
-    for i, (_, t) in enumerate(frames):  # only the prompt text: 144 pads per frame at its time
-        entries.add(torch.zeros(144, entries.mm_hidden_size), i, t)
+    for i, (_, t) in enumerate(frames):  # only the prompt text: one pad per token at each frame's time
+        entries.add(torch.zeros(gh // 2, gw // 2, entries.mm_hidden_size), i, t)
     input_ids = session.processor(entries.readout(), question)["input_ids"]
     return dict(input_ids=input_ids, pixel_values_videos=pixel_values, video_grid_thw=video_grid_thw,
                 video_merge_sizes=merge_sizes[:1])
@@ -120,7 +121,8 @@ def test_bounded_memory_keeps_the_prompt_bounded(tiny, videos):
         session.push_frame(f, t)
     answer = session.ask("Who walks by?", max_new_tokens=2)
     assert session.frames_seen == 21
-    assert answer.visual_tokens == 1444
+    # vtest.avi is 4:3: 10x13 = 130 tokens a frame; 7x9 in mid, 5x7 in long (fit_grid keeps the aspect)
+    assert answer.visual_tokens == 8 * 130 + 4 * 63 + 35 == 1327
     assert [len(v) for v in answer.tiers.values()] == [8, 4, 1]
     assert isinstance(answer.tiers["long"][0], list)  # merged entry: [start, end]
 

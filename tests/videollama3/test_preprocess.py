@@ -3,14 +3,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videollama3.preprocess import patchify, preprocess_frames
+from videollama3.preprocess import frame_size, patchify, preprocess_frames
 
 
-def test_shapes_and_grid_for_336():
-    frames = np.zeros((3, 272, 640, 3), dtype=np.uint8)
+def test_shapes_and_grid_keep_the_aspect_ratio():
+    frames = np.zeros((3, 272, 640, 3), dtype=np.uint8)  # bikes.mp4: 196 x 504 pixels, 14 x 36 patches
     pv, thw, ms = preprocess_frames(frames)
-    assert pv.shape == (3 * 24 * 24, 3 * 14 * 14) and pv.dtype == torch.float32
-    assert thw.tolist() == [[1, 24, 24]] * 3 and ms.tolist() == [2, 2, 2]
+    assert pv.shape == (3 * 14 * 36, 3 * 14 * 14) and pv.dtype == torch.float32
+    assert thw.tolist() == [[1, 14, 36]] * 3 and ms.tolist() == [2, 2, 2]
+    assert preprocess_frames(np.zeros((336, 336, 3), dtype=np.uint8))[1].tolist() == [[1, 24, 24]]  # square: 12x12
+
+
+@pytest.mark.parametrize("height, width, grid", [
+    (720, 1280, (9, 16)),  # 16:9
+    (576, 768, (10, 13)),  # 4:3
+    (1280, 720, (16, 9)),  # 9:16, portrait
+    (600, 600, (12, 12)),  # 1:1
+    (144, 176, (5, 6)),  # an odd size, below the budget: rounded, not enlarged
+    (333, 1001, (6, 20)),
+])
+def test_grids_equal_transformers_smart_resize(height, width, grid):
+    from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import smart_resize
+
+    h, w = smart_resize(height, width, factor=28, min_pixels=4 * 28 * 28, max_pixels=144 * 28 * 28)
+    assert frame_size(height, width) == (h, w)
+    _, thw, ms = preprocess_frames(np.zeros((height, width, 3), dtype=np.uint8))
+    assert (thw[0, 1] // ms[0], thw[0, 2] // ms[0]) == (h // 28, w // 28) == grid
+    assert grid[0] * grid[1] <= 144
+    _, thw, _ = preprocess_frames(np.zeros((height, width, 3), dtype=np.uint8), max_tokens=36)
+    assert int(thw[0, 1] * thw[0, 2]) // 4 <= 36
 
 
 def test_rescale_and_normalise():
@@ -42,7 +63,7 @@ def test_resize_is_antialiased_bicubic_rounded_to_uint8():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (272, 640, 3), dtype=np.uint8)
     pv, _, _ = preprocess_frames(frame)
-    ref = F.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), size=(336, 336), mode="bicubic",
+    ref = F.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), size=(196, 504), mode="bicubic",
                         align_corners=False, antialias=True).round().clamp(0, 255)
     assert torch.equal(pv, patchify(ref / 255 * 2 - 1))
 
@@ -52,8 +73,10 @@ def test_rejects_bad_frames():
         preprocess_frames(np.zeros((336, 336, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="shape"):
         preprocess_frames(np.zeros((336, 336), dtype=np.uint8))
-    with pytest.raises(ValueError, match="multiple of 28"):
-        preprocess_frames(np.zeros((336, 336, 3), dtype=np.uint8), size=300)
+    with pytest.raises(ValueError, match="max_tokens .* must be an integer >= 4"):
+        preprocess_frames(np.zeros((336, 336, 3), dtype=np.uint8), max_tokens=3)
+    with pytest.raises(ValueError, match="aspect ratio must be smaller than 200"):
+        preprocess_frames(np.zeros((1, 400, 3), dtype=np.uint8))
 
 
 def test_equals_the_native_video_processor_where_torchvision_exists():
@@ -61,9 +84,9 @@ def test_equals_the_native_video_processor_where_torchvision_exists():
     from transformers import VideoLlama3VideoProcessor
 
     rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, (2, 336, 336, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (2, 252, 448, 3), dtype=np.uint8)  # already at the 9x16 size: no resize
     native = VideoLlama3VideoProcessor(use_token_compression=False)(
         videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], do_resize=False, return_tensors="pt")
     pv, thw, _ = preprocess_frames(frames)
     torch.testing.assert_close(pv, native["pixel_values_videos"])
-    assert native["video_grid_thw"].tolist() == [[2, 24, 24]]
+    assert native["video_grid_thw"].tolist() == [[2, 18, 32]]
