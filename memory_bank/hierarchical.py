@@ -220,9 +220,9 @@ class HierarchicalMemoryBank(MemoryBackend):
         """Add one frame and cascade evictions down the tiers.
 
         Args:
-            tokens: ``(h * w, C)`` or ``(h, w, C)`` floating tensor whose grid
-                equals the first tier's (12x12 by default) and ``C ==
-                config.mm_hidden_size``.
+            tokens: ``(h, w, C)`` floating tensor of any grid (``(h * w, C)`` for a square
+                one), ``C == config.mm_hidden_size``; a grid over the first tier's budget
+                is shrunk to it (:func:`~memory_bank.resize.fit_grid`).
             frame_index: integer larger than every frame index added before.
             timestamp: seconds; not earlier than the last frame's.
             frame: the raw frame; unused here (pixel criteria of other backends).
@@ -231,8 +231,8 @@ class HierarchicalMemoryBank(MemoryBackend):
             True (this backend stores every frame).
 
         Raises:
-            MemoryBankError: wrong rank, non-square token count, wrong width or
-                grid, NaN/Inf values, a timestamp earlier than the last one, a
+            MemoryBankError: wrong rank, an empty grid, a flat non-square token count,
+                a wrong width, NaN/Inf values, a timestamp earlier than the last one, a
                 frame index already added, a device other than earlier frames'.
                 The bank is unchanged when it raises.
         """

@@ -41,7 +41,7 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
 def build_tiny_model(seed: int = 0) -> tuple[VideoLlama3ForConditionalGeneration, PreTrainedTokenizerFast]:
     """A randomly initialised VideoLLaMA3 of the native classes, small enough for CPU tests.
 
-    Vision encoder: 2 layers, width 32, patch 14 (a 336x336 frame -> 144 tokens
+    Vision encoder: 2 layers, width 32, patch 14 (a 336x336 frame -> 12x12 = 144 tokens
     after the 2x2 merge, as in the real model); language model: Qwen2, 2 layers,
     width 64; byte-level tokenizer. Deterministic for a given ``seed``.
     """
