@@ -133,6 +133,8 @@ class TrainConfig:
         gradient_checkpointing: recompute activations in backward (less memory, ~30 % slower).
         precision: ``auto`` (bf16 where the GPU supports it, else fp32), ``bf16`` or ``fp32``.
         report_to: ``tensorboard`` or ``none``.
+        system_prompt: prompts start with the system prompt the checkpoint was trained with
+            (DAMO's, for DAMO checkpoints), as ``vl3mem answer`` does unless ``--no-system-prompt``.
     """
 
     model: str = DEFAULT_MODEL
@@ -152,6 +154,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     precision: str = "auto"
     report_to: str = "tensorboard"
+    system_prompt: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-able)."""

@@ -34,7 +34,8 @@ PRESETS = {
 
 
 def model_config(name: str):
-    """A ``VideoLlama3Config``: a preset name, ``tiny``, a local folder or a hub id (config only).
+    """A ``VideoLlama3Config``: a preset name, ``tiny``, a local folder or a hub id (config only; a
+    DAMO remote-code checkpoint's is converted).
 
     Raises:
         ModelLoadError: when the config cannot be read.
@@ -42,6 +43,7 @@ def model_config(name: str):
     from transformers import VideoLlama3Config
 
     from videollama3.errors import ModelLoadError
+    from videollama3.loading import native_config
     from videollama3.tiny import build_tiny_model
 
     if name in PRESETS:
@@ -49,10 +51,9 @@ def model_config(name: str):
     if name == "tiny":
         return build_tiny_model()[0].config
     try:
-        return VideoLlama3Config.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot read the config of {name!r} ({str(e).splitlines()[0]}); offline, use "
-                             f"one of {', '.join(PRESETS)}") from None
+        return native_config(name)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{e}; offline, use one of {', '.join(PRESETS)}") from None
 
 
 def count_for(config: TrainConfig, model_name: str | None = None) -> dict[str, int]:
@@ -60,6 +61,7 @@ def count_for(config: TrainConfig, model_name: str | None = None) -> dict[str, i
     (default ``config.model``), built on the meta device (no weights, no memory)."""
     from transformers import AutoTokenizer, VideoLlama3ForConditionalGeneration
 
+    from videollama3.conversion import token_ids
     from videollama3.loading import build_session
     from videollama3.tiny import build_byte_tokenizer
 
@@ -67,14 +69,13 @@ def count_for(config: TrainConfig, model_name: str | None = None) -> dict[str, i
 
     name = model_name or config.model
     mc = model_config(name)
+    # counting needs no real tokenizer, only one whose <|video_pad|> id the model config agrees with
+    tokenizer = (build_byte_tokenizer() if name in PRESETS or name == "tiny"
+                 else AutoTokenizer.from_pretrained(name, trust_remote_code=False))
+    for key, value in token_ids(tokenizer).items():
+        setattr(mc, key, value)
     with torch.device("meta"):
         model = VideoLlama3ForConditionalGeneration(mc)
-    if name in PRESETS or name == "tiny":
-        tokenizer = build_byte_tokenizer()
-        # the wrapper checks the video token's id against the tokenizer; counting needs no real one
-        model.config.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(name)
     wrapped = build_session(model, tokenizer, config.memory, config.memory_options).model
     prepare_model(wrapped, config)
     return count_parameters(wrapped)

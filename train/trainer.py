@@ -38,7 +38,7 @@ CONFIG_FILE = "train_config.yaml"
 ACCELERATE_STATE = "training_state"
 # settings a resumed run must share with the run it continues (the data order and the model)
 RESUME_KEYS = ("model", "memory", "memory_options", "data", "lora", "train_adapter", "train_projector",
-               "batch_size", "gradient_accumulation_steps", "seed")
+               "batch_size", "gradient_accumulation_steps", "seed", "system_prompt")
 
 
 @dataclass
@@ -225,7 +225,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     from tqdm import tqdm
     from transformers import get_scheduler
 
-    from videollama3.loading import NATIVE_MEMORY, build_session, load_model
+    from videollama3.loading import NATIVE_MEMORY, build_session, load_checkpoint
 
     if config.memory == NATIVE_MEMORY and config.train_adapter:
         raise TrainConfigError("memory 'none' bypasses the FeatureAdapter; set train_adapter: false")
@@ -264,9 +264,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     set_seed(config.seed)
 
     data = load_training_data(config.data)
-    model, tokenizer = load_model(config.model, device=accelerator.device,
-                                  dtype=torch.bfloat16 if bf16 else torch.float32)
-    session = build_session(model, tokenizer, config.memory, config.memory_options, frame_tokens=config.data.frame_tokens)
+    model, tokenizer, system_prompt = load_checkpoint(config.model, device=accelerator.device,
+                                                      dtype=torch.bfloat16 if bf16 else torch.float32)
+    session = build_session(model, tokenizer, config.memory, config.memory_options, frame_tokens=config.data.frame_tokens,
+                            system_prompt=system_prompt if config.system_prompt else None)
     wrapped = session.model
     peft_model = prepare_model(wrapped, config)
     if checkpoint is not None:

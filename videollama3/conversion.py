@@ -17,7 +17,9 @@ remote prefix                                                 native prefix
 ============================================================  ==============================
 
 The training layout is DAMO-NLP-SG/VideoLLaMA3 issue #66. Every number of the converted config
-is read from the checkpoint's own ``config.json``. Never ``trust_remote_code``: no DAMO code runs.
+is read from the checkpoint's own ``config.json``. Never ``trust_remote_code``: no DAMO code runs, and
+the tokenizer is loaded with ``trust_remote_code=False`` said outright (the config's ``auto_map``
+would otherwise make transformers ask on the terminal whether to run DAMO's code).
 """
 
 from __future__ import annotations
@@ -212,7 +214,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | No
     if (dst / "config.json").exists():
         raise ModelLoadError(f"{dst} already holds a checkpoint; give an empty folder")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(src))
+        tokenizer = AutoTokenizer.from_pretrained(str(src), trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot read the tokenizer in {src} ({e.__class__.__name__})") from None
     config = convert_config(remote, **token_ids(tokenizer))

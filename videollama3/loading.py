@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, VideoLlama3ForConditionalGeneration
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, VideoLlama3Config, VideoLlama3ForConditionalGeneration
 
 from memory_bank import MEMORY_BACKENDS, UnboundedMemory, build_memory
 
@@ -93,6 +93,23 @@ def _config_of(name_or_path: str) -> tuple[dict[str, Any], str]:
     return read_config(Path(path).parent), name_or_path
 
 
+def native_config(name_or_path: str) -> VideoLlama3Config:
+    """The native ``VideoLlama3Config`` of a checkpoint (a DAMO one converted), from its ``config.json`` alone.
+
+    Raises:
+        ModelLoadError: see :func:`_config_of`, or a config of another model.
+    """
+    from .conversion import checkpoint_kind, convert_config
+
+    config, _ = _config_of(name_or_path)
+    if checkpoint_kind(config, name_or_path) == "damo":
+        return convert_config(config)
+    try:
+        return VideoLlama3Config.from_dict(config)
+    except (ValueError, TypeError) as e:
+        raise ModelLoadError(f"cannot read the config of {name_or_path!r} ({e})") from None
+
+
 def local_checkpoint(name_or_path: str) -> Path:
     """A checkpoint's local folder: ``name_or_path`` itself, or a hub id downloaded into the cache.
 
@@ -134,7 +151,7 @@ def load_checkpoint(
     if Path(source).is_dir():
         shard_files(Path(source))  # a missing shard is one clear line, before anything loads
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         if kind == "damo":  # DAMO's layout: converted config, weights renamed while loading
             model = VideoLlama3ForConditionalGeneration.from_pretrained(
                 source, config=convert_config(config, **token_ids(tokenizer)), key_mapping=KEY_MAPPING, dtype=dtype)

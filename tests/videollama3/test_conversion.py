@@ -220,3 +220,28 @@ def test_bad_checkpoint_folders_exit_2_with_one_line(tmp_path, videos, capsys, c
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], (argv[0], err)
+
+
+def test_no_remote_code_is_offered_or_run(tmp_path, monkeypatch):
+    """A DAMO config.json has an auto_map: loading must never ask whether to run its code."""
+    import builtins
+
+    def no_prompt(*args, **kwargs):
+        raise AssertionError(f"asked on the terminal: {args}")
+
+    monkeypatch.setattr(builtins, "input", no_prompt)
+    model, tokenizer = tiny_pair(tied=False)
+    damo = write_damo_checkpoint(model, tokenizer, tmp_path / "damo")
+    assert json.loads((damo / "config.json").read_text())["auto_map"]
+    load_checkpoint(str(damo))
+    convert_checkpoint(damo, tmp_path / "native", progress=False)
+
+
+def test_training_counts_a_damo_checkpoint_like_the_native_one(tmp_path):
+    from train.config import load_config
+    from train.params import count_for
+
+    model, tokenizer = tiny_pair(tied=False)
+    damo = write_damo_checkpoint(model, tokenizer, tmp_path / "damo")
+    config = load_config("train/configs/tiny.yaml")
+    assert count_for(config, str(damo)) == count_for(config, "tiny")
