@@ -406,3 +406,23 @@ def test_a_frame_larger_than_the_first_budget_is_shrunk_on_the_way_in():
     bank.add(torch.ones(12, 16, 4), 0, 0.0)  # 192 tokens > 144
     (entry,) = bank.readout()
     assert entry.grid == fit_grid((12, 16), 144) == (10, 14) and torch.allclose(entry.tokens, torch.ones(140, 4))
+
+
+@pytest.mark.parametrize("case", ["square", "wide"])
+def test_readout_after_1000_frames_equals_the_pinned_implementation(case):
+    """data/readout_1000.safetensors was written by the implementation before the faster add
+    (make_readout_fixture.py): the faster one must give the same memory to 1e-6."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from .make_readout_fixture import readout
+
+    with safe_open(str(Path(__file__).parent / "data" / "readout_1000.safetensors"), "pt") as f:
+        expected_meta = json.loads(f.metadata()["entries"])[case]
+        expected = [f.get_tensor(f"{case}.{k}") for k in range(len(expected_meta))]
+    entries = readout(case)
+    assert [e.metadata() for e in entries] == expected_meta
+    for e, tokens in zip(entries, expected):
+        torch.testing.assert_close(e.tokens, tokens, rtol=0, atol=1e-6)
