@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from .config import MemoryConfig
 from .errors import MemoryBankError, MemoryConfigError
@@ -101,14 +100,14 @@ def check_frame(
         timestamp: seconds, finite, not earlier than the last timestamp.
         hidden_size: the channel width ``C`` the backend was configured with.
         last_frame_index / last_timestamp: the last accepted frame, or None.
-        check_finite: reject NaN / Inf values (one host sync). The check runs
-            on the per-channel sum, which is non-finite exactly when some value
-            of that channel is (or when the values are too large to add up in
-            float32), so it costs ``C`` comparisons, not ``h*w*C``.
+        check_finite: reject NaN / Inf values (one host sync). The check reads
+            the norm of the per-channel sum, which is needed for the descriptor
+            anyway and is non-finite exactly when some value is (or when the values
+            are too large to add up in float32), so it costs nothing over ``h*w*C``.
 
     Returns:
-        ``(tokens (h*w, C), (h, w), frame_index, timestamp, pooled (C,) float32)``:
-        ``pooled`` is the sum over tokens, the pooled descriptor before normalising.
+        ``(tokens (h*w, C), (h, w), frame_index, timestamp, descriptor (C,) float32)``:
+        ``descriptor`` is the unit pooled descriptor (:func:`pooled_descriptor`), on the tokens' device.
 
     Raises:
         MemoryBankError: naming the problem and what to do about it.
@@ -165,11 +164,15 @@ def check_frame(
             "frames must arrive in time order"
         )
     pooled = flat.sum(dim=0, dtype=torch.float32)
-    if check_finite and not bool(torch.isfinite(pooled).all()):
-        raise MemoryBankError(
-            f"tokens of frame {frame_index} contain NaN or Inf values (or values too large to add up in float32)"
-        )
-    return flat, (h, w), frame_index, timestamp, pooled
+    norm = torch.linalg.vector_norm(pooled)
+    if check_finite:
+        value = float(norm)
+        if not math.isfinite(value):
+            raise MemoryBankError(
+                f"tokens of frame {frame_index} contain NaN or Inf values (or values too large to add up in float32)"
+            )
+        return flat, (h, w), frame_index, timestamp, pooled / max(value, _EPS)
+    return flat, (h, w), frame_index, timestamp, pooled / norm.clamp_min(_EPS)
 
 
 def check_device(flat: torch.Tensor, device: torch.device | None, frame_index: int) -> None:
@@ -193,12 +196,21 @@ def own_storage(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.clone(memory_format=torch.contiguous_format)
 
 
+_EPS = 1e-12  # F.normalize's
+
+
+def unit(vector: torch.Tensor) -> torch.Tensor:
+    """``vector / max(||vector||, 1e-12)``: ``F.normalize`` of a ``(C,)`` vector without its argument
+    handling (the per-frame hot path), same values."""
+    return vector / torch.linalg.vector_norm(vector).clamp_min(_EPS)
+
+
 def pooled_descriptor(tokens: torch.Tensor) -> torch.Tensor:
     """Unit-norm mean of ``(n, C)`` tokens, as a float32 ``(C,)`` vector (zero stays zero).
 
     Computed as the normalised sum (same direction as the mean, half the cost).
     """
-    return F.normalize(tokens.sum(dim=0, dtype=torch.float32), dim=0)
+    return unit(tokens.sum(dim=0, dtype=torch.float32))
 
 
 def check_query(query: Any, hidden_size: int, k: Any) -> torch.Tensor:
@@ -401,12 +413,12 @@ class StreamCursor:
         Raises:
             MemoryBankError: see :func:`check_frame` and :func:`check_device`.
         """
-        flat, grid, frame_index, timestamp, pooled = check_frame(
+        flat, grid, frame_index, timestamp, descriptor = check_frame(
             tokens, frame_index, timestamp, hidden_size=hidden_size,
             last_frame_index=self.frame_index, last_timestamp=self.timestamp, check_finite=check_finite,
         )
         check_device(flat, self.device, frame_index)
-        return flat, grid, frame_index, timestamp, pooled
+        return flat, grid, frame_index, timestamp, descriptor
 
     def advance(self, frame_index: int, timestamp: float, device: torch.device) -> None:
         """Record an accepted frame."""

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import (
     MemoryBackend,
@@ -93,11 +92,11 @@ class FIFOMemory(MemoryBackend):
         Raises:
             MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
         """
-        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+        flat, grid, frame_index, timestamp, descriptor = self._cursor.check(
             tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
         entry = MemoryEntry(own_storage(flat), grid, frame_index, timestamp)
-        self._held[frame_index] = (entry, F.normalize(pooled, dim=0))
+        self._held[frame_index] = (entry, descriptor)
         self._recent.append(frame_index)
         if len(self._recent) > self.config.num_recent:
             self._release(self._recent.popleft())

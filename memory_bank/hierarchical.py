@@ -12,18 +12,17 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import (
     MemoryBackend,
     MemoryEntry,
-    own_storage,
     pooled_descriptor,
+    own_storage,
 )
 from .config import MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
@@ -112,44 +111,52 @@ class MemoryBankConfig(MemoryConfig):
 
 
 class _Tier:
-    """One tier: entries in time order and their descriptors in one buffer."""
+    """One tier: entries in time order, their unit descriptors, and the cosine similarity of every
+    temporally adjacent pair (``sims[i]`` for entries ``i`` and ``i + 1``).
+
+    The similarities are kept up to date as entries come and go: an insert or a pop computes only
+    the one or two pairs it creates (a dot product each), so finding the most similar pair reads a
+    list of at most ``capacity`` numbers instead of comparing every descriptor again.
+    """
 
     def __init__(self, capacity: int, budget: int) -> None:
         self.capacity = capacity
         self.budget = budget
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
-        self.desc: torch.Tensor | None = None  # (capacity + 1, C) float32, rows [:len] valid
+        self.units: list[torch.Tensor] = []  # (C,) float32 unit descriptors
+        self.sims: list[float] = []
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def insert(self, entry: MemoryEntry, desc: torch.Tensor) -> None:
+    def _sim(self, i: int) -> float:
+        return float(torch.dot(self.units[i], self.units[i + 1]))
+
+    def insert(self, entry: MemoryEntry, unit: torch.Tensor) -> None:
         key = (entry.timestamp, entry.frame_index)
         pos = bisect.bisect_right(self.keys, key)
-        n = len(self.entries)
-        if self.desc is None:
-            self.desc = desc.new_zeros(self.capacity + 1, desc.shape[0])
-        if pos < n:
-            self.desc[pos + 1 : n + 1] = self.desc[pos:n].clone()
-        self.desc[pos] = desc
         self.entries.insert(pos, entry)
         self.keys.insert(pos, key)
+        self.units.insert(pos, unit)
+        n = len(self.entries)
+        # the pair (pos - 1, pos + 1) that held before becomes (pos - 1, pos) and (pos, pos + 1)
+        new = [self._sim(i) for i in (pos - 1, pos) if 0 <= i and i + 1 < n]
+        self.sims[max(pos - 1, 0): max(pos - 1, 0) + (1 if 0 < pos < n - 1 else 0)] = new
 
     def pop(self, pos: int) -> MemoryEntry:
         n = len(self.entries)
-        if pos < n - 1:
-            self.desc[pos : n - 1] = self.desc[pos + 1 : n].clone()
-        del self.keys[pos]
-        return self.entries.pop(pos)
+        del self.keys[pos], self.units[pos]
+        entry = self.entries.pop(pos)
+        if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
+            self.sims[pos - 1: pos + 1] = [self._sim(pos - 1)]
+        elif self.sims:
+            del self.sims[0 if pos == 0 else -1]
+        return entry
 
     def most_similar_adjacent_pair(self) -> int:
-        """Position ``i`` of the adjacent pair ``(i, i + 1)`` with the highest cosine similarity."""
-        d = self.desc[: len(self.entries)]
-        return int(torch.argmax((d[:-1] * d[1:]).sum(dim=1)))
-
-    def descriptors(self) -> torch.Tensor:
-        return self.desc[: len(self.entries)]
+        """Position ``i`` of the adjacent pair ``(i, i + 1)`` with the highest cosine similarity (the first on ties)."""
+        return max(range(len(self.sims)), key=self.sims.__getitem__)
 
 
 class HierarchicalMemoryBank(MemoryBackend):
@@ -237,15 +244,15 @@ class HierarchicalMemoryBank(MemoryBackend):
                 The bank is unchanged when it raises.
         """
         cfg = self.config
-        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+        flat, grid, frame_index, timestamp, descriptor = self._cursor.check(
             tokens, frame_index, timestamp, hidden_size=cfg.mm_hidden_size, check_finite=cfg.memory_check_finite
         )
         fitted = fit_grid(grid, cfg.memory_reduced_sizes[0])
         if fitted != grid:  # more tokens than the first tier's budget: shrink on the way in
             flat, grid = resize_token_grid(flat, grid, fitted, cfg.memory_resize_mode), fitted
-            pooled = flat.sum(dim=0, dtype=torch.float32)
+            descriptor = pooled_descriptor(flat)
         flat = own_storage(flat)
-        self._tiers[0].insert(MemoryEntry(flat, grid, frame_index, timestamp, tier=0), F.normalize(pooled, dim=0))
+        self._tiers[0].insert(MemoryEntry(flat, grid, frame_index, timestamp, tier=0), descriptor)
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
         return True
@@ -261,11 +268,13 @@ class HierarchicalMemoryBank(MemoryBackend):
                 self._merge_pair(tier, pos, cfg.memory_resize_mode)
                 self._merges[i] += 1
                 return
-            evicted = tier.pop(pos)
+            e = tier.pop(pos)
             self._evictions[i] += 1
-            grid = fit_grid(evicted.grid, self._tiers[i + 1].budget)
-            tokens = resize_token_grid(evicted.tokens, evicted.grid, grid, cfg.memory_resize_mode)
-            self._tiers[i + 1].insert(replace(evicted, tokens=tokens, grid=grid, tier=i + 1), pooled_descriptor(tokens))
+            grid = fit_grid(e.grid, self._tiers[i + 1].budget)
+            tokens = resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
+            moved = MemoryEntry(tokens, grid, e.frame_index, e.timestamp, i + 1, e.last_frame_index, e.end_timestamp,
+                                e.num_frames)
+            self._tiers[i + 1].insert(moved, pooled_descriptor(tokens))
 
     @staticmethod
     def _merge_pair(tier: _Tier, pos: int, mode: str) -> None:
@@ -274,7 +283,10 @@ class HierarchicalMemoryBank(MemoryBackend):
         # frames of one stream share a grid; if the stream changed resolution, average on the common sub-grid
         grid = (min(a.grid[0], b.grid[0]), min(a.grid[1], b.grid[1]))
         a_tokens, b_tokens = (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
-        tokens = ((a_tokens.float() * a.num_frames + b_tokens.float() * b.num_frames) / total).to(a.tokens.dtype)
+        # (a * n_a + b * n_b) / total in float32, one output buffer (the same ops, in the same order)
+        tokens = torch.mul(a_tokens.float(), a.num_frames)
+        tokens.add_(b_tokens.float() * b.num_frames).div_(total)
+        tokens = tokens.to(a.tokens.dtype)
         merged = MemoryEntry(
             tokens,
             grid,
@@ -307,7 +319,7 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
         entries = [e for t in self._tiers for e in t.entries]
-        return entries, torch.cat([t.descriptors() for t in self._tiers if len(t)]) if entries else None
+        return entries, torch.stack([u for t in self._tiers for u in t.units]) if entries else None
 
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.

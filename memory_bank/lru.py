@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import (
     MemoryBackend,
@@ -182,7 +181,7 @@ class LRUQuantizedMemory(MemoryBackend):
         Raises:
             MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
         """
-        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+        flat, grid, frame_index, timestamp, descriptor = self._cursor.check(
             tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
         if len(self._slots) >= self.config.capacity:
@@ -195,7 +194,7 @@ class LRUQuantizedMemory(MemoryBackend):
                 slot.uses *= self.config.use_decay
         self._clock += 1
         entry = MemoryEntry(own_storage(flat), grid, frame_index, timestamp)
-        self._slots.append(_Slot(entry, flat.dtype, F.normalize(pooled, dim=0), last_used=self._clock))
+        self._slots.append(_Slot(entry, flat.dtype, descriptor, last_used=self._clock))
         for slot in self._slots[: max(0, len(self._slots) - self.config.grace_frames)]:
             self._lower_precision(slot, self.level_for(slot.uses))
         self._cursor.advance(frame_index, timestamp, flat.device)

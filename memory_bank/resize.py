@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -13,6 +14,7 @@ RESIZE_MODES = ("area", "bilinear")
 """What :func:`resize_token_grid` accepts as ``mode``."""
 
 
+@functools.lru_cache(maxsize=1024)
 def fit_grid(grid: tuple[int, int], budget: int) -> tuple[int, int]:
     """The grid a token grid shrinks to under a token budget, keeping its aspect ratio.
 

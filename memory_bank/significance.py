@@ -204,10 +204,9 @@ class SignificanceMemory(MemoryBackend):
             MemoryBankError: for bad tokens (see :func:`~memory_bank.check_frame`), or a
                 missing or malformed raw frame under a pixel criterion; nothing changes.
         """
-        flat, grid, frame_index, timestamp, pooled = self._cursor.check(
+        flat, grid, frame_index, timestamp, descriptor = self._cursor.check(
             tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
         )
-        descriptor = F.normalize(pooled, dim=0)
         if self.config.criterion in PIXEL_CRITERIA:
             if frame is None:
                 raise MemoryBankError(

@@ -389,3 +389,24 @@ def test_stream_fixture_has_scene_cuts_every_5_frames():
     cos = torch.nn.functional.cosine_similarity
     assert cos(t0.flatten(), t1.flatten(), dim=0) > 0.99 > 0.5 > abs(cos(t0.flatten(), t5.flatten(), dim=0))
     assert math.isclose(stream.frame(7)[2], 3.5)
+
+
+@backends
+def test_non_square_grids_stream_and_round_trip(key):
+    """16:9 frames as (9, 16, C) grids: every backend stores them, reads them out and restores them exactly."""
+    name, options, _, _ = BACKENDS[key]
+    options = {k: v for k, v in options.items() if k != "memory_reduced_sizes"}
+    memory = build_memory(name, mm_hidden_size=C, **options)
+    g = torch.Generator().manual_seed(1)
+    for i in range(30):
+        memory.add(torch.randn(9, 16, C, generator=g), i, 0.5 * i, frame=torch.zeros(9, 16, 3, dtype=torch.uint8))
+        if i % 7 == 6:
+            memory.readout()
+            memory.on_question(i)
+    entries = memory.readout()
+    assert entries and all(e.tokens.shape == (e.grid[0] * e.grid[1], C) for e in entries)
+    assert all(e.grid[0] <= 9 and e.grid[1] <= 16 for e in entries)
+    assert any(e.grid == (9, 16) for e in entries) or name == "significance"
+    restored = build_memory(name, mm_hidden_size=C, **options)
+    restored.load_state_dict(copy.deepcopy(memory.state_dict()))
+    assert_same_state(memory.state_dict(), restored.state_dict())
