@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 import sys
 import time
@@ -30,7 +32,7 @@ from videollama3.errors import UsageError
 
 from .data import BENCHMARKS, load_benchmark
 from .report import write_outputs
-from .runner import PredictionStore, evaluate_video, read_records
+from .runner import PredictionStore, evaluate_video, first_of_each_id, read_records
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -85,6 +87,30 @@ def _check_run(output_dir: Path, settings: dict[str, Any], rank: int) -> None:
         path.write_text(json.dumps(settings, indent=2))
 
 
+@contextmanager
+def output_lock(output_dir: Path, rank: int) -> Iterator[None]:
+    """Hold an exclusive lock on ``output_dir`` for this process while the block runs (the system
+    releases it if the process dies). Two evaluations appending to one folder would write every
+    record twice.
+
+    Raises:
+        UsageError: when another evaluation holds it.
+    """
+    import fcntl
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output_dir / f".lock.rank{rank}", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another evaluation is writing to {output_dir}; wait for it to finish, or use "
+                             "another --output-dir") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation; returns the exit status."""
     from tqdm import tqdm
@@ -110,26 +136,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "memory": spec.memory, "memory_options": spec.memory_options, "fps": args.fps,
                 "frame_tokens": args.frame_tokens, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
     _check_run(output_dir, settings, rank)
-
-    session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
-    store = PredictionStore(output_dir, rank, world)
-    unanswered: list[str] = []
-    mine = videos[rank::world]
-    with tqdm(unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0,
-              file=sys.stderr) as bar:
-        for video in mine:
-            result = evaluate_video(session, video, args.fps, store, args.benchmark, args.no_model,
-                                    args.max_new_tokens, on_frame=lambda: bar.update(1), skip_bad=args.skip_bad)
-            if result["error"]:
-                print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
-            unanswered += result["unanswered"]
-            skipped += result["skipped"]
-    barrier()
-    if rank != 0:
-        return 0
-    records = store.merge() if world > 1 else read_records(output_dir / "predictions.jsonl")
+    with output_lock(output_dir, rank):
+        session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
+        store = PredictionStore(output_dir, rank, world)
+        unanswered: list[str] = []
+        with tqdm(unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0, file=sys.stderr) as bar:
+            for video in videos[rank::world]:
+                result = evaluate_video(session, video, args.fps, store, args.benchmark, args.no_model,
+                                        args.max_new_tokens, on_frame=lambda: bar.update(1), skip_bad=args.skip_bad)
+                if result["error"]:
+                    print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
+                unanswered += result["unanswered"]
+                skipped += result["skipped"]
+        barrier()
+        if rank != 0:
+            return 0
+        records = store.merge() if world > 1 else read_records(output_dir / "predictions.jsonl")
     wanted = {q.id for v in videos for q in v.questions}
-    records = [r for r in records if r["id"] in wanted]
+    records = first_of_each_id(r for r in records if r["id"] in wanted)
     meta = {**settings, "world_size": world, "wall_time_s": round(time.perf_counter() - start, 2),
             "skipped_records": skipped, "skipped_tasks": bench.skipped_tasks, "unanswered": unanswered}
     summary = write_outputs(records, meta, output_dir)

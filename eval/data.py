@@ -124,6 +124,8 @@ def load_ovo(path: str | Path, video_root: str | Path, skip_bad: bool = False) -
             if "gt" not in r and "answer" not in r:
                 raise ValueError("no 'gt' (option index) or 'answer'")
             answer = answer_letter(r["gt"] if "gt" in r else r["answer"], options)
+            if not log.first_use(str(r.get("id", n)), rid):
+                continue
             question = TimedQuestion(
                 id=str(r.get("id", n)), time=seconds(r.get("realtime"), "realtime"), question=str(r["question"]),
                 options=options, answer=answer, task=task,
@@ -160,6 +162,8 @@ def load_ovbench(path: str | Path, video_root: str | Path, skip_bad: bool = Fals
         for k, q in enumerate(r["questions"]):
             qid = f"{vid}#{k}"
             try:
+                if not log.first_use(qid, f"video {n} ({vid!r}) question {k}"):
+                    continue
                 if not isinstance(q, dict):
                     raise ValueError("not an object")
                 options = [strip_letter(o) for o in q.get("options") or []]

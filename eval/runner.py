@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from memory_bank import MemoryEntry
-from videollama3.errors import AnnotationError
+from videollama3.errors import AnnotationError, UsageError
 from videollama3.questions import RecordLog, VideoQuestions, format_question
 from videollama3.session import StreamingSession, run_stream, tier_layout
 from videollama3.video import open_video
@@ -54,6 +54,9 @@ def retention(
 class PredictionStore:
     """Append-only ``predictions.jsonl`` in ``output_dir`` (one shard file per process when distributed).
 
+    A run killed while writing leaves a torn last line; before its first append a store cuts
+    it off (that record is answered again), so no record is ever glued onto a broken one.
+
     Attributes:
         output_dir: the run's folder.
         rank / world_size: this process and how many there are.
@@ -62,6 +65,7 @@ class PredictionStore:
     output_dir: Path
     rank: int = 0
     world_size: int = 1
+    _repaired: bool = field(default=False, init=False, repr=False)
 
     @property
     def path(self) -> Path:
@@ -79,8 +83,11 @@ class PredictionStore:
         return {r["id"] for p in [self.output_dir / PREDICTIONS, *self.shard_paths()] for r in read_records(p)}
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record and flush it (a killed run loses nothing written)."""
+        """Write one record and flush it (a killed run loses nothing written but the line it was writing)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._repaired:
+            cut_torn_tail(self.path)
+            self._repaired = True
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -91,6 +98,7 @@ class PredictionStore:
         seen = {r["id"] for r in records}
         new = [r for p in self.shard_paths() for r in read_records(p) if r["id"] not in seen and not seen.add(r["id"])]
         if new:
+            cut_torn_tail(main)
             with main.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)
         for p in self.shard_paths():
@@ -100,18 +108,51 @@ class PredictionStore:
         return records + new
 
 
+def cut_torn_tail(path: Path) -> int:
+    """Truncate ``path`` after its last newline (a line a killed run left half written); return the bytes cut."""
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with path.open("r+b") as f:
+            f.truncate(keep)
+    return len(data) - keep
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a predictions file (empty when it does not exist). A torn last line
-    (a run killed while writing) is dropped."""
+    """Records of a predictions file (empty when it does not exist); a torn last line (a run killed
+    while writing, no newline yet) is left out: its question is answered again.
+
+    Raises:
+        UsageError: for a complete line that is not a JSON object with an ``id`` (the file was
+            edited or is not ours), naming the file and line.
+    """
     if not path.is_file():
         return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1]:
+        lines = lines[:-1]  # torn: no newline after it yet
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict) or "id" not in record:
+            raise UsageError(f"{path} line {n} is not a prediction record (a JSON object with an id); "
+                             "remove the line, or evaluate into another --output-dir")
+        records.append(record)
     return records
+
+
+def first_of_each_id(records) -> list[dict[str, Any]]:
+    """``records`` in order, each question id once (its first record): a summary counts every question once."""
+    seen: set[str] = set()
+    return [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]
 
 
 def evaluate_video(
@@ -149,12 +190,11 @@ def evaluate_video(
         VideoError: for a video that cannot be opened.
     """
     done = store.load()
-    todo = [q for q in video.questions if q.id not in done]
-    if not todo:
+    if all(q.id in done for q in video.questions):
         return {"asked": 0, "unanswered": [], "skipped": [], "error": None}
     reader = open_video(video.video)
     duration = reader.info.duration
-    late = [q for q in todo if duration and q.time > duration + 1e-6]
+    late = [q for q in video.questions if q.id not in done and duration and q.time > duration + 1e-6]
     log = RecordLog(video.video, skip_bad)
     try:
         for q in late:
@@ -162,14 +202,18 @@ def evaluate_video(
     except AnnotationError:
         reader.close()
         raise
-    todo = [q for q in todo if q not in late]
+    # every question in time order: one answered by an earlier run is not asked again, but what asking
+    # did to the memory (fifo's prompted frames, lru's use counts) is replayed, so later answers match
+    schedule = [q for q in video.questions if q not in late]
     session.reset()
     names = session.memory.memory_tier_names
 
-    def ask(i: int) -> dict[str, Any]:
-        q = todo[i]
+    def ask(i: int) -> dict[str, Any] | None:
+        q = schedule[i]
         start = time.perf_counter()
         entries = session.question_readout()
+        if q.id in done:
+            return None
         prediction = None if no_model else session.ask(format_question(q, style), max_new_tokens=max_new_tokens,
                                                        entries=entries).answer
         latency = time.perf_counter() - start
@@ -186,7 +230,8 @@ def evaluate_video(
         store.append(record)
         return record
 
-    result = run_stream(session, reader.frames(fps=video.fps or fps), [(q.question, q.time) for q in todo],
+    result = run_stream(session, reader.frames(fps=video.fps or fps), [(q.question, q.time) for q in schedule],
                         on_frame=on_frame, ask=ask)
-    unanswered = [q.id for i, q in enumerate(todo) if i not in result.answers]
-    return {"asked": len(result.answers), "unanswered": unanswered, "skipped": log.skipped, "error": result.error}
+    unanswered = [q.id for i, q in enumerate(schedule) if i not in result.answers and q.id not in done]
+    asked = sum(record is not None for record in result.answers.values())
+    return {"asked": asked, "unanswered": unanswered, "skipped": log.skipped, "error": result.error}

@@ -135,6 +135,8 @@ def _load_videochat_online(config: DataConfig) -> _Records:
             fps = r.get("fps", config.fps)
             if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
                 raise ValueError(f"fps must be a positive number, got {fps!r}")
+            if not records.log.first_use(str(r.get("id", n)), name):
+                continue
             video = resolve_video(Path(config.video_root), str(r["video"]))
             turns, question = [], None
             for k, message in enumerate(r["conversations"]):

@@ -83,6 +83,21 @@ class RecordLog:
     def __init__(self, path: str | Path, skip_bad: bool = False) -> None:
         self.path, self.skip_bad = Path(path), skip_bad
         self.skipped: list[str] = []
+        self._ids: dict[str, str] = {}
+
+    def first_use(self, question_id: str, record: str) -> bool:
+        """Whether ``question_id`` is new in this file. A repeat (``1`` and ``"1"`` are the same id)
+        is a bad record naming both places, reported as :meth:`bad` reports it.
+
+        Raises:
+            AnnotationError: for a repeated id, unless ``skip_bad``.
+        """
+        if question_id in self._ids:
+            self.bad(record, f"question id {question_id!r} is used twice (first at {self._ids[question_id]}); "
+                             "give every question its own id")
+            return False
+        self._ids[question_id] = record
+        return True
 
     def bad(self, record: str, why: str) -> None:
         """Report record ``record`` as unusable because of ``why``.
@@ -262,6 +277,8 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
         for k, q in enumerate(record["questions"]):
             qid = str(q.get("id", f"{record['video']}#{k}")) if isinstance(q, dict) else f"{record['video']}#{k}"
             try:
+                if not log.first_use(qid, f"line {n} question {qid}"):
+                    continue
                 if not isinstance(q, dict) or not str(q.get("question", "")).strip():
                     raise ValueError("no question text")
                 if "time" not in q:
