@@ -24,7 +24,8 @@ from videollama3.cli import (
     add_frame_arguments,
     add_memory_arguments,
     add_model_arguments,
-    check_frame_arguments,
+    check_output_path,
+    check_run_arguments,
     load_spec_from_args,
 )
 from videollama3.cli import main as run
@@ -119,11 +120,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     rank, world, barrier, device = process_group()
+    check_run_arguments(args)
+    check_output_path(args.output_dir, "--output-dir", folder=True)
     spec = load_spec_from_args(args)
-    check_frame_arguments(args)
-    if not args.fps > 0:
-        raise UsageError(f"--fps must be positive, got {args.fps}")
     bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
+    if not bench.num_questions:
+        raise UsageError(f"{args.annotations} holds no usable question" +
+                         (f" ({len(bench.skipped)} records skipped)" if bench.skipped else "") + "; nothing to evaluate")
     skipped = list(bench.skipped)
     if args.limit is not None:
         remaining = args.limit

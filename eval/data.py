@@ -17,6 +17,7 @@ Formats:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from videollama3.questions import (
     read_json_list,
     read_jsonl_records,
     resolve_video,
+    option_list,
     seconds,
-    strip_letter,
+    text_field,
 )
 
 BENCHMARKS = ("jsonl", "ovo", "ovbench")
@@ -118,7 +120,7 @@ def load_ovo(path: str | Path, video_root: str | Path, skip_bad: bool = False) -
                 continue
             if task not in OVO_BACKWARD + OVO_REALTIME:
                 raise ValueError(f"unknown task {task!r} (known: {', '.join(OVO_BACKWARD + OVO_REALTIME + OVO_FORWARD)})")
-            options = [strip_letter(o) for o in r.get("options") or []]
+            options = option_list(r.get("options"))
             if len(options) < 2:
                 raise ValueError("a multiple-choice question needs at least 2 options")
             if "gt" not in r and "answer" not in r:
@@ -127,7 +129,8 @@ def load_ovo(path: str | Path, video_root: str | Path, skip_bad: bool = False) -
             if not log.first_use(str(r.get("id", n)), rid):
                 continue
             question = TimedQuestion(
-                id=str(r.get("id", n)), time=seconds(r.get("realtime"), "realtime"), question=str(r["question"]),
+                id=str(r.get("id", n)), time=seconds(r.get("realtime"), "realtime"),
+                question=text_field(r.get("question"), "question"),
                 options=options, answer=answer, task=task,
                 subtask="backward" if task in OVO_BACKWARD else "real-time",
             )
@@ -152,6 +155,8 @@ def load_ovbench(path: str | Path, video_root: str | Path, skip_bad: bool = Fals
             if not isinstance(r, dict) or vid is None or not isinstance(r.get("questions"), list):
                 raise ValueError("expected an object with 'video_id' and a 'questions' list")
             fps = r.get("fps")
+            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
+                raise ValueError(f"fps must be a positive, finite number of frames per second, got {fps!r}")
             video = videos.get(str(vid), float(fps) if fps else None)
         except FileNotFoundError as e:
             log.bad(f"video {n} ({vid!r})", f"video {e.args[0]!r} not found under {video_root}")
@@ -166,7 +171,7 @@ def load_ovbench(path: str | Path, video_root: str | Path, skip_bad: bool = Fals
                     continue
                 if not isinstance(q, dict):
                     raise ValueError("not an object")
-                options = [strip_letter(o) for o in q.get("options") or []]
+                options = option_list(q.get("options"))
                 if len(options) < 2:
                     raise ValueError("a multiple-choice question needs at least 2 options")
                 evidence = None
@@ -174,7 +179,8 @@ def load_ovbench(path: str | Path, video_root: str | Path, skip_bad: bool = Fals
                     evidence = evidence_window([q["start"], q["end"]])
                 video.questions.append(TimedQuestion(
                     id=qid, time=seconds(q.get("middle_frame_timestamp"), "middle_frame_timestamp"),
-                    question=str(q["question"]), options=options, answer=answer_letter(q["answer"], options),
+                    question=text_field(q.get("question"), "question"), options=options,
+                    answer=answer_letter(q["answer"], options),
                     task=str(q.get("answer_type", "all")), subtask=q.get("sub_answer_type"), evidence=evidence,
                 ))
             except KeyError as e:

@@ -408,22 +408,30 @@ class HierarchicalMemoryBank(MemoryBackend):
 
         Raises:
             FileNotFoundError: when ``path`` does not exist.
-            MemoryBankError: when the file is not a saved memory bank.
+            MemoryBankError: when the file is not a saved memory bank, or is truncated or damaged.
         """
         from safetensors import safe_open
+
+        from safetensors import SafetensorError
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no memory bank file at {path}")
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _FORMAT:
-                raise MemoryBankError(f"{path} is not a saved HierarchicalMemoryBank")
-            state = json.loads(meta["state"])
-            for i, item in enumerate(state["entries"]):
-                item["tokens"] = f.get_tensor(f"entries.{i}.tokens")
-        bank = cls(MemoryBankConfig.from_dict(state["config"]))
-        bank.load_state_dict(state)
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT:
+                    raise MemoryBankError(f"{path} is not a saved HierarchicalMemoryBank")
+                state = json.loads(meta["state"])
+                for i, item in enumerate(state["entries"]):
+                    item["tokens"] = f.get_tensor(f"entries.{i}.tokens")
+            bank = cls(MemoryBankConfig.from_dict(state["config"]))
+            bank.load_state_dict(state)
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            if isinstance(e, MemoryBankError):
+                raise
+            raise MemoryBankError(f"{path} is not a readable saved memory bank ({e.__class__.__name__}: "
+                                  f"{' '.join(str(e).split())[:120]}); it may be truncated") from None
         return bank
 
 

@@ -32,7 +32,7 @@ import yaml
 
 from videollama3.errors import UsageError
 from videollama3.loading import DEFAULT_MODEL
-from videollama3.options import parse_pairs
+from videollama3.options import parse_error, parse_pairs, read_config_text
 from videollama3.questions import PROMPT_STYLES
 
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -257,9 +257,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise TrainConfigError(f"no such training config: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_config_text(path, TrainConfigError)) or {}
         except yaml.YAMLError as e:
-            raise TrainConfigError(f"{path} does not parse: {e}") from None
+            raise TrainConfigError(parse_error(path, e)) from None
         if not isinstance(data, dict):
             raise TrainConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
     for key, value in (overrides or {}).items():

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from videollama3.errors import AnnotationError, VideoError
-from videollama3.questions import RecordLog, format_question, read_json_records, read_jsonl_records, resolve_video
+from videollama3.questions import (
+    RecordLog,
+    format_question,
+    read_json_records,
+    read_jsonl_records,
+    resolve_video,
+    text_field,
+)
 from videollama3.video import probe_video
 
 from .config import DataConfig
@@ -133,15 +140,20 @@ def _load_videochat_online(config: DataConfig) -> _Records:
             if not isinstance(r, dict) or "video" not in r or not isinstance(r.get("conversations"), list):
                 raise ValueError("expected an object with 'video' and a 'conversations' list")
             fps = r.get("fps", config.fps)
-            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0:
-                raise ValueError(f"fps must be a positive number, got {fps!r}")
+            if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf:
+                raise ValueError(f"fps must be a positive, finite number of frames per second, got {fps!r}")
             if not records.log.first_use(str(r.get("id", n)), name):
                 continue
             video = resolve_video(Path(config.video_root), str(r["video"]))
             turns, question = [], None
             for k, message in enumerate(r["conversations"]):
                 speaker = message.get("from") if isinstance(message, dict) else None
-                text = PLACEHOLDER.sub("", str(message.get("value", ""))).strip() if speaker else ""
+                value = message.get("value") if speaker else ""
+                if speaker and not isinstance(value, str):
+                    raise ValueError(f"turn {k}: 'value' must be text, got {value!r}")
+                text = PLACEHOLDER.sub("", value).strip()
+                if text:
+                    text_field(text, f"turn {k}")
                 if speaker == "human":
                     if question is not None:
                         raise ValueError(f"turn {k - 1} is a question without an answer")

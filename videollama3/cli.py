@@ -35,27 +35,60 @@ def _quiet_libraries() -> None:
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
+class _Question(argparse.Action):
+    """``-q TEXT``: a new question, asked at the end unless an ``--at`` follows it."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        namespace.asked = [*namespace.asked, [value, None]]
+
+
+class _At(argparse.Action):
+    """``--at SECONDS``: the time of the ``-q`` just before it (a reader of the command line pairs them so)."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        if not namespace.asked:
+            namespace.pairing_error = f"--at {value} comes before any -q; write -q TEXT --at SECONDS"
+        elif namespace.asked[-1][1] is not None:
+            namespace.pairing_error = (f"-q {namespace.asked[-1][0]!r} has two --at times "
+                                       f"({namespace.asked[-1][1]} and {value}); give each -q one --at")
+        else:
+            namespace.asked[-1][1] = value
+
+
 def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
-    """``[(question, time or None)]`` from ``-q/--at`` and ``--questions``."""
-    if len(args.at) > len(args.question):
-        raise UsageError(f"{len(args.at)} --at times for {len(args.question)} questions; give one -q per --at")
-    questions: list[tuple[str, float | None]] = [
-        (q, args.at[i] if i < len(args.at) else None) for i, q in enumerate(args.question)
-    ]
+    """``[(question, time or None)]`` from ``-q/--at`` (each ``--at`` the time of the ``-q`` before it)
+    and ``--questions``.
+
+    Raises:
+        UsageError: for an ``--at`` without its ``-q``, or no question at all.
+        QuestionError: for a bad questions file (naming the line) or a question with a special token.
+    """
+    from .questions import read_text, text_field
+
+    if args.pairing_error:
+        raise UsageError(args.pairing_error)
+    questions: list[tuple[str, float | None]] = []
+    for text, t in args.asked:
+        try:
+            questions.append((text_field(text, "the question"), t))
+        except ValueError as e:
+            raise QuestionError(f"-q {text!r}: {e}") from None
     if args.questions:
-        path = Path(args.questions)
-        if not path.is_file():
-            raise QuestionError(f"no such questions file: {path}")
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(args.questions).splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                questions.append((str(record["question"]), record.get("time")))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                if not isinstance(record, dict):
+                    raise TypeError(f"a {type(record).__name__}")
+                t = record.get("time")
+                if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
+                    raise TypeError(f"'time' must be seconds or null, got {t!r}")
+                questions.append((text_field(record.get("question"), "'question'"), t))
+            except (json.JSONDecodeError, TypeError, ValueError) as e:
                 raise QuestionError(
-                    f"{path} line {n}: expected a JSON object with 'question' (and optional 'time'), "
-                    f"got {line[:60]!r} ({e.__class__.__name__})"
+                    f"{args.questions} line {n}: expected a JSON object with 'question' (and optional 'time' in "
+                    f"seconds): {e}"
                 ) from None
     if not questions:
         raise UsageError("no question given; use -q TEXT (and --at SECONDS) or --questions FILE.jsonl")
@@ -104,10 +137,10 @@ def cmd_answer(args: argparse.Namespace) -> int:
     from .session import check_question_time, run_stream
     from .video import open_video
 
+    check_run_arguments(args)
+    if args.output:
+        check_output_path(args.output, "--output")
     spec = load_spec_from_args(args)
-    check_frame_arguments(args)
-    if not args.fps > 0:
-        raise UsageError(f"--fps must be positive, got {args.fps}")
     video = open_video(args.video)  # one open: the duration checks the questions, then the frames stream
     try:
         info = video.info
@@ -140,8 +173,11 @@ def cmd_answer(args: argparse.Namespace) -> int:
             "fps": args.fps, "frames_encoded": session.frames_seen, "answers": ordered,
             "unanswered": unanswered, "decoding_stopped_at": stopped_at,
         }
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2))
+        try:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(report, indent=2))
+        except OSError as e:  # the answers are printed above: nothing computed is lost
+            raise UsageError(f"cannot write --output {args.output} ({e.strerror}); the answers are printed above") from None
     return 1 if stopped_at is not None else 0
 
 
@@ -181,12 +217,55 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
                         f"processor resizes them (default {FRAME_TOKENS}: a 16:9 frame is a 9x16 token grid)")
 
 
-def check_frame_arguments(args: argparse.Namespace) -> None:
-    """Raise :class:`UsageError` for a ``--frame-tokens`` below the smallest frame (2x2 tokens)."""
+def check_output_path(path: str | Path, flag: str, folder: bool = False) -> None:
+    """Raise :class:`UsageError` unless ``path`` can be written: checked before any work, so no
+    computed answer is lost to a typo.
+
+    Args:
+        path: the file (or folder, with ``folder``) to write.
+        flag: the flag that gave it, for the message.
+    """
+    path = Path(path)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a folder")
+    blocker = next((p for p in [target, *target.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder")
+    if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {blocker} is not writable")
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """Check the numbers and device shared by ``answer`` and ``eval`` before any work.
+
+    Raises:
+        UsageError: naming the flag: ``--frame-tokens`` below a 2x2 grid, ``--fps`` not positive and
+            finite, ``--max-new-tokens`` below 1, ``--limit`` below 0, a ``--device`` torch does not
+            know or CUDA where there is none.
+    """
+    import torch
+
     from .preprocess import MIN_FRAME_TOKENS
 
     if args.frame_tokens < MIN_FRAME_TOKENS:
         raise UsageError(f"--frame-tokens must be at least {MIN_FRAME_TOKENS} (a 2x2 token grid), got {args.frame_tokens}")
+    if not 0 < args.fps < math.inf:
+        raise UsageError(f"--fps must be a positive, finite number of frames per second, got {args.fps}")
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if getattr(args, "limit", None) is not None and args.limit < 0:
+        raise UsageError(f"--limit must be a number of questions >= 0, got {args.limit}")
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError):
+            raise UsageError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: this machine has no CUDA GPU (or torch is a CPU build); "
+                             "use --device cpu")
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
@@ -206,9 +285,10 @@ def add_commands(sub) -> None:
     """Add ``answer`` and ``convert`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("answer", help="answer questions on a video while it streams")
     p.add_argument("video", help="video file (anything FFmpeg reads)")
-    p.add_argument("-q", "--question", action="append", default=[], help="question text (repeatable)")
-    p.add_argument("--at", action="append", type=float, default=[],
-                   help="time in seconds of the matching -q (repeatable; a question without one is asked at the end)")
+    p.add_argument("-q", "--question", action=_Question, dest="asked", help="question text (repeatable)")
+    p.add_argument("--at", action=_At, type=float, dest="asked",
+                   help="time in seconds of the -q just before it (a question without one is asked at the end)")
+    p.set_defaults(asked=[], pairing_error=None)
     p.add_argument("--questions", help="JSONL file of {\"question\": ..., \"time\": seconds (optional)}")
     add_model_arguments(p)
     add_memory_arguments(p)

@@ -50,6 +50,33 @@ def parse_memory_options(pairs: list[str]) -> dict[str, Any]:
     return parse_pairs(pairs, "--memory-option", "num_recent=6", MemoryConfigError)
 
 
+def parse_error(path: str | Path, error: Exception) -> str:
+    """One line saying where a YAML / JSON file does not parse (PyYAML's own message spans several)."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f"{path} does not parse at line {mark.line + 1}, column {mark.column + 1}: {getattr(error, 'problem', error)}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"{path} does not parse at line {error.lineno}, column {error.colno}: {error.msg}"
+    return f"{path} does not parse: {' '.join(str(error).split())}"
+
+
+def read_config_text(path: str | Path, error: type[Exception]) -> str:
+    """A settings file's UTF-8 text.
+
+    Raises:
+        error: when the file is missing, unreadable or not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"no such file: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except OSError as e:
+        raise error(f"cannot read {path} ({e.strerror})") from None
+
+
 def read_memory_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """Read ``{"memory": NAME (optional), "options": {...}}`` or a flat mapping of options
     from a ``.yaml`` / ``.yml`` / ``.json`` file.
@@ -65,11 +92,11 @@ def read_memory_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
         raise MemoryConfigError(f"no such memory config file: {path}")
     import yaml
 
-    text = path.read_text()
+    text = read_config_text(path, MemoryConfigError)
     try:
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:  # both name the line
-        raise MemoryConfigError(f"{path} does not parse: {e}") from None
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise MemoryConfigError(parse_error(path, e)) from None
     if not isinstance(data, dict):
         raise MemoryConfigError(f"{path} must hold a mapping of memory options, got {type(data).__name__}")
     name = data.pop("memory", None)

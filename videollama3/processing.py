@@ -22,6 +22,9 @@ from .errors import QuestionError
 
 VIDEO_TOKEN = "<|video_pad|>"
 IMAGE_TOKEN = "<|image_pad|>"
+RESERVED_TOKENS = (VIDEO_TOKEN, IMAGE_TOKEN, "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|stream_start|>",
+                   "<|stream_end|>", "<image>")
+"""Special tokens of VideoLLaMA3's tokenizers that user text may not contain (checked when input is read)."""
 IGNORE_INDEX = -100
 """Label of the tokens no loss is taken on (transformers' convention)."""
 
@@ -64,7 +67,7 @@ class MemoryProcessor:
         self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
         if self.video_token_id is None or self.video_token_id == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {VIDEO_TOKEN} token; load the tokenizer of a VideoLLaMA3 checkpoint")
-        self._special = sorted({VIDEO_TOKEN, IMAGE_TOKEN, *tokenizer.all_special_tokens}, key=len, reverse=True)
+        self._special = sorted({*RESERVED_TOKENS, *tokenizer.all_special_tokens}, key=len, reverse=True)
 
     @property
     def pad_token_id(self) -> int:

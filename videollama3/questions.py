@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AnnotationError
+from .processing import RESERVED_TOKENS
 
 VIDEO_EXTENSIONS = ("", ".mp4", ".mkv", ".webm", ".avi", ".mov")
 LETTERS = string.ascii_uppercase
@@ -113,15 +114,20 @@ class RecordLog:
 
 # ------------------------------------------------------------------- reading
 def read_text(path: str | Path) -> str:
-    """The text of an annotation file.
+    """The text of an annotation file (UTF-8).
 
     Raises:
-        AnnotationError: when it does not exist.
+        AnnotationError: when it does not exist, cannot be read, or is not UTF-8 text.
     """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"no such annotation file: {path}")
-    return path.read_text()
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except OSError as e:
+        raise AnnotationError(f"cannot read {path} ({e.strerror})") from None
 
 
 def read_json_list(path: str | Path, what: str) -> list[Any]:
@@ -196,6 +202,33 @@ def seconds(value: Any, what: str) -> float:
     return float(value)
 
 
+def text_field(value: Any, what: str) -> str:
+    """``value`` as user text: a non-empty string without the model's special tokens.
+
+    Raises:
+        ValueError: naming ``what``, for anything else (``null``, a number, a list, ``<|video_pad|>``...).
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be non-empty text, got {value!r}")
+    for token in RESERVED_TOKENS:
+        if token in value:
+            raise ValueError(f"{what} contains the special token {token}; remove it (it is reserved for the model's prompt)")
+    return value
+
+
+def option_list(value: Any) -> list[str]:
+    """The options of a multiple-choice record (letters stripped), or ``[]`` when it has none.
+
+    Raises:
+        ValueError: for options that are not a list of texts (a string would split into letters).
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"options must be a list of texts, got {type(value).__name__} {value!r:.60}")
+    return [strip_letter(text_field(o, f"option {i}")) for i, o in enumerate(value)]
+
+
 def answer_letter(answer: Any, options: list[str]) -> str:
     """The answer as a letter: a letter, ``"B. text"``, an option index or an option's text.
 
@@ -264,8 +297,8 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
             if not isinstance(record, dict) or "video" not in record or not isinstance(record.get("questions"), list):
                 raise ValueError("expected an object with 'video' and a 'questions' list")
             fps = record.get("fps")
-            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
-                raise ValueError(f"fps must be a positive number, got {fps!r}")
+            if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
+                raise ValueError(f"fps must be a positive, finite number of frames per second, got {fps!r}")
             video = VideoQuestions(resolve_video(video_root, str(record["video"])), fps, [], f"line {n}")
             records.append(video)
         except FileNotFoundError as e:
@@ -279,18 +312,21 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
             try:
                 if not log.first_use(qid, f"line {n} question {qid}"):
                     continue
-                if not isinstance(q, dict) or not str(q.get("question", "")).strip():
+                if not isinstance(q, dict) or q.get("question") in (None, ""):
                     raise ValueError("no question text")
+                question = text_field(q["question"], "question")
                 if "time" not in q:
                     raise ValueError("no 'time' (seconds)")
-                options = [strip_letter(o) for o in q.get("options") or []]
+                options = option_list(q.get("options"))
                 answer = q.get("answer")
                 if answer is None:
                     raise ValueError("no answer")
+                if not isinstance(answer, int) or isinstance(answer, bool):
+                    answer = text_field(answer, "answer")
                 if not options and re.fullmatch(r"\(?[A-Za-z]\)?", str(answer).strip()):
                     raise ValueError(f"answer {answer!r} is a letter but the question has no options")
                 video.questions.append(TimedQuestion(
-                    id=qid, time=seconds(q["time"], "time"), question=str(q["question"]), options=options,
+                    id=qid, time=seconds(q["time"], "time"), question=question, options=options,
                     answer=answer_letter(answer, options) if options else str(answer), task=str(q.get("task", "all")),
                     subtask=q.get("subtask"), evidence=evidence_window(q.get("evidence")),
                 ))

@@ -122,9 +122,17 @@ class StreamingSession:
             timestamp: seconds since the start of the stream, not earlier than the last frame's.
 
         Raises:
-            ValueError: for a frame of the wrong shape or dtype (from preprocessing).
-            MemoryBankError: for a timestamp earlier than the last one; the session is unchanged.
+            ValueError: for a frame that is not one ``(H, W, 3)`` uint8 image (a batch, an empty
+                frame, another dtype) or a timestamp that is not a number.
+            MemoryBankError: for a timestamp earlier than the last one (or not finite); the
+                session is unchanged.
         """
+        shape = getattr(frame, "shape", None)
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"push_frame takes one (H, W, 3) uint8 RGB frame, got shape {shape}; push a batch "
+                             "frame by frame")
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float, np.floating, np.integer)):
+            raise ValueError(f"timestamp must be a number of seconds, got {timestamp!r}")
         if self.time is not None and timestamp < self.time:
             raise MemoryBankError(f"frame at {timestamp:.3f}s arrived after one at {self.time:.3f}s; push frames in time order")
         pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_tokens, device=self.model.device,

@@ -48,6 +48,10 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path} has no video stream", str(path))
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+        container.close()  # a still image (whatever its name says): no time to ask questions at
+        raise VideoError(f"{path} is a still image ({container.format.name}), not a video; give a video file",
+                         str(path))
     return container
 
 

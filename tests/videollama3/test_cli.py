@@ -52,7 +52,7 @@ def test_memory_none_is_the_native_view(videos, capsys):
         (["{bikes}", "-q", "x", "--at", "11"], "beyond the end"),
         (["{bikes}", "-q", "x", "--at", "-1"], "negative"),
         (["{bikes}", "-q", "x", "--memory", "lru"], "unknown memory 'lru'; known: hierarchical, fifo, lru_quantized, significance, unbounded, none"),
-        (["{bikes}", "--at", "1"], "--at times for 0 questions"),
+        (["{bikes}", "--at", "1"], "--at 1.0 comes before any -q"),
         (["{bikes}"], "no question given"),
         (["{bikes}", "--questions", "{tmp}/bad.jsonl"], "line 1"),
         (["{bikes}", "-q", "x", "--model", "{tmp}/no-model"], "does not exist"),
