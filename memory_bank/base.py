@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -429,12 +430,48 @@ class StreamCursor:
         """JSON-able state (the device is restored from the entries)."""
         return {"last_frame_index": self.frame_index, "last_timestamp": self.timestamp, "frames_added": self.frames_added}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device | None) -> None:
-        """Restore from :meth:`state_dict` output and the device of the restored entries."""
-        self.frame_index = state["last_frame_index"]
-        self.timestamp = state["last_timestamp"]
-        self.frames_added = int(state["frames_added"])
-        self.device = device
+    @classmethod
+    def from_state(cls, state: dict[str, Any], entries: list[MemoryEntry]) -> StreamCursor:
+        """A cursor restored from :meth:`state_dict` output, checked against the restored ``entries``.
+
+        Raises:
+            MemoryBankError: for missing or wrong-typed fields, or a cursor behind its entries.
+        """
+        index, timestamp, count = state["last_frame_index"], state["last_timestamp"], state["frames_added"]
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+            raise MemoryBankError(f"state's last_frame_index must be None or an integer >= 0, got {index!r}")
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))
+                                      or not math.isfinite(timestamp)):
+            raise MemoryBankError(f"state's last_timestamp must be None or finite seconds, got {timestamp!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < len(entries):
+            raise MemoryBankError(f"state's frames_added must be an integer >= its {len(entries)} entries, got {count!r}")
+        if entries and (index is None or timestamp is None or index < max(e.last_frame_index for e in entries)
+                        or timestamp < max(e.end_timestamp for e in entries)):
+            raise MemoryBankError("state's cursor (last frame index and time) is behind its own entries")
+        cursor = cls()
+        cursor.frame_index, cursor.timestamp, cursor.frames_added = index, timestamp, count
+        cursor.device = entries[-1].tokens.device if entries else None
+        return cursor
+
+
+def rejects_malformed_states(load: Any) -> Any:
+    """Decorator of ``load_state_dict``: a state that is not a dict, or misses a key or has one of the
+    wrong type, is a :class:`MemoryBankError` (the backend computes everything before assigning, so it is
+    unchanged)."""
+
+    @functools.wraps(load)
+    def wrapper(self: Any, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise MemoryBankError(f"a memory state is a dict from state_dict(), got {type(state).__name__}")
+        try:
+            load(self, state)
+        except MemoryBankError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise MemoryBankError(f"malformed memory state ({e.__class__.__name__}: {e}); load a state saved by "
+                                  f"{type(self).__name__}.state_dict()") from None
+
+    return wrapper
 
 
 def entries_to_state(entries: list[MemoryEntry]) -> list[dict[str, Any]]:
@@ -459,8 +496,23 @@ def entries_from_state(items: list[dict[str, Any]], hidden_size: int) -> list[Me
             raise MemoryBankError(
                 f"entry of frame {entry.frame_index} has tokens {shape}, expected ({entry.num_tokens}, {hidden_size})"
             )
+        check_entry(entry)
         entries.append(entry)
+    keys = [(e.timestamp, e.frame_index) for e in entries]
+    if keys != sorted(keys):
+        raise MemoryBankError("state's entries are not in time order")
     return entries
+
+
+def check_entry(entry: MemoryEntry) -> None:
+    """Raise :class:`MemoryBankError` for a restored entry with NaN / Inf tokens or times, or inconsistent spans
+    (integer tokens are a quantised store, e.g. ``lru_quantized``'s 8 bits)."""
+    if entry.tokens.is_floating_point() and not bool(torch.isfinite(entry.tokens).all()):
+        raise MemoryBankError(f"entry of frame {entry.frame_index} holds NaN or Inf tokens")
+    if not all(math.isfinite(x) for x in (entry.timestamp, entry.end_timestamp)) or entry.end_timestamp < entry.timestamp:
+        raise MemoryBankError(f"entry of frame {entry.frame_index} has times {entry.timestamp}..{entry.end_timestamp}")
+    if entry.frame_index < 0 or entry.last_frame_index < entry.frame_index or entry.num_frames < 1:
+        raise MemoryBankError(f"entry of frame {entry.frame_index} has an inconsistent frame span")
 
 
 def check_state_format(state: Any, expected: str) -> None:

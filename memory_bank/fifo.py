@@ -17,6 +17,8 @@ import torch
 
 from .base import (
     MemoryBackend,
+    StreamCursor,
+    rejects_malformed_states,
     MemoryEntry,
     own_storage,
     pooled_descriptor,
@@ -172,6 +174,7 @@ class FIFOMemory(MemoryBackend):
         return self._state([self._held[i][0] for i in self._ordered()], recent=list(self._recent),
                            prompted=list(self._prompted), evictions=self._evictions)
 
+    @rejects_malformed_states
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output.
 
@@ -181,13 +184,11 @@ class FIFOMemory(MemoryBackend):
         """
         entries = self._entries_of(state)
         held = {e.frame_index: (e, pooled_descriptor(e.tokens)) for e in entries}
-        if set(held) != set(state["recent"]) | set(state["prompted"]):
+        recent, prompted, evictions = deque(state["recent"]), sorted(state["prompted"]), int(state["evictions"])
+        if set(held) != set(recent) | set(prompted) or len(recent) > self.config.num_recent:
             raise MemoryBankError("state's entries do not match its recent and prompted frames")
-        self._held = held
-        self._recent = deque(state["recent"])
-        self._prompted = sorted(state["prompted"])
-        self._evictions = int(state["evictions"])
-        self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+        cursor = StreamCursor.from_state(state, entries)
+        self._held, self._recent, self._prompted, self._evictions, self._cursor = held, recent, prompted, evictions, cursor
 
 
 register_memory("fifo", FIFOConfig, FIFOMemory)

@@ -21,7 +21,11 @@ import torch
 from .base import (
     MemoryBackend,
     MemoryEntry,
+    StreamCursor,
+    check_state_format,
+    entries_from_state,
     pooled_descriptor,
+    rejects_malformed_states,
     own_storage,
 )
 from .config import MemoryConfig, hidden_size_option, option
@@ -361,6 +365,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             **self._cursor.state_dict(),
         }
 
+    @rejects_malformed_states
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the bank from :meth:`state_dict` output.
 
@@ -368,8 +373,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             MemoryConfigError: when the state was saved with another config.
             MemoryBankError: when the state is malformed; the bank is unchanged.
         """
-        if state.get("format") != _FORMAT:
-            raise MemoryBankError(f"not a HierarchicalMemoryBank state (format {state.get('format')!r})")
+        check_state_format(state, _FORMAT)
         saved = MemoryBankConfig.from_dict(state["config"])
         if saved != self.config:
             raise MemoryConfigError(
@@ -377,22 +381,20 @@ class HierarchicalMemoryBank(MemoryBackend):
                 "build the bank with the saved config (HierarchicalMemoryBank.load does)"
             )
         tiers = [_Tier(c, b) for c, b in zip(self.config.memory_capacities, self.config.memory_reduced_sizes)]
-        device = None
-        for item in state["entries"]:
-            meta = {k: v for k, v in item.items() if k != "tokens"}
-            entry = MemoryEntry.from_metadata(item["tokens"], meta)
-            if not 0 <= entry.tier < len(tiers) or entry.num_tokens > tiers[entry.tier].budget:
+        entries = entries_from_state(sorted(state["entries"], key=lambda item: (item["timestamp"], item["frame_index"])),
+                                     self.config.mm_hidden_size)
+        for entry in entries:
+            if isinstance(entry.tier, bool) or not isinstance(entry.tier, int) or not 0 <= entry.tier < len(tiers) \
+                    or entry.num_tokens > tiers[entry.tier].budget:
                 raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {entry.tier}")
-            if entry.tokens.shape != (entry.num_tokens, self.config.mm_hidden_size):
-                raise MemoryBankError(f"entry of frame {entry.frame_index} has tokens of shape {tuple(entry.tokens.shape)}")
             tiers[entry.tier].insert(entry, pooled_descriptor(entry.tokens))
-            device = entry.tokens.device
         if any(len(t) > t.capacity for t in tiers):
             raise MemoryBankError("state holds more entries than a tier's capacity")
-        self._tiers = tiers
-        self._evictions = list(state["evictions"])
-        self._merges = list(state["merges"])
-        self._cursor.load_state_dict(state, device)
+        counters = [int(x) for x in state["evictions"]], [int(x) for x in state["merges"]]
+        if any(len(c) != len(tiers) for c in counters):
+            raise MemoryBankError(f"state's evictions and merges must have one count per tier ({len(tiers)})")
+        cursor = StreamCursor.from_state(state, entries)
+        self._tiers, (self._evictions, self._merges), self._cursor = tiers, counters, cursor
 
     def save(self, path: str | Path) -> None:
         """Write the state to a safetensors file (tokens as tensors, the rest as JSON metadata)."""

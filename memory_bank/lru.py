@@ -16,6 +16,8 @@ import torch
 
 from .base import (
     MemoryBackend,
+    StreamCursor,
+    rejects_malformed_states,
     MemoryEntry,
     check_query,
     own_storage,
@@ -293,6 +295,7 @@ class LRUQuantizedMemory(MemoryBackend):
         return self._state([s.entry for s in self._slots], slots=slots, clock=self._clock,
                            evictions=self._evictions, requantizations=self._requantizations)
 
+    @rejects_malformed_states
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output exactly (stored precision included).
 
@@ -309,11 +312,10 @@ class LRUQuantizedMemory(MemoryBackend):
             if not isinstance(dtype, torch.dtype) or s["level"] not in (FULL, HALF, INT8):
                 raise MemoryBankError(f"entry of frame {entry.frame_index} has dtype {s['dtype']!r}, level {s['level']!r}")
             slots.append(_Slot(entry, dtype, s["descriptor"], s["uses"], s["last_used"], s["level"], s["scale"], s["offset"]))
-        self._slots = slots
-        self._clock = int(state["clock"])
-        self._evictions = int(state["evictions"])
-        self._requantizations = int(state["requantizations"])
-        self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+        counters = int(state["clock"]), int(state["evictions"]), int(state["requantizations"])
+        cursor = StreamCursor.from_state(state, entries)
+        self._slots, self._cursor = slots, cursor
+        self._clock, self._evictions, self._requantizations = counters
 
 
 register_memory("lru_quantized", LRUQuantizedConfig, LRUQuantizedMemory)

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from .base import (
     MemoryBackend,
+    StreamCursor,
+    rejects_malformed_states,
     MemoryEntry,
     own_storage,
     pooled_descriptor,
@@ -271,6 +273,7 @@ class SignificanceMemory(MemoryBackend):
                            distances={"count": self._count, "mean": self._mean, "m2": self._m2},
                            stored=self._stored, evictions=self._evictions)
 
+    @rejects_malformed_states
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output exactly.
 
@@ -282,13 +285,13 @@ class SignificanceMemory(MemoryBackend):
         descriptors = list(state["descriptors"])
         if len(descriptors) != len(entries) or len(entries) > self.config.buffer_size:
             raise MemoryBankError("state's entries and descriptors do not match, or exceed buffer_size")
-        self._entries, self._descriptors = entries, descriptors
-        self._reference = state["reference"]
         d = state["distances"]
-        self._count, self._mean, self._m2 = int(d["count"]), float(d["mean"]), float(d["m2"])
-        self._stored = int(state["stored"])
-        self._evictions = int(state["evictions"])
-        self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+        distances = int(d["count"]), float(d["mean"]), float(d["m2"])
+        counters = int(state["stored"]), int(state["evictions"])
+        cursor = StreamCursor.from_state(state, entries)
+        self._entries, self._descriptors, self._reference, self._cursor = entries, descriptors, state["reference"], cursor
+        self._count, self._mean, self._m2 = distances
+        self._stored, self._evictions = counters
 
 
 register_memory("significance", SignificanceConfig, SignificanceMemory)

@@ -9,6 +9,8 @@ import torch
 
 from .base import (
     MemoryBackend,
+    StreamCursor,
+    rejects_malformed_states,
     MemoryEntry,
     own_storage,
     pooled_descriptor,
@@ -83,6 +85,7 @@ class UnboundedMemory(MemoryBackend):
         """Entries and the stream position (tensors are the memory's own, not copies)."""
         return self._state(self._entries)
 
+    @rejects_malformed_states
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` output.
 
@@ -90,8 +93,8 @@ class UnboundedMemory(MemoryBackend):
             MemoryBankError: for a state of another backend or malformed entries; nothing changes.
         """
         entries = self._entries_of(state)
-        self._entries = entries
-        self._cursor.load_state_dict(state, entries[-1].tokens.device if entries else None)
+        cursor = StreamCursor.from_state(state, entries)
+        self._entries, self._cursor = entries, cursor
 
 
 register_memory("unbounded", UnboundedConfig, UnboundedMemory)
