@@ -22,6 +22,8 @@ import torch
 
 from memory_bank import HierarchicalMemoryBank, MemoryBankConfig
 
+from . import BenchmarkInputError
+
 
 def resident_mib() -> float:
     """Current resident set size of this process in MiB (Linux ``/proc``; peak RSS elsewhere)."""
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pool", type=int, default=256, help="distinct frames generated, then cycled")
     parser.add_argument("--min-adds", type=int, default=2000, help="short streams are repeated up to this many adds")
     args = parser.parse_args(argv)
+    if min(args.frames) < 1 or args.pool < 1 or args.min_adds < 1:
+        raise BenchmarkInputError(f"--frames, --pool and --min-adds must be at least 1, got {args.frames}, "
+                                  f"{args.pool}, {args.min_adds}")
     device = torch.device(args.device)
     config = MemoryBankConfig()
     g = torch.Generator().manual_seed(0)

@@ -78,7 +78,13 @@ def _check_run(output_dir: Path, settings: dict[str, Any], rank: int) -> None:
     """Refuse to mix runs with other settings in one folder (resume needs the same ones)."""
     path = output_dir / "run.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as e:  # empty, half-written, not UTF-8
+            raise UsageError(f"{path} is damaged ({e.__class__.__name__}); remove it (and predictions.jsonl) to "
+                             "start over, or use another --output-dir") from None
         if saved != settings:
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             raise UsageError(f"{output_dir} holds a run with other settings ({', '.join(changed)}); "

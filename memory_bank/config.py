@@ -19,6 +19,10 @@ from typing import Any, ClassVar
 from .errors import MemoryConfigError
 
 
+MAX_FRAMES = 100_000
+"""The most entries a config may ask a memory to hold (a bounded memory; a typo of 10**9 is refused)."""
+
+
 def option(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
            choices: tuple[str, ...] | None = None) -> Any:
     """A config field: its default, one line of help, and the values it accepts.

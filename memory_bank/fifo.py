@@ -23,7 +23,7 @@ from .base import (
     own_storage,
     pooled_descriptor,
 )
-from .config import MemoryConfig, check_finite_option, hidden_size_option, option
+from .config import MAX_FRAMES, MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError
 from .registry import register_memory
 
@@ -34,8 +34,9 @@ class FIFOConfig(MemoryConfig):
     """Settings of :class:`FIFOMemory`."""
 
     mm_hidden_size: int = hidden_size_option()
-    num_recent: int = option(6, "frames kept by age (SAM2's num_maskmem - 1)", minimum=1)
-    max_prompted: int = option(8, "prompted frames kept regardless of age (0 disables)", minimum=0)
+    num_recent: int = option(6, "frames kept by age (SAM2's num_maskmem - 1)", minimum=1, maximum=MAX_FRAMES)
+    max_prompted: int = option(8, "prompted frames kept regardless of age (0 disables)", minimum=0,
+                               maximum=MAX_FRAMES)
     check_finite: bool = check_finite_option()
 
 

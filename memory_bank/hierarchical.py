@@ -28,7 +28,7 @@ from .base import (
     rejects_malformed_states,
     own_storage,
 )
-from .config import MemoryConfig, hidden_size_option, option
+from .config import MAX_FRAMES, MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
 from .resize import RESIZE_MODES, fit_grid, resize_token_grid
@@ -79,6 +79,9 @@ class MemoryBankConfig(MemoryConfig):
             raise MemoryConfigError("memory_capacities is empty; give at least one tier, e.g. (8, 4, 1)")
         if any(c < 1 for c in caps):
             raise MemoryConfigError(f"memory_capacities must be positive integers, got {caps}")
+        if sum(caps) > MAX_FRAMES or any(size > 1_000_000 for size in sizes):
+            raise MemoryConfigError(f"memory_capacities {caps} / memory_reduced_sizes {sizes} ask for more than "
+                                    f"{MAX_FRAMES} entries or a million tokens a frame; a memory is bounded")
         if len(sizes) != len(caps):
             raise MemoryConfigError(
                 f"memory_reduced_sizes {sizes} has {len(sizes)} tiers but memory_capacities {caps} "

@@ -23,7 +23,7 @@ from .base import (
     own_storage,
     rank_by_similarity,
 )
-from .config import MemoryConfig, check_finite_option, hidden_size_option, option
+from .config import MAX_FRAMES, MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
 
@@ -87,7 +87,7 @@ class LRUQuantizedConfig(MemoryConfig):
     """Settings of :class:`LRUQuantizedMemory`."""
 
     mm_hidden_size: int = hidden_size_option()
-    capacity: int = option(7, "frames held", minimum=1)
+    capacity: int = option(7, "frames held", minimum=1, maximum=MAX_FRAMES)
     full_precision_uses: int = option(3, "uses that keep an entry at full precision", minimum=0)
     half_precision_uses: int = option(1, "uses that keep an entry at 16 bits (fewer: 8 bits)", minimum=0)
     grace_frames: int = option(2, "newest frames kept at full precision and never evicted", minimum=0)

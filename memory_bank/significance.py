@@ -25,7 +25,7 @@ from .base import (
     own_storage,
     pooled_descriptor,
 )
-from .config import MemoryConfig, check_finite_option, hidden_size_option, option
+from .config import MAX_FRAMES, MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError
 from .registry import register_memory
 from .resize import RESIZE_MODES, fit_grid, resize_token_grid
@@ -122,7 +122,7 @@ class SignificanceConfig(MemoryConfig):
     adaptive_warmup: int = option(8, "background distances seen before the adaptive threshold applies", minimum=1)
     threshold_floor: float | None = option(
         None, "the adaptive threshold never goes below this (default: half the threshold)", minimum=0.0, maximum=2.0)
-    buffer_size: int = option(8, "significant frames kept", minimum=1)
+    buffer_size: int = option(8, "significant frames kept", minimum=1, maximum=MAX_FRAMES)
     stored_tokens: int = option(64, "token budget per stored frame (the grid shrinks keeping its aspect ratio)",
                                 minimum=1)
     resize_mode: str = option("area", "how a frame moves to the stored grid", choices=RESIZE_MODES)

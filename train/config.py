@@ -23,6 +23,7 @@ Every key is optional; an unknown key or a value of the wrong type is a
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,8 +181,15 @@ class TrainConfig:
             raise TrainConfigError(f"optimizer.lr must be positive, got {self.optimizer.lr}")
         if not 0 <= self.lora.dropout < 1:
             raise TrainConfigError(f"lora.dropout must be in [0, 1), got {self.lora.dropout}")
-        if len(self.optimizer.betas) != 2:
-            raise TrainConfigError(f"optimizer.betas must be two numbers, got {self.optimizer.betas}")
+        o = self.optimizer
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            raise TrainConfigError(f"optimizer.betas must be two numbers in [0, 1), got {o.betas}")
+        for key, value, ok, what in (("optimizer.eps", o.eps, o.eps > 0, "> 0"),
+                                     ("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
+                                     ("optimizer.max_grad_norm", o.max_grad_norm, o.max_grad_norm >= 0, ">= 0"),
+                                     ("optimizer.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")):
+            if not ok or not math.isfinite(value):
+                raise TrainConfigError(f"{key} must be {what}, got {value}")
         choices = (("precision", self.precision, PRECISIONS), ("report_to", self.report_to, ("tensorboard", "none")),
                    ("data.format", self.data.format, DATA_FORMATS),
                    ("data.prompt_style", self.data.prompt_style, PROMPT_STYLES))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,8 +38,10 @@ STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "train_config.yaml"
 ACCELERATE_STATE = "training_state"
 # settings a resumed run must share with the run it continues (the data order and the model)
+# (the optimizer too: its state and schedule come from the checkpoint, so another lr or schedule would be
+# recorded but not applied; a different one is refused)
 RESUME_KEYS = ("model", "memory", "memory_options", "data", "lora", "train_adapter", "train_projector",
-               "batch_size", "gradient_accumulation_steps", "seed", "system_prompt")
+               "batch_size", "gradient_accumulation_steps", "seed", "system_prompt", "optimizer")
 
 
 @dataclass
@@ -178,6 +181,7 @@ def _check_resume(saved: dict[str, Any], config: TrainConfig, path: Path) -> Non
 
 def _load_trainable(wrapped: VideoLlama3WithMemory, peft_model, checkpoint: Path, config: TrainConfig) -> None:
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
@@ -187,9 +191,42 @@ def _load_trainable(wrapped: VideoLlama3WithMemory, peft_model, checkpoint: Path
             wrapped.adapter.load_state_dict(load_file(str(checkpoint / FEATURE_ADAPTER_FILE)))
         if config.train_projector:
             wrapped.model.model.projector.load_state_dict(load_file(str(checkpoint / PROJECTOR_FILE)))
-    except (OSError, RuntimeError) as e:  # safetensors reports a missing file as FileNotFoundError
+    except (OSError, RuntimeError, SafetensorError) as e:  # a missing file is a FileNotFoundError
         raise TrainConfigError(f"--resume: cannot read the weights in {checkpoint} ({e.__class__.__name__}: "
                                f"{str(e).splitlines()[0]}); resume from an earlier checkpoint by removing it") from None
+
+
+def _read_trainer_state(path: Path) -> tuple[int, int, list[float]]:
+    """``(step, samples_seen, losses)`` from a checkpoint's ``trainer_state.json``.
+
+    Raises:
+        TrainConfigError: naming the file, when it is missing, not JSON or has wrong-typed fields.
+    """
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        step, seen, losses = state["step"], state["samples_seen"], state["losses"]
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (step, seen)) or \
+                not isinstance(losses, list) or not all(isinstance(x, (int, float)) for x in losses):
+            raise TypeError("step and samples_seen must be integers >= 0, losses a list of numbers")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TrainConfigError(f"--resume: {path} is damaged ({e.__class__.__name__}: {e}); resume from an earlier "
+                               "checkpoint by removing this one") from None
+    return step, seen, [float(x) for x in losses]
+
+
+def _check_rng_state(path: Path) -> None:
+    """Raise :class:`TrainConfigError` naming ``path`` unless it holds this process's random states.
+
+    accelerate's ``load_state`` logs a damaged random-state file at info level and goes on, so a
+    resumed run would silently draw other dropout masks and data than the run it continues.
+    """
+    try:
+        states = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(states, dict) or "torch_manual_seed" not in states:
+            raise ValueError("no torch random state in it")
+    except Exception as e:  # noqa: BLE001  (pickle raises many types for a damaged file)
+        raise TrainConfigError(f"--resume: the random state {path} is damaged ({e.__class__.__name__}); resume from "
+                               "an earlier checkpoint by removing this one") from None
 
 
 def use_bf16(precision: str) -> bool:
@@ -231,6 +268,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         raise TrainConfigError("memory 'none' bypasses the FeatureAdapter; set train_adapter: false")
     output_dir = Path(config.output_dir)
     checkpoint = latest_checkpoint(output_dir) if resume else None
+    step, samples_seen, losses_before = 0, 0, []
     if resume and checkpoint is None:
         raise TrainConfigError(f"--resume: no checkpoint-STEP folder in {output_dir}")
     if not resume and latest_checkpoint(output_dir) is not None:
@@ -238,11 +276,17 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                                "or give another --output-dir")
     if checkpoint is not None:
         try:
-            saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text())
-        except (OSError, yaml.YAMLError) as e:
+            saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
+            if not isinstance(saved, dict):
+                raise ValueError("not a mapping")
+        except (OSError, ValueError, yaml.YAMLError) as e:
             raise TrainConfigError(f"--resume: cannot read {checkpoint / CONFIG_FILE} ({e.__class__.__name__}); "
                                    "resume from an earlier checkpoint by removing this one") from None
         _check_resume(saved, config, checkpoint)
+        step, samples_seen, losses_before = _read_trainer_state(checkpoint / STATE_FILE)
+        if config.max_steps <= step:
+            raise TrainConfigError(f"--resume: {checkpoint} is at step {step}; max_steps {config.max_steps} is not "
+                                   "above it, so there is nothing to train (raise --max-steps)")
     bf16 = use_bf16(config.precision)
     if config.report_to == "tensorboard":
         try:
@@ -287,15 +331,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     accelerator.register_save_state_pre_hook(lambda models, weights, _dir: weights.clear())
     accelerator.register_load_state_pre_hook(lambda models, _dir: models.clear())
 
-    step, samples_seen, losses_before = 0, 0, []
     if checkpoint is not None:
+        _check_rng_state(checkpoint / ACCELERATE_STATE / f"random_states_{accelerator.process_index}.pkl")
         try:
             accelerator.load_state(str(checkpoint / ACCELERATE_STATE))
-            state = json.loads((checkpoint / STATE_FILE).read_text())
-            step, samples_seen, losses_before = state["step"], state["samples_seen"], state["losses"]
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise TrainConfigError(f"--resume: {checkpoint} is incomplete or unreadable ({e.__class__.__name__}: "
-                                   f"{str(e).splitlines()[0]}); resume from an earlier checkpoint by removing it") from None
+        except Exception as e:  # noqa: BLE001  (torch / pickle / numpy raise many types for a damaged file)
+            raise TrainConfigError(f"--resume: the training state in {checkpoint / ACCELERATE_STATE} is damaged "
+                                   f"({e.__class__.__name__}: {' '.join(str(e).split())[:200]}); resume from an "
+                                   "earlier checkpoint by removing this one") from None
     first_step = step
     sampler = StreamingSampler(session, data.dataset, dialogue=config.data.dialogue,
                                max_length=config.data.max_length, skip_bad=config.data.skip_bad)
@@ -312,16 +355,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             print(f"vl3mem: skipped: {line}", file=sys.stderr)
 
     def save(at_step: int) -> Path:
+        """Write ``checkpoint-STEP`` atomically: into a hidden temporary folder, renamed once complete,
+        so a run killed while saving leaves no half-written checkpoint for ``--resume`` to take."""
         path = output_dir / f"checkpoint-{at_step}"
+        partial = output_dir / f".checkpoint-{at_step}.partial"
         state_dict = accelerator.get_state_dict(model)  # every process: ZeRO-3 gathers shards
         if accelerator.is_main_process:
-            save_checkpoint(path, wrapped, base_model=config.model, memory=config.memory,
+            shutil.rmtree(partial, ignore_errors=True)
+            save_checkpoint(partial, wrapped, base_model=config.model, memory=config.memory,
                             memory_options=config.memory_options, peft_model=peft_model,
                             projector=config.train_projector, step=at_step, state_dict=state_dict)
-            (path / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-            (path / STATE_FILE).write_text(json.dumps(
+            (partial / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            (partial / STATE_FILE).write_text(json.dumps(
                 {"step": at_step, "samples_seen": samples_seen, "losses": losses_before + losses}, indent=1))
-        accelerator.save_state(str(path / ACCELERATE_STATE))
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial / ACCELERATE_STATE))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)  # a complete one of the same step (a rerun): replaced
+            partial.rename(path)
         accelerator.wait_for_everyone()
         return path
 
@@ -349,7 +401,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             step += 1
             value = accelerator.reduce(torch.stack(window).mean(), "mean").item()
             if not math.isfinite(value):
-                raise FloatingPointError(f"training loss is {value} at step {step}; lower optimizer.lr")
+                kept = last or (checkpoint if checkpoint is not None else None)
+                raise TrainConfigError(f"training loss is {value} at step {step}; nothing of this step was saved"
+                                       + (f" (the last good checkpoint is {kept})" if kept else "")
+                                       + "; lower optimizer.lr or raise optimizer.warmup_steps")
             losses.append(value)
             accelerator.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, step=step)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")

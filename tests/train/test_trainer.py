@@ -64,7 +64,7 @@ def test_resume_gives_the_same_loss_sequence(tmp_path, videos, short_data):
     # a checkpoint that lost its optimizer state is refused, not silently restarted
     shutil.rmtree(tmp_path / "run" / "checkpoint-6")
     (tmp_path / "run" / "checkpoint-3" / "training_state" / "optimizer.bin").unlink()
-    with pytest.raises(TrainConfigError, match="checkpoint-3 is incomplete or unreadable"):
+    with pytest.raises(TrainConfigError, match="checkpoint-3/training_state is damaged"):
         train(config, resume=True, progress=False)
 
 
@@ -93,3 +93,58 @@ def test_bad_training_data_exits_2_naming_the_record_or_is_skipped(tmp_path, vid
     assert "line 2 (bikes.mp4) turn 0 (late): time 30.00s is beyond the end" in err and "Traceback" not in err
     assert vl3mem(args + ["--skip-bad"]) == 0
     assert "skipped" in capsys.readouterr().err
+
+
+def test_checkpoints_are_atomic_and_damage_is_one_line(tmp_path, videos, short_data, capsys):
+    """A run killed while saving leaves only a hidden partial folder; resume takes the last complete
+    checkpoint. Damaged files, other optimizer settings and a max_steps below the checkpoint are one line."""
+    config = small_config(tmp_path, videos, short_data, max_steps=3)
+    train(config, progress=False)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))) == ["checkpoint-3"]
+    partial = run / ".checkpoint-6.partial" / "training_state"  # killed while writing step 6
+    partial.mkdir(parents=True)
+    (partial / "optimizer.bin").write_bytes(b"")
+    resumed = train(small_config(tmp_path, videos, short_data, max_steps=4), resume=True, progress=False)
+    assert resumed.first_step == 3 and resumed.steps == 4
+
+    base = ["train", "--config", str(TINY_CONFIG), "--quiet", "--set", f"data.path={short_data}",
+            "--set", f"data.video_root={videos}", "--output-dir", str(run), "--set", "batch_size=2",
+            "--set", "report_to=none", "--set", "lora.dropout=0.1", "--set", "save_steps=3", "--resume"]
+
+    capsys.readouterr()
+
+    def one_line(*extra):
+        code = vl3mem([*base, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (extra, err)
+        return err[0]
+
+    assert "max_steps 2 is not above it" in one_line("--max-steps", "2")
+    assert "was trained with other optimizer" in one_line("--max-steps", "8", "--set", "optimizer.lr=0.5")
+    state = run / "checkpoint-4" / "trainer_state.json"
+    good = state.read_text()
+    state.write_text('{"step": "four", "samples_seen": 8, "losses": []}')
+    assert f"{state} is damaged" in one_line("--max-steps", "8")
+    state.write_text(good)
+    rng = next((run / "checkpoint-4" / "training_state").glob("random_states*"))
+    rng.write_bytes(b"garbage")
+    assert f"the random state {rng} is damaged" in one_line("--max-steps", "8")
+    adapter = run / "checkpoint-4" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    assert "cannot read the weights in" in one_line("--max-steps", "8")
+
+
+def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, videos, short_data, capsys):
+    run = tmp_path / "run"
+    code = vl3mem(["train", "--config", str(TINY_CONFIG), "--quiet", "--set", f"data.path={short_data}",
+                   "--set", f"data.video_root={videos}", "--output-dir", str(run), "--set", "batch_size=2",
+                   "--set", "report_to=none", "--set", "save_steps=1", "--max-steps", "6",
+                   "--set", "optimizer.lr=1e30", "--set", "optimizer.max_grad_norm=0", "--set", "optimizer.warmup_steps=0"])
+    out = capsys.readouterr().err
+    errors = [line for line in out.splitlines() if line.startswith("vl3mem: error: ")]
+    assert code == 2 and "Traceback" not in out and len(errors) == 1, out
+    assert "training loss is" in errors[0] and "nothing of this step was saved" in errors[0]
+    saved = sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*"))
+    step = int(errors[0].split(" at step ")[1].split(";")[0])
+    assert saved == list(range(1, step))  # every good step kept, none of the bad one
