@@ -89,9 +89,11 @@ def _check_run(output_dir: Path, settings: dict[str, Any], rank: int) -> None:
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             raise UsageError(f"{output_dir} holds a run with other settings ({', '.join(changed)}); "
                              "use another --output-dir, or the same settings to resume")
-    elif rank == 0:
+    elif rank == 0:  # atomically: another process may be reading it right now
         output_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps(settings, indent=2))
+        partial.replace(path)
 
 
 @contextmanager

@@ -101,9 +101,12 @@ class VideoReader:
 
         The reader is closed when the iteration ends, fails or is closed early.
 
+        Frames are turned upright by their display rotation (:func:`upright`).
+
         Raises:
-            VideoError: when the video yields no frame, or breaks off while decoding
-                (``stopped_at`` gives the last time decoded).
+            VideoError: when the video yields no frame, breaks off while decoding, or ends
+                before the duration its container gives (a truncated file; ``stopped_at`` gives
+                the last time decoded, after the frames up to it were yielded).
         """
         if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
@@ -115,6 +118,7 @@ class VideoReader:
         next_time = start
         last_time = None
         yielded = 0
+        stopped_by_end = False
         try:
             try:
                 for frame in container.decode(stream):
@@ -123,12 +127,13 @@ class VideoReader:
                     if t0 is None:  # streams may not start at pts 0
                         t0 = float(stream.start_time * time_base) if stream.start_time is not None else frame.pts * time_base
                     t = frame.pts * time_base - t0
-                    last_time = t
                     if end is not None and t > end:
+                        stopped_by_end = True
                         break
+                    last_time = t
                     if t + 1e-6 < next_time:
                         continue
-                    yield frame.to_ndarray(format="rgb24"), round(t, 6)
+                    yield upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)), round(t, 6)
                     yielded += 1
                     if fps is not None:
                         # skip ahead by whole sample periods (a frame can cover several)
@@ -143,6 +148,24 @@ class VideoReader:
             self.close()
         if yielded == 0 and start == 0.0:
             raise VideoError(f"{path} contains no decodable video frame", path, stopped_at=None)
+        duration = self.info.duration
+        slack = max(3.0 / self.info.fps if self.info.fps else 1.0, 0.5)  # the last frame starts one period early
+        if not stopped_by_end and duration and last_time is not None and last_time < duration - slack:
+            raise VideoError(  # a truncated file whose index is at the front decodes as a shorter video
+                f"decoding {path} ended at {last_time:.2f}s of a {duration:.2f}s video (the file is truncated)",
+                path, stopped_at=last_time)
+
+
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """``image`` turned the way its display matrix says (a phone video's ``rotation``, as PyAV reports it:
+    degrees counter-clockwise), so the model sees it upright. FFmpeg's players apply the same turn.
+
+    Args:
+        image: ``(H, W, 3)`` frame.
+        rotation: degrees, a multiple of 90 (others are rounded to one).
+    """
+    k = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
 def open_video(path: str | Path) -> VideoReader:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from videollama3.errors import VideoError
@@ -40,3 +41,81 @@ def test_bad_files(tmp_path, videos):
             probe_video(path)
     with pytest.raises(VideoError, match="fps"):
         next(iter_frames(videos / "bikes.mp4", fps=0))
+
+
+def encode(path, frames=50, fps=10, start=0.0, fmt=None, options=None, w=64, h=48):
+    """A small H.264 (or MPEG-4) video written with PyAV: a red top-left corner, changing content."""
+    import fractions
+
+    import av
+
+    container = av.open(str(path), "w", format=fmt, container_options=options or {})
+    stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    for i in range(frames):
+        image = np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+        image[: h // 3, : w // 3] = (255, 0, 0)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = int(start * fps) + i, fractions.Fraction(1, fps)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def test_a_truncated_file_indexed_at_the_front_is_a_partial_decode(tmp_path, capsys):
+    """Its index says 10 s, its data stops near 3 s: not a 3-second video."""
+    from videollama3.cli import main
+
+    full = encode(tmp_path / "full.mp4", frames=100, options={"movflags": "faststart"})
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.3)])
+    assert probe_video(cut).duration == 10.0
+    frames = []
+    with pytest.raises(VideoError, match="ended at .* of a 10.00s video \\(the file is truncated\\)") as e:
+        for frame, t in iter_frames(cut, fps=1):
+            frames.append(t)
+    assert frames and e.value.stopped_at is not None and frames[-1] <= e.value.stopped_at < 5
+    code = main(["answer", str(cut), "-q", "early", "--at", "1", "-q", "late", "--at", "8", "--model", "tiny",
+                 "--quiet", "--max-new-tokens", "1"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "[1.0s] Q: early" in out and "[8.0s] not answered" in out and "truncated" in err
+
+
+@pytest.mark.parametrize("fmt, suffix", [(None, "mp4"), ("mpegts", "ts")])
+def test_times_are_seconds_from_the_first_frame_when_a_stream_starts_at_100s(tmp_path, capsys, fmt, suffix):
+    from videollama3.cli import main
+
+    path = encode(tmp_path / f"late.{suffix}", frames=100, start=100.0, fmt=fmt)
+    assert probe_video(path).duration == pytest.approx(10.0, abs=0.11)
+    assert [t for _, t in iter_frames(path, fps=1)] == [float(i) for i in range(10)]
+    code = main(["answer", str(path), "-q", "x", "--at", "50", "--model", "tiny", "--quiet"])
+    assert code == 2 and "beyond the end of the video" in capsys.readouterr().err
+
+
+def test_display_rotation_is_applied(tmp_path):
+    """A phone video: landscape pixels with a display matrix turning them 90 degrees clockwise."""
+    import struct
+
+    path = encode(tmp_path / "phone.mp4", frames=10)
+    data = bytearray(path.read_bytes())
+    matrix = data.find(b"tkhd") + 44  # type, version/flags, times, track id, reserved, duration, reserved, layer..volume
+    assert struct.unpack(">9i", data[matrix:matrix + 36]) == (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)  # "rotate=90"
+    path.write_bytes(bytes(data))
+    frame, _ = next(iter(iter_frames(path, fps=1)))
+    assert frame.shape == (64, 48, 3)  # upright: portrait
+    top_right, top_left = frame[:10, -10:].reshape(-1, 3).mean(0), frame[:10, :10].reshape(-1, 3).mean(0)
+    assert top_right[0] > 200 and top_right[1:].max() < 60  # the red corner turned to the top right
+    assert top_left[1:].min() > 60  # and the random content where it was
+
+
+def test_upright_turns_by_multiples_of_90():
+    from videollama3.video import upright
+
+    image = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3)
+    assert upright(image, 0) is image
+    assert np.array_equal(upright(image, -90), np.rot90(image, -1)) and np.array_equal(upright(image, 180), image[::-1, ::-1])
+    assert np.array_equal(upright(image, 90), np.rot90(image, 1)) and upright(image, 270).shape == (4, 6, 3)
