@@ -24,12 +24,12 @@ from videollama3.cli import (
     add_frame_arguments,
     add_memory_arguments,
     add_model_arguments,
-    check_output_path,
     check_run_arguments,
     load_spec_from_args,
 )
 from videollama3.cli import main as run
 from videollama3.errors import UsageError
+from videollama3.options import check_output_path
 
 from .data import BENCHMARKS, load_benchmark
 from .report import write_outputs

@@ -29,6 +29,7 @@ from videollama3.checkpoint import (
     save_checkpoint,
 )
 from videollama3.modeling import VideoLlama3WithMemory
+from videollama3.options import check_output_path
 
 from .config import TrainConfig, TrainConfigError
 from .data import load_training_data
@@ -267,6 +268,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     if config.memory == NATIVE_MEMORY and config.train_adapter:
         raise TrainConfigError("memory 'none' bypasses the FeatureAdapter; set train_adapter: false")
     output_dir = Path(config.output_dir)
+    check_output_path(output_dir, "output_dir", folder=True, error=TrainConfigError)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     step, samples_seen, losses_before = 0, 0, []
     if resume and checkpoint is None:

@@ -22,6 +22,7 @@ from typing import Any
 from memory_bank import MemoryBankError
 
 from .errors import CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
+from .options import check_output_path
 
 
 def _quiet_libraries() -> None:
@@ -215,27 +216,6 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-tokens", type=int, default=FRAME_TOKENS,
                    help=f"token budget per frame; frames keep their aspect ratio within it, as the native video "
                         f"processor resizes them (default {FRAME_TOKENS}: a 16:9 frame is a 9x16 token grid)")
-
-
-def check_output_path(path: str | Path, flag: str, folder: bool = False) -> None:
-    """Raise :class:`UsageError` unless ``path`` can be written: checked before any work, so no
-    computed answer is lost to a typo.
-
-    Args:
-        path: the file (or folder, with ``folder``) to write.
-        flag: the flag that gave it, for the message.
-    """
-    path = Path(path)
-    target = path if folder else path.parent
-    if not folder and path.is_dir():
-        raise UsageError(f"{flag} {path} is a folder; give a file name")
-    if folder and path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path} is a file; give a folder")
-    blocker = next((p for p in [target, *target.parents] if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder")
-    if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {blocker} is not writable")
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:

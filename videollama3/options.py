@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from memory_bank import MemoryConfigError
+
+from .errors import UsageError
 
 
 def parse_value(text: str) -> Any:
@@ -108,3 +111,25 @@ def read_memory_config(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     if not isinstance(options, dict):
         raise MemoryConfigError(f"{path}: 'options' must be a mapping")
     return name, options
+
+
+def check_output_path(path: str | Path, flag: str, folder: bool = False, error: type[Exception] = UsageError) -> None:
+    """Raise ``error`` unless ``path`` can be written: checked before any work, so no computed
+    answer is lost to a typo.
+
+    Args:
+        path: the file (or folder, with ``folder``) to write.
+        flag: the flag or setting that gave it, for the message.
+        error: the exception raised (:class:`~videollama3.errors.UsageError` by default).
+    """
+    path = Path(path)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise error(f"{flag} {path} is a folder; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise error(f"{flag} {path} is a file; give a folder")
+    blocker = next((p for p in [target, *target.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise error(f"{flag} {path}: {blocker} is a file, not a folder")
+    if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
+        raise error(f"{flag} {path}: {blocker} is not writable")

@@ -39,3 +39,9 @@ def test_default_videos_are_the_sample_folder_of_a_clone(tmp_path, monkeypatch):
     (tmp_path / "data" / "videos" / "x.mp4").write_bytes(b"0")
     monkeypatch.setattr(benchmarks, "VIDEO_FOLDERS", (tmp_path / "data" / "videos",))
     assert benchmarks.sample_video("x.mp4") == tmp_path / "data" / "videos" / "x.mp4"
+
+
+def test_bench_memory_refuses_zero_frames(capsys):
+    code = main(["bench", "memory", "--frames", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--frames, --pool and --min-adds must be at least 1" in err[0]

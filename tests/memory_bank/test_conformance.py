@@ -410,3 +410,12 @@ def test_non_square_grids_stream_and_round_trip(key):
     restored = build_memory(name, mm_hidden_size=C, **options)
     restored.load_state_dict(copy.deepcopy(memory.state_dict()))
     assert_same_state(memory.state_dict(), restored.state_dict())
+
+
+@pytest.mark.parametrize("name, options", [
+    ("fifo", {"num_recent": 10**9}), ("lru_quantized", {"capacity": 10**9}), ("significance", {"buffer_size": 10**9}),
+    ("hierarchical", {"memory_capacities": [10**9, 4, 1]}), ("hierarchical", {"memory_capacities": None}),
+])
+def test_absurd_or_missing_sizes_are_refused(name, options):
+    with pytest.raises(MemoryConfigError):
+        build_memory(name, **options)

@@ -65,3 +65,35 @@ def test_missing_file_and_bad_override():
         load_config("nope.yaml")
     with pytest.raises(TrainConfigError, match="is not key=value"):
         parse_overrides(["lr"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"optimizer.betas": [0.9, 1.0]}, "optimizer.betas must be two numbers in [0, 1)"),
+    ({"optimizer.eps": 0.0}, "optimizer.eps must be > 0"),
+    ({"optimizer.weight_decay": -0.1}, "optimizer.weight_decay must be >= 0"),
+    ({"optimizer.warmup_steps": -1}, "optimizer.warmup_steps must be >= 0"),
+    ({"data.frame_tokens": 2}, "data.frame_tokens must be at least 4"),
+])
+def test_optimizer_and_data_numbers_out_of_range_are_named(overrides, message):
+    with pytest.raises(TrainConfigError, match=message.replace("[", "\\[").replace("(", "\\(").replace(")", "\\)")):
+        load_config(TINY_CONFIG, overrides)
+
+
+def test_config_files_that_do_not_parse_or_are_not_utf8_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tiny\nlora: {r: [\n")
+    with pytest.raises(TrainConfigError) as e:
+        load_config(bad)
+    assert "does not parse at line" in str(e.value) and "\n" not in str(e.value)
+    bad.write_bytes(b"model: tiny # \xff\n")
+    with pytest.raises(TrainConfigError, match="is not UTF-8 text"):
+        load_config(bad)
+
+
+def test_an_unwritable_output_dir_is_refused_before_any_work(tmp_path, videos):
+    from train.trainer import train
+
+    (tmp_path / "file").write_text("x")
+    config = load_config(TINY_CONFIG, {"output_dir": str(tmp_path / "file" / "run"), "data.video_root": str(videos)})
+    with pytest.raises(TrainConfigError, match="is a file, not a folder"):
+        train(config, progress=False)
