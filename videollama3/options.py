@@ -63,15 +63,20 @@ def parse_error(path: str | Path, error: Exception) -> str:
     return f"{path} does not parse: {' '.join(str(error).split())}"
 
 
-def read_config_text(path: str | Path, error: type[Exception]) -> str:
-    """A settings file's UTF-8 text.
+def read_config_text(path: str | Path, error: type[Exception], what: str = "file") -> str:
+    """A settings or annotation file's UTF-8 text.
+
+    Args:
+        path: the file.
+        error: the exception raised on failure.
+        what: what the file is, for the message (``no such annotation file: ...``).
 
     Raises:
         error: when the file is missing, unreadable or not UTF-8.
     """
     path = Path(path)
     if not path.is_file():
-        raise error(f"no such file: {path}")
+        raise error(f"no such {what}: {path}")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AnnotationError
+from .options import read_config_text
 from .processing import RESERVED_TOKENS
 
 VIDEO_EXTENSIONS = ("", ".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -119,15 +120,7 @@ def read_text(path: str | Path) -> str:
     Raises:
         AnnotationError: when it does not exist, cannot be read, or is not UTF-8 text.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotationError(f"no such annotation file: {path}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
-    except OSError as e:
-        raise AnnotationError(f"cannot read {path} ({e.strerror})") from None
+    return read_config_text(path, AnnotationError, "annotation file")
 
 
 def read_json_list(path: str | Path, what: str) -> list[Any]:
