@@ -151,14 +151,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
         store = PredictionStore(output_dir, rank, world)
         unanswered: list[str] = []
+        streaming = time.perf_counter()
         with tqdm(unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0, file=sys.stderr) as bar:
             for video in videos[rank::world]:
                 result = evaluate_video(session, video, args.fps, store, args.benchmark, args.no_model,
-                                        args.max_new_tokens, on_frame=lambda: bar.update(1), skip_bad=args.skip_bad)
+                                        args.max_new_tokens, on_frame=lambda: bar.update(1), skip_bad=args.skip_bad,
+                                        decode_ahead=args.decode_ahead)
                 if result["error"]:
                     print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
                 unanswered += result["unanswered"]
                 skipped += result["skipped"]
+        throughput = session.throughput(time.perf_counter() - streaming)
         barrier()
         if rank != 0:
             return 0
@@ -166,7 +169,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     wanted = {q.id for v in videos for q in v.questions}
     records = first_of_each_id(r for r in records if r["id"] in wanted)
     meta = {**settings, "world_size": world, "wall_time_s": round(time.perf_counter() - start, 2),
-            "skipped_records": skipped, "skipped_tasks": bench.skipped_tasks, "unanswered": unanswered}
+            "skipped_records": skipped, "skipped_tasks": bench.skipped_tasks, "unanswered": unanswered,
+            "throughput": throughput}
     summary = write_outputs(records, meta, output_dir)
     acc, ret = summary["accuracy"], summary["retention"]
     print(f"{summary['questions']} questions, {len(videos)} videos, memory {spec.memory}, {meta['wall_time_s']} s")

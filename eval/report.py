@@ -108,6 +108,14 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     lines += ["## Cost per question", "", f"- mean latency: {summary['mean_latency_s']} s",
               f"- mean visual tokens: {summary['mean_visual_tokens']}",
               f"- mean memory held: {summary['mean_memory_bytes']} bytes", ""]
+    speed = summary.get("throughput")
+    if speed and speed.get("frames"):
+        frame_ms, question_ms = speed["ms_per_frame"], speed["ms_per_question"]
+        lines += ["## Throughput (this process)", "",
+                  f"- frames encoded: {speed['frames']}, {speed['frames_per_s']} frames/s over the streaming time",
+                  "- ms per frame: " + ", ".join(f"{k} {v}" for k, v in frame_ms.items())
+                  + " (decode: the wait the decoding thread could not hide)",
+                  "- ms per question: " + ", ".join(f"{k} {v}" for k, v in question_ms.items()), ""]
     for key, title in (("skipped_records", "Records skipped (--skip-bad)"), ("skipped_tasks", "Tasks not run"),
                        ("unanswered", "Questions not answered (decoding stopped)")):
         if summary.get(key):

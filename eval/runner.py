@@ -18,6 +18,7 @@ from memory_bank import MemoryEntry
 from videollama3.errors import AnnotationError, UsageError
 from videollama3.questions import RecordLog, VideoQuestions, format_question
 from videollama3.session import StreamingSession, run_stream, tier_layout
+from videollama3.video import decode_ahead as read_ahead
 from videollama3.video import open_video
 
 from .answers import is_correct
@@ -165,6 +166,7 @@ def evaluate_video(
     max_new_tokens: int = 16,
     on_frame=None,
     skip_bad: bool = False,
+    decode_ahead: int = 8,
 ) -> dict[str, Any]:
     """Stream ``video`` once through ``session`` and answer its questions not yet in ``store``.
 
@@ -181,6 +183,7 @@ def evaluate_video(
         max_new_tokens: generation budget per answer.
         on_frame: progress callback.
         skip_bad: report a question past the end of the video instead of stopping.
+        decode_ahead: frames decoded ahead in a background thread (0: in turn with encoding).
 
     Returns:
         ``{"asked": n, "unanswered": [ids], "skipped": [messages], "error": message or None}``.
@@ -230,8 +233,9 @@ def evaluate_video(
         store.append(record)
         return record
 
-    result = run_stream(session, reader.frames(fps=video.fps or fps), [(q.question, q.time) for q in schedule],
-                        on_frame=on_frame, ask=ask)
+    frames = reader.frames(fps=video.fps or fps)
+    frames = session.timed(read_ahead(frames, decode_ahead) if decode_ahead else frames)
+    result = run_stream(session, frames, [(q.question, q.time) for q in schedule], on_frame=on_frame, ask=ask)
     unanswered = [q.id for i, q in enumerate(schedule) if i not in result.answers and q.id not in done]
     asked = sum(record is not None for record in result.answers.values())
     return {"asked": asked, "unanswered": unanswered, "skipped": log.skipped, "error": result.error}

@@ -56,6 +56,7 @@ class DataConfig:
         video_root: folder the records' video paths are relative to.
         fps: frames sampled per second where a record gives none.
         frame_tokens: token budget per frame; frames keep their aspect ratio within it.
+        decode_ahead: frames decoded ahead in a background thread while samples are built (0: in turn).
         dialogue: earlier turns of a conversation are the dialogue the model sees
             (False: every question is asked on its own, as ``vl3mem eval`` asks them).
         prompt_style: how multiple-choice options are written (``jsonl``, ``ovo``,
@@ -69,6 +70,7 @@ class DataConfig:
     video_root: str = "../shared/videos"
     fps: float = 1.0
     frame_tokens: int = 144
+    decode_ahead: int = 8
     dialogue: bool = True
     prompt_style: str = "jsonl"
     max_length: int = 4096
@@ -173,6 +175,8 @@ class TrainConfig:
                            ("data.max_length", self.data.max_length), ("lora.r", self.lora.r)):
             if value < 1:
                 raise TrainConfigError(f"{key} must be >= 1, got {value}")
+        if self.data.decode_ahead < 0:
+            raise TrainConfigError(f"data.decode_ahead must be >= 0, got {self.data.decode_ahead}")
         if self.data.frame_tokens < 4:
             raise TrainConfigError(f"data.frame_tokens must be at least 4 (a 2x2 token grid), got {self.data.frame_tokens}")
         if not self.data.fps > 0:

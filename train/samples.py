@@ -25,7 +25,7 @@ from videollama3.errors import AnnotationError, QuestionError, VideoError
 from videollama3.modeling import memory_tokens
 from videollama3.processing import IGNORE_INDEX
 from videollama3.session import StreamingSession, question_schedule
-from videollama3.video import iter_frames
+from videollama3.video import decode_ahead, iter_frames
 
 
 @dataclass
@@ -64,15 +64,15 @@ class StreamingSampler:
             writes the prompts and labels).
         dataset: the training ``datasets.Dataset`` of turns (see :mod:`train.data`); a
             conversation's rows are read from it only when it is streamed.
-        dialogue, max_length: from :class:`~train.config.DataConfig`.
+        dialogue, max_length, decode_ahead: from :class:`~train.config.DataConfig`.
         skip_bad: a video that breaks off while decoding is reported and its remaining
             turns left out (else :class:`AnnotationError`).
     """
 
     def __init__(self, session: StreamingSession, dataset, dialogue: bool = True, max_length: int = 4096,
-                 skip_bad: bool = False) -> None:
+                 skip_bad: bool = False, decode_ahead: int = 8) -> None:
         self.session = session
-        self.dialogue, self.max_length, self.skip_bad = dialogue, max_length, skip_bad
+        self.dialogue, self.max_length, self.skip_bad, self.decode_ahead = dialogue, max_length, skip_bad, decode_ahead
         self.dataset = dataset
         record = dataset["record"]
         starts = [i for i in range(len(record)) if i == 0 or record[i] != record[i - 1]]
@@ -97,6 +97,8 @@ class StreamingSampler:
         video = turns[0]["video"]
         # decode no further than the last turn: later frames cannot reach any sample
         frames = iter_frames(video, fps=turns[0]["fps"], end=turns[-1]["time"])
+        if self.decode_ahead:
+            frames = decode_ahead(frames, self.decode_ahead)
         history: list[tuple[str, str]] = []
         try:
             for k in question_schedule(session, frames, [turn["time"] for turn in turns]):

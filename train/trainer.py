@@ -342,8 +342,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                                    f"({e.__class__.__name__}: {' '.join(str(e).split())[:200]}); resume from an "
                                    "earlier checkpoint by removing this one") from None
     first_step = step
-    sampler = StreamingSampler(session, data.dataset, dialogue=config.data.dialogue,
-                               max_length=config.data.max_length, skip_bad=config.data.skip_bad)
+    sampler = StreamingSampler(session, data.dataset, dialogue=config.data.dialogue, max_length=config.data.max_length,
+                               skip_bad=config.data.skip_bad, decode_ahead=config.data.decode_ahead)
     samples = sampler.samples(config.seed, start=samples_seen, rank=accelerator.process_index,
                               world_size=accelerator.num_processes)
     if config.report_to == "tensorboard":

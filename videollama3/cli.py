@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     from .loading import load_session
     from .session import check_question_time, run_stream
-    from .video import open_video
+    from .video import decode_ahead, open_video
 
     check_run_arguments(args)
     if args.output:
@@ -153,8 +154,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
         raise
     expected = math.ceil(info.duration * args.fps) if info.duration else None
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
-        result = run_stream(session, video.frames(fps=args.fps), questions, args.max_new_tokens,
+        frames = video.frames(fps=args.fps)
+        started = time.perf_counter()
+        result = run_stream(session, session.timed(decode_ahead(frames, args.decode_ahead) if args.decode_ahead
+                                                   else frames), questions, args.max_new_tokens,
                             on_frame=lambda: bar.update(1))
+        wall = time.perf_counter() - started
     stopped_at = result.stopped_at
     if result.error:
         print(f"vl3mem: warning: {result.error}", file=sys.stderr)
@@ -171,7 +176,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
             "video": str(args.video), "duration_s": info.duration, "model": spec.model,
             "adapter": str(spec.checkpoint.path) if spec.checkpoint else None, "memory": spec.memory,
             "memory_options": spec.memory_options, "memory_stats": _json_safe(session.memory.stats()),
-            "fps": args.fps, "frames_encoded": session.frames_seen, "answers": ordered,
+            "fps": args.fps, "frames_encoded": session.frames_seen, "throughput": session.throughput(wall),
+            "answers": ordered,
             "unanswered": unanswered, "decoding_stopped_at": stopped_at,
         }
         try:
@@ -210,12 +216,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_frame_arguments(p: argparse.ArgumentParser) -> None:
-    """``--frame-tokens`` (shared by answer and eval)."""
+    """``--frame-tokens`` and ``--decode-ahead`` (shared by answer and eval)."""
     from .preprocess import FRAME_TOKENS
 
     p.add_argument("--frame-tokens", type=int, default=FRAME_TOKENS,
                    help=f"token budget per frame; frames keep their aspect ratio within it, as the native video "
                         f"processor resizes them (default {FRAME_TOKENS}: a 16:9 frame is a 9x16 token grid)")
+    p.add_argument("--decode-ahead", type=int, default=8, metavar="N",
+                   help="decode in a background thread, up to N frames ahead of encoding (default 8; 0: decode "
+                        "and encode in turn)")
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:
@@ -236,6 +245,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--fps must be a positive, finite number of frames per second, got {args.fps}")
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.decode_ahead < 0:
+        raise UsageError(f"--decode-ahead must be a number of frames >= 0, got {args.decode_ahead}")
     if getattr(args, "limit", None) is not None and args.limit < 0:
         raise UsageError(f"--limit must be a number of questions >= 0, got {args.limit}")
     if args.device is not None:

@@ -64,6 +64,9 @@ def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = N
     return layout
 
 
+TIMED_STAGES = ("decode", "preprocess", "encode", "add", "prompt", "generate", "frames", "questions")
+
+
 class StreamingSession:
     """One model, its processor, one memory backend and a clock (docs/design.md section 7).
 
@@ -98,6 +101,10 @@ class StreamingSession:
         self.memory = memory
         self.frame_tokens = frame_tokens
         self.history: list[tuple[str, str]] = []
+        self.timings: dict[str, float] = dict.fromkeys(TIMED_STAGES, 0.0)
+        """Seconds spent per stage since the session was made (host time: on a GPU, work queued but
+        not finished is counted where it is waited for), and ``frames`` / ``questions`` counts;
+        :meth:`throughput` turns them into rates."""
 
     @property
     def frames_seen(self) -> int:
@@ -135,10 +142,44 @@ class StreamingSession:
             raise ValueError(f"timestamp must be a number of seconds, got {timestamp!r}")
         if self.time is not None and timestamp < self.time:
             raise MemoryBankError(f"frame at {timestamp:.3f}s arrived after one at {self.time:.3f}s; push frames in time order")
+        clock, timings = time.perf_counter, self.timings
+        t0 = clock()
         pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, self.frame_tokens, device=self.model.device,
                                                                 dtype=self.model.vision_dtype)
+        t1 = clock()
         (tokens,) = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
+        t2 = clock()
         self.memory.add(tokens, self.frames_seen, timestamp, frame=frame)
+        t3 = clock()
+        timings["preprocess"] += t1 - t0
+        timings["encode"] += t2 - t1
+        timings["add"] += t3 - t2
+        timings["frames"] += 1
+
+    def timed(self, frames: Iterator[tuple[np.ndarray, float]]) -> Iterator[tuple[np.ndarray, float]]:
+        """``frames``, counting the time spent waiting for each as ``decode`` (with decoding ahead in
+        a thread, only the wait the pipeline could not hide)."""
+        iterator = iter(frames)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.timings["decode"] += time.perf_counter() - t0
+            yield item
+
+    def throughput(self, wall_s: float | None = None) -> dict[str, Any]:
+        """Per frame: ms of ``decode`` (waiting), ``preprocess``, ``encode``, ``add``; per question: ms of
+        ``prompt`` and ``generate``; and frames per second over ``wall_s`` (default: the summed stages)."""
+        t, frames, questions = self.timings, self.timings["frames"], self.timings["questions"]
+        busy = sum(t[k] for k in ("decode", "preprocess", "encode", "add", "prompt", "generate"))
+        per = (lambda k, n: round(1000 * t[k] / n, 3) if n else None)
+        return {"frames": int(frames), "questions": int(questions),
+                "frames_per_s": round(frames / (wall_s or busy), 3) if frames and (wall_s or busy) else None,
+                "ms_per_frame": {k: per(k, frames) for k in ("decode", "preprocess", "encode", "add")},
+                "ms_per_question": {k: per(k, questions) for k in ("prompt", "generate")}}
 
     def question_readout(self) -> list[MemoryEntry]:
         """The memory readout a question asked now is answered from, with what asking does
@@ -177,8 +218,12 @@ class StreamingSession:
             entries = self.question_readout()
         inputs = self.processor(entries, question, self.history)
         tokens, tier_ids = memory_tokens(entries, self.model.memory_width)
+        prompted = time.perf_counter()
         generated = self.model.generate(inputs["input_ids"], inputs["attention_mask"], tokens, tier_ids,
                                         max_new_tokens=max_new_tokens, **generate_kwargs)
+        self.timings["prompt"] += prompted - start
+        self.timings["generate"] += time.perf_counter() - prompted
+        self.timings["questions"] += 1
         text = self.processor.decode(generated[0])
         latency = time.perf_counter() - start
         if keep_history:

@@ -156,6 +156,78 @@ class VideoReader:
                 path, stopped_at=last_time)
 
 
+class _Raised:
+    """An exception of the decoding thread, carried to the consumer in stream order."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def decode_ahead(frames: Iterator[tuple[np.ndarray, float]], depth: int = 8) -> Iterator[tuple[np.ndarray, float]]:
+    """Decode in a background thread, ``depth`` frames ahead of the consumer (PyAV releases the GIL
+    while it decodes, so decoding overlaps preprocessing and encoding).
+
+    The queue is bounded: the thread never holds more than ``depth`` decoded frames. Frames come out
+    in order; an error of the source (a :class:`VideoError` part way) comes out after the frames
+    before it, exactly where the source raised it. Closing the returned iterator (or leaving it early)
+    stops the thread and closes the source.
+
+    Args:
+        frames: ``(frame, timestamp_s)`` iterator, e.g. :meth:`VideoReader.frames`.
+        depth: frames decoded ahead (>= 1).
+
+    Raises:
+        ValueError: for ``depth < 1``; whatever ``frames`` raises, in order.
+    """
+    import queue
+    import threading
+
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for item in frames:
+                if not put(item):
+                    break
+            else:
+                put(_END)
+        except BaseException as e:  # noqa: BLE001  (carried to the consumer, raised there)
+            put(_Raised(e))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=decode, name="vl3mem-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     """``image`` turned the way its display matrix says (a phone video's ``rotation``, as PyAV reports it:
     degrees counter-clockwise), so the model sees it upright. FFmpeg's players apply the same turn.

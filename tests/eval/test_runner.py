@@ -154,3 +154,15 @@ def test_retention_reads_the_memory_entries():
     assert retention(entries, names, (6.0, 8.0)) == {"kept_own": False, "kept_any": False, "only_merged": False,
                                                       "tier": None}
     assert retention(entries, names, None) is None
+
+
+def test_the_report_gives_frames_per_second_and_time_per_stage(videos, tmp_path, capsys):
+    out = tmp_path / "speed"
+    code, _, err = run_eval(capsys, videos, out, "--limit", "3", "--decode-ahead", "2")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    speed = summary["throughput"]
+    assert speed["frames"] > 0 and speed["questions"] == 3 and speed["frames_per_s"] > 0
+    assert set(speed["ms_per_frame"]) == {"decode", "preprocess", "encode", "add"}
+    report = (out / "report.md").read_text()
+    assert "## Throughput" in report and f"frames encoded: {speed['frames']}" in report

@@ -119,3 +119,58 @@ def test_upright_turns_by_multiples_of_90():
     assert upright(image, 0) is image
     assert np.array_equal(upright(image, -90), np.rot90(image, -1)) and np.array_equal(upright(image, 180), image[::-1, ::-1])
     assert np.array_equal(upright(image, 90), np.rot90(image, 1)) and upright(image, 270).shape == (4, 6, 3)
+
+
+def test_decoding_ahead_gives_the_same_frames_in_order(videos):
+    from videollama3.video import decode_ahead, open_video
+
+    direct = list(iter_frames(videos / "bikes.mp4", fps=2))
+    ahead = list(decode_ahead(open_video(videos / "bikes.mp4").frames(fps=2), depth=3))
+    assert [t for _, t in ahead] == [t for _, t in direct]
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(ahead, direct))
+
+
+def test_decoding_ahead_is_bounded_raises_in_place_and_stops_when_left():
+    import threading
+    import time
+
+    from videollama3.video import decode_ahead
+
+    produced = []
+
+    def source(fail_at=None):
+        try:
+            for i in range(100):
+                if i == fail_at:
+                    raise VideoError("decoding x stopped at 3.00s", "x", stopped_at=3.0)
+                produced.append(i)
+                yield np.zeros((1, 1, 3), np.uint8), float(i)
+        finally:
+            produced.append("closed")
+
+    frames = decode_ahead(source(), depth=4)
+    assert next(frames)[1] == 0.0
+    time.sleep(0.2)  # the thread runs ahead, but never more than the queue holds (+ the one it waits to put)
+    assert len(produced) <= 1 + 4 + 1
+    frames.close()  # leaving early stops the thread and closes the source
+    assert produced[-1] == "closed" and not any(t.name == "vl3mem-decode" for t in threading.enumerate())
+
+    produced.clear()
+    got = []
+    with pytest.raises(VideoError, match="stopped at 3.00s"):
+        for _, t in decode_ahead(source(fail_at=5), depth=2):
+            got.append(t)
+    assert got == [0.0, 1.0, 2.0, 3.0, 4.0]  # every frame before the failure, then the failure
+
+
+def test_answer_and_eval_report_time_per_stage(videos, tmp_path, capsys):
+    import json
+
+    from videollama3.cli import main
+
+    out = tmp_path / "a.json"
+    assert main(["answer", str(videos / "bikes.mp4"), "-q", "x", "--model", "tiny", "--quiet", "--max-new-tokens", "1",
+                 "--output", str(out)]) == 0
+    speed = json.loads(out.read_text())["throughput"]
+    assert speed["frames"] == 10 and speed["questions"] == 1 and speed["frames_per_s"] > 0
+    assert all(v >= 0 for v in speed["ms_per_frame"].values()) and speed["ms_per_question"]["generate"] > 0
