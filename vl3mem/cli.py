@@ -16,7 +16,8 @@ from videollama3.cli import main as run
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark: ``memory`` (add time of the hierarchical bank; ``--all``: every backend on
-    real video) or ``stream`` (question latency, memory vs naive re-encoding)."""
+    real video), ``stream`` (question latency, memory vs naive re-encoding) or ``pipeline`` (time per
+    stage, sequential vs decoding ahead)."""
     from benchmarks import BenchmarkInputError
 
     try:
@@ -28,6 +29,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from benchmarks.memory import main as bench_memory
 
             bench_memory(args.rest)
+        elif args.target == "pipeline":
+            from benchmarks.pipeline import main as bench_pipeline
+
+            bench_pipeline(args.rest)
         else:
             from benchmarks.stream import main as bench_stream
 
@@ -45,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     add_eval(sub)
     add_train(sub)
-    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video) "
-                                     "or stream (question latency)")
-    b.add_argument("target", choices=["memory", "stream"])
+    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video), "
+                                     "stream (question latency) or pipeline (time per stage, decoding ahead)")
+    b.add_argument("target", choices=["memory", "stream", "pipeline"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)
     return parser

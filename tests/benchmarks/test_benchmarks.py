@@ -45,3 +45,12 @@ def test_bench_memory_refuses_zero_frames(capsys):
     code = main(["bench", "memory", "--frames", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--frames, --pool and --min-adds must be at least 1" in err[0]
+
+
+def test_bench_pipeline_prints_both_paths_and_their_ratio(videos, capsys):
+    code = main(["bench", "pipeline", "--videos", str(videos / "bikes.mp4"), "--new-tokens", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| bikes.mp4")]
+    assert [r.split("|")[2].strip() for r in rows] == ["sequential", "pipelined", "pipelined / sequential"]
+    assert rows[2].split("|")[3].strip().endswith("x")

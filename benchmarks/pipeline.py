@@ -1,0 +1,96 @@
+"""Time per stage of the streaming pipeline, and frames/s with and without decoding ahead (``vl3mem bench pipeline``).
+
+For each video, the same stream (``--fps``, questions at 25 / 50 / 75 % of the video and at its
+end) runs twice in one process: *sequential* (decode, then preprocess, encode, add, in turn) and
+*pipelined* (decoding ahead in a background thread, :func:`videollama3.video.decode_ahead`).
+Prints, per frame, the ms of decode (the wait the pipeline could not hide), preprocess, encode and
+add; per question, prompt building and generation; then prefill and per-token generation from two
+extra questions; and frames/s of both paths with their ratio, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from videollama3.loading import build_session, load_model
+from videollama3.session import run_stream
+from videollama3.video import decode_ahead, open_video
+
+from . import BenchmarkInputError, existing_video, sample_video
+
+DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
+
+
+def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_tokens: int) -> dict:
+    """One pass over ``path``: a fresh session, questions at 25/50/75/100 % of the video; its timings."""
+    video = open_video(path)
+    duration = video.info.duration
+    questions = [(f"What happens at {p} % of the video?", duration * p / 100) for p in (25, 50, 75)]
+    questions.append(("What happened in the video?", None))
+    session = build_session(model, tokenizer)
+    frames = video.frames(fps=fps)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    run_stream(session, session.timed(decode_ahead(frames, ahead) if ahead else frames), questions, new_tokens,
+               min_new_tokens=new_tokens)
+    sync()
+    result = session.throughput(time.perf_counter() - start)
+    sync()  # prefill, and the cost of one more token, on the memory at the end of the stream
+    t0 = time.perf_counter()
+    session.ask("Describe the scene.", max_new_tokens=1)
+    sync()
+    t1 = time.perf_counter()
+    session.ask("Describe the scene.", max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    sync()
+    t2 = time.perf_counter()
+    result["prefill_ms"] = round(1000 * (t1 - t0), 2)
+    result["ms_per_new_token"] = round(1000 * ((t2 - t1) - (t1 - t0)) / max(new_tokens - 1, 1), 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and print the table; return the numbers."""
+    parser = argparse.ArgumentParser(prog="vl3mem bench pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", nargs="+", default=[str(sample_video(v)) for v in DEFAULT_VIDEOS],
+                        help="default: data/videos/vtest.avi and trailer_bbb.mp4")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    parser.add_argument("--decode-ahead", type=int, default=8, help="frames decoded ahead in the pipelined path")
+    parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated per question")
+    args = parser.parse_args(argv)
+    if args.decode_ahead < 1 or args.new_tokens < 1 or not args.fps > 0:
+        raise BenchmarkInputError("--decode-ahead and --new-tokens must be at least 1, --fps positive")
+    for video in args.videos:
+        existing_video(video, "--videos")
+    model, tokenizer = load_model(args.model, device=args.device)
+    stream_once(model, tokenizer, args.videos[0], args.fps, 0, 2)  # warm-up
+    print(f"model {args.model} on {args.device}, {args.fps} fps, {torch.get_num_threads()} torch threads, "
+          f"{args.new_tokens} new tokens per question")
+    header = ("| video | path | frames/s | decode ms | preprocess ms | encode ms | add ms | prompt ms | "
+              "generate ms | prefill ms | ms/token |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    results: dict[str, dict] = {}
+    for video in args.videos:
+        name = Path(video).name
+        results[name] = {}
+        for path, ahead in (("sequential", 0), ("pipelined", args.decode_ahead)):
+            r = results[name][path] = stream_once(model, tokenizer, video, args.fps, ahead, args.new_tokens)
+            f, q = r["ms_per_frame"], r["ms_per_question"]
+            print(f"| {name} | {path} | {r['frames_per_s']} | {f['decode']} | {f['preprocess']} | {f['encode']} | "
+                  f"{f['add']} | {q['prompt']} | {q['generate']} | {r['prefill_ms']} | {r['ms_per_new_token']} |",
+                  flush=True)
+        ratio = results[name]["pipelined"]["frames_per_s"] / results[name]["sequential"]["frames_per_s"]
+        results[name]["ratio"] = ratio
+        print(f"| {name} | pipelined / sequential | {ratio:.2f}x | | | | | | | | |", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
