@@ -141,6 +141,7 @@ class _Tier:
         return float(torch.dot(self.units[i], self.units[i + 1]))
 
     def insert(self, entry: MemoryEntry, unit: torch.Tensor) -> None:
+        """Insert ``entry`` (unit descriptor ``unit``) in time order; compute the one or two pairs it makes."""
         key = (entry.timestamp, entry.frame_index)
         pos = bisect.bisect_right(self.keys, key)
         self.entries.insert(pos, entry)
@@ -152,6 +153,7 @@ class _Tier:
         self.sims[max(pos - 1, 0): max(pos - 1, 0) + (1 if 0 < pos < n - 1 else 0)] = new
 
     def pop(self, pos: int) -> MemoryEntry:
+        """Remove and return the entry at ``pos``; its two neighbours become one adjacent pair."""
         n = len(self.entries)
         del self.keys[pos], self.units[pos]
         entry = self.entries.pop(pos)
