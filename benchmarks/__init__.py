@@ -8,6 +8,7 @@ clear error naming the flag that gives another.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 VIDEO_FOLDERS = (Path.cwd() / "data" / "videos", Path(__file__).resolve().parents[1] / "data" / "videos")
@@ -37,3 +38,12 @@ def existing_video(path: str | Path, flag: str) -> Path:
         raise BenchmarkInputError(f"no video at {path}; run scripts/get_sample_videos.sh (it writes data/videos/) "
                                   f"or pass {flag} PATH")
     return path
+
+
+def add_video_arguments(parser: argparse.ArgumentParser, videos: list[str], fps: float) -> None:
+    """``--videos`` (sample videos by default), ``--model`` (tiny), ``--device`` (cpu) and ``--fps``."""
+    parser.add_argument("--videos", nargs="+", default=[str(sample_video(v)) for v in videos],
+                        help=f"default: {', '.join(videos)} in data/videos/")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fps", type=float, default=fps, help=f"frames sampled per second (default {fps:g})")

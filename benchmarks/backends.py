@@ -28,7 +28,7 @@ from videollama3.modeling import VideoLlama3WithMemory
 from videollama3.preprocess import preprocess_frames
 from videollama3.video import iter_frames
 
-from . import existing_video, sample_video
+from . import add_video_arguments, existing_video
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 
@@ -94,11 +94,7 @@ def plot(results: dict, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table, write the plot; return the numbers."""
     parser = argparse.ArgumentParser(prog="vl3mem bench memory --all", description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", nargs="+", default=[str(sample_video(v)) for v in DEFAULT_VIDEOS],
-                        help="default: data/videos/vtest.avi and trailer_bbb.mp4")
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
+    add_video_arguments(parser, DEFAULT_VIDEOS, fps=2.0)
     parser.add_argument("--ask-every", type=float, default=10.0, help="seconds between simulated questions (0: none)")
     parser.add_argument("--backends", nargs="+", default=list(MEMORY_BACKENDS))
     parser.add_argument("--plot", default="bench_memory_backends.png", help="PNG of tokens held over the stream")

@@ -20,7 +20,7 @@ from videollama3.loading import build_session, load_model
 from videollama3.session import run_stream
 from videollama3.video import decode_ahead, open_video
 
-from . import BenchmarkInputError, existing_video, sample_video
+from . import BenchmarkInputError, add_video_arguments, existing_video
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 
@@ -56,11 +56,7 @@ def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and print the table; return the numbers."""
     parser = argparse.ArgumentParser(prog="vl3mem bench pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", nargs="+", default=[str(sample_video(v)) for v in DEFAULT_VIDEOS],
-                        help="default: data/videos/vtest.avi and trailer_bbb.mp4")
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    add_video_arguments(parser, DEFAULT_VIDEOS, fps=1.0)
     parser.add_argument("--decode-ahead", type=int, default=8, help="frames decoded ahead in the pipelined path")
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated per question")
     args = parser.parse_args(argv)
