@@ -148,9 +148,14 @@ class _Tier:
         self.keys.insert(pos, key)
         self.units.insert(pos, unit)
         n = len(self.entries)
-        # the pair (pos - 1, pos + 1) that held before becomes (pos - 1, pos) and (pos, pos + 1)
-        new = [self._sim(i) for i in (pos - 1, pos) if 0 <= i and i + 1 < n]
-        self.sims[max(pos - 1, 0): max(pos - 1, 0) + (1 if 0 < pos < n - 1 else 0)] = new
+        if n == 1:
+            return
+        if pos == 0:
+            self.sims.insert(0, self._sim(0))
+        elif pos == n - 1:
+            self.sims.append(self._sim(pos - 1))
+        else:  # between two: their pair becomes (pos - 1, pos) and (pos, pos + 1)
+            self.sims[pos - 1: pos] = [self._sim(pos - 1), self._sim(pos)]
 
     def pop(self, pos: int) -> MemoryEntry:
         """Remove and return the entry at ``pos``; its two neighbours become one adjacent pair."""

@@ -160,11 +160,12 @@ class VideoLlama3WithMemory(nn.Module):
         Raises:
             ValueError: when the number of ``<|video_pad|>`` ids differs from ``N``.
         """
-        embeds = self.model.get_input_embeddings()(input_ids.to(self.device))
+        input_ids = input_ids.to(self.device)
+        embeds = self.model.get_input_embeddings()(input_ids)
         if not visual_tokens.numel():
             return embeds
         visual = self.embed_visual(visual_tokens, tier_ids).to(embeds.dtype)
-        _, mask = self.model.model.get_placeholder_mask(input_ids.to(self.device), embeds, video_features=visual)
+        _, mask = self.model.model.get_placeholder_mask(input_ids, embeds, video_features=visual)
         return embeds.masked_scatter(mask, visual)
 
     # ----------------------------------------------------- forward, generate

@@ -160,15 +160,20 @@ class StreamingSession:
         """``frames``, counting the time spent waiting for each as ``decode`` (with decoding ahead in
         a thread, only the wait the pipeline could not hide)."""
         iterator = iter(frames)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.timings["decode"] += time.perf_counter() - t0
-            yield item
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.timings["decode"] += time.perf_counter() - t0
+                yield item
+        finally:  # left early: close the source now (a decoding thread, a container), not at garbage collection
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     def throughput(self, wall_s: float | None = None) -> dict[str, Any]:
         """Per frame: ms of ``decode`` (waiting), ``preprocess``, ``encode``, ``add``; per question: ms of

@@ -109,6 +109,7 @@ class VideoReader:
                 the last time decoded, after the frames up to it were yielded).
         """
         if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            self.close()
             raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
         path, container = self.path, self._container
         stream = container.streams.video[0]
