@@ -1,22 +1,28 @@
 """Online (streaming) evaluation: each question answered from the memory at its time, one pass per video.
 
-Layers: :mod:`eval.data` (benchmark loaders, on the timed questions of
-:mod:`videollama3.questions`), :mod:`eval.answers` (letter parsing, scoring), :mod:`eval.runner` (the single pass, evidence retention, predictions),
-:mod:`eval.report` (summary, report.md, plots), :mod:`eval.cli` (``vl3mem eval``).
+Layers: :mod:`eval.benchmarks` (one module per benchmark format: its files, official prompts,
+official scoring and table, on the timed questions of :mod:`videollama3.questions`),
+:mod:`eval.answers` (our letter parsing), :mod:`eval.runner` (the single pass, polls, evidence
+retention and weight, predictions), :mod:`eval.report` (summary, report.md, plots), :mod:`eval.cli`
+(``vl3mem eval``).
 """
 
 from .answers import is_correct, parse_letter
-from .data import Benchmark, load_benchmark
+from .benchmarks import BENCHMARKS, Benchmark, BenchmarkFormat, load_benchmark, register_benchmark
 from .report import summarize
-from .runner import PredictionStore, evaluate_video, retention
+from .runner import PredictionStore, evaluate_video, evidence_weight, retention
 
 __all__ = [
+    "BENCHMARKS",
     "Benchmark",
+    "BenchmarkFormat",
     "PredictionStore",
     "evaluate_video",
+    "evidence_weight",
     "is_correct",
     "load_benchmark",
     "parse_letter",
+    "register_benchmark",
     "retention",
     "summarize",
 ]

@@ -44,11 +44,16 @@ def parse_letter(text: str, options: list[str]) -> str | None:
     return lone[0] if len(set(lone)) == 1 else None
 
 
-def is_correct(question: TimedQuestion, prediction: str) -> tuple[str | None, bool]:
-    """``(chosen letter or None, correct)``: by letter with options, else by the
-    normalised reference text appearing in the prediction."""
-    if question.options:
-        letter = parse_letter(prediction, question.options)
-        return letter, letter == question.answer
-    reference = _normalise(question.answer)
+def score_answer(prediction: str, options: list[str], answer: str) -> tuple[str | None, bool]:
+    """``(chosen letter or None, correct)``: by letter with options, else by the normalised
+    reference text ``answer`` appearing in the prediction."""
+    if options:
+        letter = parse_letter(prediction, options)
+        return letter, letter == answer
+    reference = _normalise(answer)
     return None, bool(reference) and f" {reference} " in f" {_normalise(prediction)} "
+
+
+def is_correct(question: TimedQuestion, prediction: str) -> tuple[str | None, bool]:
+    """:func:`score_answer` for ``question``."""
+    return score_answer(prediction, question.options, question.answer)

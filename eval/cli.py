@@ -28,30 +28,36 @@ from videollama3.cli import (
     load_spec_from_args,
 )
 from videollama3.cli import main as run
-from videollama3.errors import UsageError
+from videollama3.errors import UsageError, VideoError
 from videollama3.options import check_output_path
 
-from .data import BENCHMARKS, load_benchmark
+from .benchmarks import BENCHMARKS, load_benchmark
 from .report import write_outputs
 from .runner import PredictionStore, evaluate_video, first_of_each_id, read_records
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``eval``."""
-    p.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="annotation format")
-    p.add_argument("--annotations", required=True, help="annotation file")
-    p.add_argument("--video-root", required=True, help="folder the annotations' video paths are relative to")
+    p.add_argument("--benchmark", required=True, choices=list(BENCHMARKS),
+                   help="annotation format: " + "; ".join(f"{k}: {v.help}" for k, v in BENCHMARKS.items()))
+    p.add_argument("--annotations", required=True, nargs="+", metavar="FILE",
+                   help="annotation file(s) of that format, as published (several: one run, one report)")
+    p.add_argument("--video-root", required=True,
+                   help="folder the annotations' video paths (files or frame folders) are relative to")
     add_model_arguments(p)
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="sampling rate where the annotations give none (default 1)")
+    p.add_argument("--frame-rate", type=float, default=None,
+                   help="frames per second of frame-folder videos whose annotation gives none")
     add_frame_arguments(p)
     p.add_argument("--output-dir", default="eval_out", help="predictions.jsonl, summary.json, report.md, plots")
-    p.add_argument("--limit", type=int, help="first N questions only (in file order)")
+    p.add_argument("--limit", type=int, help="the first N questions of the annotation files, in file order")
     p.add_argument("--no-model", action="store_true",
                    help="do not run the language model: measure evidence retention of the memory only")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--device", default=None, help="torch device (default: this process's accelerator, else cpu)")
-    p.add_argument("--skip-bad", action="store_true", help="report bad records and go on instead of stopping")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="report bad records and videos that cannot be read, and go on instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -137,26 +143,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          (f" ({len(bench.skipped)} records skipped)" if bench.skipped else "") + "; nothing to evaluate")
     skipped = list(bench.skipped)
     if args.limit is not None:
-        remaining = args.limit
-        for video in bench.videos:
-            video.questions, remaining = video.questions[: max(remaining, 0)], remaining - len(video.questions)
-    videos = [v for v in bench.videos if v.questions]
+        bench.limit(args.limit)
+    videos = bench.videos
     output_dir = Path(args.output_dir)
-    settings = {"benchmark": args.benchmark, "annotations": str(Path(args.annotations).resolve()),
+    annotations = [str(Path(a).resolve()) for a in args.annotations]
+    settings = {"benchmark": args.benchmark, "annotations": annotations[0] if len(annotations) == 1 else annotations,
                 "model": spec.model, "adapter": str(spec.checkpoint.path.resolve()) if spec.checkpoint else None,
                 "memory": spec.memory, "memory_options": spec.memory_options, "fps": args.fps,
                 "frame_tokens": args.frame_tokens, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
+    if args.frame_rate is not None:
+        settings["frame_rate"] = args.frame_rate
     _check_run(output_dir, settings, rank)
     with output_lock(output_dir, rank):
         session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
+        if bench.system_prompt is not None:  # the benchmark's official evaluation sets its own
+            session.processor.system_prompt = bench.system_prompt
         store = PredictionStore(output_dir, rank, world)
         unanswered: list[str] = []
+        skipped_videos: list[str] = []
         streaming = time.perf_counter()
         with tqdm(unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0, file=sys.stderr) as bar:
             for video in videos[rank::world]:
-                result = evaluate_video(session, video, args.fps, store, args.benchmark, args.no_model,
-                                        args.max_new_tokens, on_frame=lambda: bar.update(1), skip_bad=args.skip_bad,
-                                        decode_ahead=args.decode_ahead)
+                try:
+                    result = evaluate_video(session, video, args.fps, store, bench.format, args.no_model,
+                                            args.max_new_tokens, on_frame=lambda: bar.update(1),
+                                            skip_bad=args.skip_bad, decode_ahead=args.decode_ahead,
+                                            frame_rate=args.frame_rate)
+                except VideoError as e:
+                    if not args.skip_bad:
+                        raise VideoError(f"{e} (use --skip-bad to report it and go on)", e.path) from None
+                    print(f"vl3mem: warning: skipped: {e}", file=sys.stderr)
+                    skipped_videos.append(f"{e} ({len(video.questions)} questions not asked)")
+                    unanswered += [q.id for q in video.questions]
+                    continue
                 if result["error"]:
                     print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
                 unanswered += result["unanswered"]
@@ -169,18 +188,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     wanted = {q.id for v in videos for q in v.questions}
     records = first_of_each_id(r for r in records if r["id"] in wanted)
     meta = {**settings, "world_size": world, "wall_time_s": round(time.perf_counter() - start, 2),
-            "skipped_records": skipped, "skipped_tasks": bench.skipped_tasks, "unanswered": unanswered,
+            "skipped_records": skipped, "skipped_videos": skipped_videos, "unanswered": unanswered,
             "throughput": throughput}
-    summary = write_outputs(records, meta, output_dir)
+    summary = write_outputs(records, meta, output_dir, bench.format)
     acc, ret = summary["accuracy"], summary["retention"]
     print(f"{summary['questions']} questions, {len(videos)} videos, memory {spec.memory}, {meta['wall_time_s']} s")
     if acc["scored"]:
         print(f"accuracy: micro {acc['micro']} %, macro {acc['macro']} %")
     if ret["questions"]:
         print(f"evidence retention ({ret['questions']} questions): kept as own entry {ret['kept_own_pct']} %, "
-              f"kept at all {ret['kept_any_pct']} %")
-    if bench.skipped_tasks:
-        print(f"tasks not run (forward active responding): {bench.skipped_tasks}")
+              f"kept at all {ret['kept_any_pct']} %, evidence weight {ret['weight_pct']} %")
+    if skipped_videos:
+        print(f"{len(skipped_videos)} videos could not be read and were skipped (see report.md)")
     print(f"report: {output_dir / 'report.md'}")
     return 0
 

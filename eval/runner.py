@@ -9,6 +9,7 @@ evaluators re-encode the whole prefix for every question instead.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,20 +17,52 @@ from typing import Any
 
 from memory_bank import MemoryEntry
 from videollama3.errors import AnnotationError, UsageError
-from videollama3.questions import RecordLog, VideoQuestions, format_question
+from videollama3.questions import RecordLog, TimedQuestion, VideoQuestions
 from videollama3.session import StreamingSession, run_stream, tier_layout
 from videollama3.video import decode_ahead as read_ahead
 from videollama3.video import open_video
 
-from .answers import is_correct
+from .benchmarks import BenchmarkFormat
 
 PREDICTIONS = "predictions.jsonl"
+LATE_S = 1.0
+"""Seconds past the end of the video a question time may be (benchmarks give whole seconds, the
+official evaluators cut the video at its end): such a question is asked after the last frame."""
+
+
+def frames_inside(entry: MemoryEntry, start: float, end: float) -> float:
+    """The share of ``entry``'s frames whose time lies in ``[start, end]`` (seconds), from 0 to 1.
+
+    A merged entry summarises the run of frames ``frame_index .. last_frame_index``; its frames are
+    taken as evenly spaced between ``timestamp`` and ``end_timestamp`` (frames are sampled at a fixed
+    rate), so a summary of 500 frames holding one frame of the window gives 1/500.
+    """
+    span = entry.last_frame_index - entry.frame_index + 1
+    if span <= 1 or entry.end_timestamp <= entry.timestamp:
+        return float(start <= entry.timestamp <= end)
+    step = (entry.end_timestamp - entry.timestamp) / (span - 1)
+    first = max(0, math.ceil((start - entry.timestamp) / step - 1e-9))
+    last = min(span - 1, math.floor((end - entry.timestamp) / step + 1e-9))
+    return max(0, last - first + 1) / span
+
+
+def evidence_weight(entries: list[MemoryEntry], evidence: tuple[float, float]) -> float:
+    """The share of the memory's content built from frames inside ``evidence``: each entry's tokens
+    weighted by :func:`frames_inside`, over all tokens held (0.0 for an empty memory).
+
+    Unlike "kept at all", it cannot be 100 % by a summary that spans the whole past: a long tier
+    holding 1 window frame among 500 adds 1/500 of its tokens.
+    """
+    total = sum(e.num_tokens for e in entries)
+    if not total:
+        return 0.0
+    return sum(e.num_tokens * frames_inside(e, *evidence) for e in entries) / total
 
 
 def retention(
     entries: list[MemoryEntry], tier_names: tuple[str, ...], evidence: tuple[float, float] | None
 ) -> dict[str, Any] | None:
-    """Whether the memory still holds something built from a frame inside ``evidence``.
+    """Whether the memory still holds something built from a frame inside ``evidence``, and how much.
 
     Args:
         entries: the readout the question was answered from.
@@ -40,7 +73,7 @@ def retention(
         None without evidence, else ``{"kept_own": a frame of the window is held as its own
         entry, "kept_any": ... or inside a merged summary whose span meets the window
         (:meth:`MemoryEntry.covers`), "only_merged": kept only inside a summary, "tier": the
-        tier holding it (the sharpest one) or None}``.
+        tier holding it (the sharpest one) or None, "weight": :func:`evidence_weight`}``.
     """
     if evidence is None:
         return None
@@ -48,7 +81,7 @@ def retention(
     hits = sorted((e for e in entries if e.covers(start, end)), key=lambda e: (e.is_merged, e.tier))
     own = [e for e in hits if not e.is_merged]
     return {"kept_own": bool(own), "kept_any": bool(hits), "only_merged": bool(hits and not own),
-            "tier": tier_names[hits[0].tier] if hits else None}
+            "tier": tier_names[hits[0].tier] if hits else None, "weight": round(evidence_weight(entries, evidence), 6)}
 
 
 @dataclass
@@ -156,21 +189,37 @@ def first_of_each_id(records) -> list[dict[str, Any]]:
     return [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]
 
 
+class _Poller:
+    """The polls of one proactive question (:class:`~videollama3.questions.Poll`) during a pass."""
+
+    def __init__(self, question: TimedQuestion) -> None:
+        self.question = question
+        self.history: list[dict[str, Any]] = []
+        self.latency = 0.0
+        self.finished = False
+
+
 def evaluate_video(
     session: StreamingSession,
     video: VideoQuestions,
     fps: float,
     store: PredictionStore,
-    style: str = "jsonl",
+    benchmark: BenchmarkFormat,
     no_model: bool = False,
     max_new_tokens: int = 16,
     on_frame=None,
     skip_bad: bool = False,
     decode_ahead: int = 8,
+    frame_rate: float | None = None,
 ) -> dict[str, Any]:
     """Stream ``video`` once through ``session`` and answer its questions not yet in ``store``.
 
-    The video is opened once: its duration checks the question times, then its frames stream.
+    The video is opened once: its duration checks the question times, then its frames stream
+    (only ``video.start .. video.end`` when the benchmark gives a clip). Each question is asked
+    with ``benchmark``'s prompt at its time and its record scored by ``benchmark``. A question with
+    a :class:`~videollama3.questions.Poll` is polled at each poll time until the reply says yes, then
+    asked; its record holds the polls, ``answered_at`` and ``last_time`` (the time of the last
+    exchange: the last poll time when no poll said yes, as the official loop ends there).
 
     Args:
         session: a session on the model and memory backend under test (reset here).
@@ -178,26 +227,28 @@ def evaluate_video(
         fps: sampling rate when the annotation gives none.
         store: where records go; questions already in it are not asked again
             (the video is still streamed, since the memory must be rebuilt).
-        style: prompt style (``jsonl``, ``ovo``, ``ovbench``).
+        benchmark: the format: prompts and scoring.
         no_model: do not call the language model: record only what the memory holds.
         max_new_tokens: generation budget per answer.
         on_frame: progress callback.
         skip_bad: report a question past the end of the video instead of stopping.
         decode_ahead: frames decoded ahead in a background thread (0: in turn with encoding).
+        frame_rate: frames per second of a frame-folder video when the annotation gives none.
 
     Returns:
         ``{"asked": n, "unanswered": [ids], "skipped": [messages], "error": message or None}``.
 
     Raises:
-        AnnotationError: for a question time beyond the end of the video (unless ``skip_bad``).
+        AnnotationError: for a question time more than :data:`LATE_S` past the end of the video
+            (unless ``skip_bad``).
         VideoError: for a video that cannot be opened.
     """
     done = store.load()
     if all(q.id in done for q in video.questions):
         return {"asked": 0, "unanswered": [], "skipped": [], "error": None}
-    reader = open_video(video.video)
+    reader = open_video(video.video, video.frame_rate or frame_rate)
     duration = reader.info.duration
-    late = [q for q in video.questions if q.id not in done and duration and q.time > duration + 1e-6]
+    late = [q for q in video.questions if q.id not in done and q.poll is None and duration and q.time > duration + LATE_S]
     log = RecordLog(video.video, skip_bad)
     try:
         for q in late:
@@ -207,35 +258,84 @@ def evaluate_video(
         raise
     # every question in time order: one answered by an earlier run is not asked again, but what asking
     # did to the memory (fifo's prompted frames, lru's use counts) is replayed, so later answers match
-    schedule = [q for q in video.questions if q not in late]
+    questions = [q for q in video.questions if q not in late]
+    replayed = _replayed_polls(store, questions, done)
+    events = sorted(((t, q) for q in questions
+                     for t in ([q.time] if q.poll is None else
+                               [t for t in q.poll.times if not duration or t <= duration + LATE_S])),
+                    key=lambda e: (e[0], e[1].order))
+    pollers = {q.id: _Poller(q) for q in questions if q.poll is not None and q.id not in done}
     session.reset()
     names = session.memory.memory_tier_names
 
-    def ask(i: int) -> dict[str, Any] | None:
-        q = schedule[i]
-        start = time.perf_counter()
-        entries = session.question_readout()
-        if q.id in done:
-            return None
-        prediction = None if no_model else session.ask(format_question(q, style), max_new_tokens=max_new_tokens,
-                                                       entries=entries).answer
-        latency = time.perf_counter() - start
-        letter, correct = is_correct(q, prediction) if prediction is not None else (None, None)
-        record = {
-            **{k: v for k, v in asdict(q).items() if k != "evidence"},
-            "evidence": list(q.evidence) if q.evidence else None,
+    def record(q: TimedQuestion, entries: list[MemoryEntry], prediction: str | None, latency: float,
+               **fields: Any) -> dict[str, Any]:
+        r = {
+            **{k: v for k, v in asdict(q).items() if k not in ("evidence", "poll")},
+            "evidence": list(q.evidence) if q.evidence else None, **fields,
             "video": str(video.video), "asked_at": session.time, "frames_seen": session.frames_seen,
-            "prediction": prediction, "pred_letter": letter, "correct": correct, "latency_s": latency,
+            "prediction": prediction, "latency_s": latency,
             "visual_tokens": sum(e.num_tokens for e in entries), "memory_bytes": session.memory.stats()["bytes"],
             "tiers": tier_layout(session.memory, entries), "tier_names": list(names),
             "retention": retention(entries, names, q.evidence),
         }
-        store.append(record)
-        return record
+        r.update(benchmark.score(r))
+        store.append(r)
+        return r
 
-    frames = reader.frames(fps=video.fps or fps)
+    def reply(text: str, entries: list[MemoryEntry]) -> str | None:
+        return None if no_model else session.ask(text, max_new_tokens=max_new_tokens, entries=entries).answer
+
+    def finish(poller: _Poller, entries: list[MemoryEntry], prediction: str | None, answered_at: float | None):
+        poller.finished = True
+        return record(poller.question, entries, prediction, poller.latency, polls=poller.history,
+                      answered_at=answered_at, last_time=answered_at if answered_at is not None else poller.question.poll.times[-1])
+
+    def ask(i: int) -> dict[str, Any] | None:
+        t, q = events[i]
+        if q.id in done:
+            if q.poll is None or t in replayed.get(q.id, ()):
+                session.question_readout()
+            return None
+        if q.poll is None:
+            start = time.perf_counter()
+            entries = session.question_readout()
+            prediction = reply(benchmark.prompt(q), entries)
+            return record(q, entries, prediction, time.perf_counter() - start)
+        poller = pollers[q.id]
+        if poller.finished:
+            return None
+        start = time.perf_counter()
+        entries = session.question_readout()
+        said = reply(q.poll.query, entries)
+        poller.history.append({"time": t, "response": said})
+        if said is not None and q.poll.trigger in said.strip().lower():
+            answer = reply(benchmark.prompt(q), entries)
+            poller.latency += time.perf_counter() - start
+            return finish(poller, entries, answer, t)
+        poller.latency += time.perf_counter() - start
+        return finish(poller, entries, said, None) if t == q.poll.times[-1] else None
+
+    frames = reader.frames(fps=video.fps or fps, start=video.start, end=video.end)
     frames = session.timed(read_ahead(frames, decode_ahead) if decode_ahead else frames)
-    result = run_stream(session, frames, [(q.question, q.time) for q in schedule], on_frame=on_frame, ask=ask)
-    unanswered = [q.id for i, q in enumerate(schedule) if i not in result.answers and q.id not in done]
-    asked = sum(record is not None for record in result.answers.values())
+    result = run_stream(session, frames, [(q.question, t) for t, q in events], on_frame=on_frame, ask=ask)
+    if result.error is None:  # polls past the end of the video: the last reply stands, as the official loop
+        for poller in pollers.values():  # would get it again from the same last frames
+            if not poller.finished and poller.history:
+                finish(poller, session.memory.readout(), poller.history[-1]["response"], None)
+    answered = {r["id"] for r in result.answers.values() if r is not None}
+    unanswered = [q.id for q in questions if q.id not in done and q.id not in answered
+                  and not (q.id in pollers and pollers[q.id].finished)]
+    asked = len(answered) + sum(p.finished and p.question.id not in answered for p in pollers.values())
     return {"asked": asked, "unanswered": unanswered, "skipped": log.skipped, "error": result.error}
+
+
+def _replayed_polls(store: PredictionStore, questions: list[TimedQuestion], done: set[str]) -> dict[str, set[float]]:
+    """``{question id: poll times}`` of the polls an earlier run asked for its answered proactive
+    questions: those readouts are taken again on resume, the others not."""
+    polled = {q.id for q in questions if q.poll is not None and q.id in done}
+    if not polled:
+        return {}
+    return {r["id"]: {p["time"] for p in r.get("polls") or []}
+            for path in [store.output_dir / PREDICTIONS, *store.shard_paths()] for r in read_records(path)
+            if r["id"] in polled}

@@ -45,6 +45,12 @@ class TimedQuestion:
         answer: the correct letter (``"A"``...) when there are options, else the reference text.
         task / subtask: labels for per-task accuracy.
         evidence: ``(start_s, end_s)`` of the frames that hold the answer, when known.
+        order: position in the annotation files (file order, across files), for ``--limit``.
+        extra: what a benchmark's prompt and scoring read besides these fields (JSON values:
+            OVO-Bench's count or yes/no type, StreamingBench's dialogue context...); it is kept in
+            the prediction record so a predictions file can be scored again.
+        poll: for a question the model must answer on its own when the moment comes
+            (StreamingBench's proactive output), when and how it is asked; None for the others.
     """
 
     id: str
@@ -55,6 +61,26 @@ class TimedQuestion:
     task: str = "all"
     subtask: str | None = None
     evidence: tuple[float, float] | None = None
+    order: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    poll: Poll | None = None
+
+
+@dataclass
+class Poll:
+    """How a proactive question is asked: at each of ``times`` (seconds, increasing) the model is
+    asked ``query`` from the memory at that moment, until its reply contains ``trigger`` (compared in
+    lower case); then the question itself is asked at that same moment, and polling stops.
+
+    Attributes:
+        times: poll times in seconds, increasing; polls past the end of the video are not asked.
+        query: the text of each poll.
+        trigger: the reply that means "now" (``"yes"``).
+    """
+
+    times: list[float]
+    query: str
+    trigger: str = "yes"
 
 
 @dataclass
@@ -66,12 +92,19 @@ class VideoQuestions:
         fps: frames sampled per second (None: the run's default).
         questions: in time order.
         source: where it was read (``"line 3"``), for messages; None when merged.
+        frame_rate: frames per second of a frame-folder video's images (None: the run's
+            ``--frame-rate``); a video file's own rate comes from its container.
+        start / end: the part of the video streamed, in seconds of the video (``end`` None: to
+            the end); frames keep the video's timestamps.
     """
 
     video: Path
     fps: float | None
     questions: list[TimedQuestion]
     source: str | None = None
+    frame_rate: float | None = None
+    start: float = 0.0
+    end: float | None = None
 
 
 class RecordLog:
@@ -171,14 +204,15 @@ def read_json_records(path: str | Path, log: RecordLog) -> list[Any]:
 
 
 def resolve_video(root: str | Path, name: str) -> Path:
-    """``root / name``, trying the usual video extensions when ``name`` has none.
+    """``root / name``: a video file (trying the usual video extensions when ``name`` has none)
+    or a frame folder (:class:`videollama3.video.FrameFolder`).
 
     Raises:
-        FileNotFoundError: with ``name`` as its argument, when no such file exists.
+        FileNotFoundError: with ``name`` as its argument, when no such file or folder exists.
     """
     for ext in VIDEO_EXTENSIONS:
         path = Path(root) / f"{name}{ext}"
-        if path.is_file():
+        if path.is_file() or (not ext and path.is_dir() and name not in ("", ".")):
             return path
     raise FileNotFoundError(name)
 
@@ -329,21 +363,31 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
 
 
 # ----------------------------------------------------------------- prompts
-def format_question(question: TimedQuestion, style: str = "jsonl") -> str:
-    """The text asked for ``question``.
+OVO_RESPOND = ("Respond only with the letter corresponding to your chosen option (e.g., A, B, C). \n"
+               "Do not include any additional text or explanation in your response.")
 
-    Styles follow the benchmarks' own evaluation prompts: ``ovo`` (OVO-Bench:
-    ``Question: ...`` / ``Options:`` / ``A. ...``), ``ovbench`` (options as
-    ``A. ...`` lines under the question), ``jsonl`` (``(A) ...``). An open
-    question (no options) is asked as it is.
+
+def format_question(question: TimedQuestion, style: str = "jsonl") -> str:
+    """The text asked for a multiple-choice ``question``, as each benchmark's own evaluation asks it.
+
+    Styles:
+
+    - ``ovo``: OVO-Bench's backward / real-time prompt (``constant.py`` of JoeLeelyf/OVO-Bench):
+      ``Question: ...`` then ``Options:`` with the options on one line as ``A. x; B. y;`` and the
+      instruction to answer with the letter only;
+    - ``ovbench``: OVBench's lmms-eval prompt (VideoChat-Online, ``ovbench_doc_to_text``): the
+      question, one ``A. x`` line per option, then :data:`INSTRUCTION`;
+    - ``jsonl`` (ours): the question, ``Options:``, ``(A) x`` lines, :data:`INSTRUCTION`.
+
+    An open question (no options) is asked as it is.
     """
     if not question.options:
         return question.question
     if style == "ovo":
-        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
-        return f"Question: {question.question}\nOptions:\n{options}\n{INSTRUCTION}"
+        options = "; ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options)) + ";"
+        return f"\nQuestion: {question.question}\nOptions:\n{options}\n\n{OVO_RESPOND}\n"
     if style == "ovbench":
-        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(question.options))
-        return f"{question.question}\n{options}\nPlease select the correct answer. {INSTRUCTION}"
+        options = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(question.options))
+        return f"{question.question}\n{options}{INSTRUCTION}"
     options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(question.options))
     return f"{question.question}\nOptions:\n{options}\n{INSTRUCTION}"

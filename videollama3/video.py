@@ -1,8 +1,9 @@
-"""Frame decoding with PyAV at a target frame rate, lazily."""
+"""Frame decoding at a target frame rate, lazily: video files with PyAV, frame folders with Pillow."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ class VideoInfo:
     width: int
     height: int
     num_frames: int
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -241,12 +245,123 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
-def open_video(path: str | Path) -> VideoReader:
-    """Open a video once: ``reader.info`` without decoding, ``reader.frames(fps)`` to decode.
+def _sample_times(times, fps: float | None, start: float, end: float | None):
+    """``(position, time)`` of the samples taken from frames at ``times`` (seconds, increasing): the
+    k-th sample is the first frame at or after ``start + k / fps`` (every frame when ``fps`` is None)."""
+    next_time = start
+    for i, t in enumerate(times):
+        if end is not None and t > end:
+            return
+        if t + 1e-6 < next_time:
+            continue
+        yield i, t
+        if fps is not None:
+            next_time = start + (math.floor((t - start) * fps + 1e-6) + 1) / fps
+
+
+def _natural_key(name: str) -> tuple:
+    """``frame10.jpg`` after ``frame9.jpg``: runs of digits compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+class FrameFolder:
+    """A folder of numbered images read as a video: frame ``i`` (in natural name order: ``2.jpg``
+    before ``10.jpg``) is at ``i / frame_rate`` seconds. Benchmarks ship videos this way (OVBench's
+    AVA and TAO frames), as do frame extractors (``ffmpeg -i v.mp4 frames/%05d.jpg``).
+
+    Same interface as :class:`VideoReader`: :attr:`info` without decoding, :meth:`frames` to decode.
+
+    Args:
+        path: the folder.
+        frame_rate: frames per second the images were taken at (> 0).
 
     Raises:
-        VideoError: when the file is missing, empty, not a video or has no video stream.
+        VideoError: for a folder without images, or a frame rate that is not a positive number.
     """
+
+    def __init__(self, path: str | Path, frame_rate: float) -> None:
+        self.path = str(path)
+        if isinstance(frame_rate, bool) or not isinstance(frame_rate, (int, float)) or not 0 < frame_rate < math.inf:
+            raise VideoError(f"the frame rate of frame folder {path} must be a positive number of frames per "
+                             f"second, got {frame_rate!r}", self.path)
+        self.frame_rate = float(frame_rate)
+        try:
+            names = [f.name for f in Path(path).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+        except OSError as e:
+            raise VideoError(f"cannot list frame folder {path} ({e.strerror})", self.path) from None
+        if not names:
+            raise VideoError(f"frame folder {path} holds no image ({', '.join(IMAGE_EXTENSIONS)})", self.path)
+        self.files = [Path(path) / name for name in sorted(names, key=_natural_key)]
+        width, height = self._size(self.files[0])
+        self.info = VideoInfo(self.path, len(self.files) / self.frame_rate, self.frame_rate, width, height,
+                              len(self.files))
+
+    def _size(self, file: Path) -> tuple[int, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as image:
+                return image.size
+        except (OSError, UnidentifiedImageError) as e:
+            raise VideoError(f"cannot read frame {file} ({e.__class__.__name__})", self.path) from None
+
+    def __enter__(self) -> FrameFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing is held open between frames (idempotent)."""
+
+    def frames(self, fps: float | None = 1.0, start: float = 0.0, end: float | None = None
+               ) -> Iterator[tuple[np.ndarray, float]]:
+        """Yield ``(frame (H, W, 3) uint8 RGB, timestamp_s)`` sampled at ``fps`` as
+        :meth:`VideoReader.frames` samples, reading one image at a time.
+
+        Raises:
+            VideoError: for an image that cannot be read, or one whose size differs from the first
+                frame's (``stopped_at`` gives the last time read, after the frames up to it were yielded).
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
+        size, last = (self.info.width, self.info.height), None
+        times = (i / self.frame_rate for i in range(len(self.files)))
+        for i, t in _sample_times(times, fps, start, end):
+            file = self.files[i]
+            try:
+                with Image.open(file) as image:
+                    if image.size != size:
+                        raise VideoError(f"frame {file} is {image.size[0]}x{image.size[1]} but the folder's first "
+                                         f"frame is {size[0]}x{size[1]}; a video's frames share one size",
+                                         self.path, stopped_at=last)
+                    frame = np.asarray(image.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as e:
+                raise VideoError(f"reading {self.path} stopped at {last or 0.0:.2f}s: cannot read frame {file.name} "
+                                 f"({e.__class__.__name__})", self.path, stopped_at=last) from None
+            last = round(t, 6)
+            yield frame, last
+
+
+def open_video(path: str | Path, frame_rate: float | None = None) -> VideoReader | FrameFolder:
+    """Open a video once: ``reader.info`` without decoding, ``reader.frames(fps)`` to decode.
+
+    Args:
+        path: a video file, or a folder of numbered images (:class:`FrameFolder`).
+        frame_rate: frames per second of a frame folder's images (required for a folder; a video
+            file's own rate comes from its container and this is ignored).
+
+    Raises:
+        VideoError: when the file is missing, empty, not a video or has no video stream; for a
+            folder given no frame rate or holding no image.
+    """
+    if Path(path).is_dir():
+        if frame_rate is None:
+            raise VideoError(f"{path} is a frame folder; give the frame rate its images were taken at "
+                             "(--frame-rate, or the annotation's fps)", str(path))
+        return FrameFolder(path, frame_rate)
     return VideoReader(path)
 
 

@@ -26,10 +26,12 @@ def test_parse_letter(text, letter):
 
 def test_prompt_styles_and_scoring():
     q = TimedQuestion("1", 3.0, "What is it?", ["red", "blue"], "B")
-    assert format_question(q, "ovo") == ("Question: What is it?\nOptions:\nA. red\nB. blue\n"
-                                       "Answer with the option's letter from the given choices directly.")
+    assert format_question(q, "ovo") == (  # OVO-Bench's constant.py, byte for byte
+        "\nQuestion: What is it?\nOptions:\nA. red; B. blue;\n\nRespond only with the letter corresponding to your "
+        "chosen option (e.g., A, B, C). \nDo not include any additional text or explanation in your response.\n")
     assert format_question(q, "jsonl").splitlines()[1:4] == ["Options:", "(A) red", "(B) blue"]
-    assert format_question(q, "ovbench").splitlines()[1:3] == ["A. red", "B. blue"]
+    assert format_question(q, "ovbench") == ("What is it?\nA. red\nB. blue\n"
+                                           "Answer with the option's letter from the given choices directly.")
     assert is_correct(q, "The answer is (B)") == ("B", True)
     assert is_correct(q, "red") == ("A", False)
     open_q = TimedQuestion("2", 1.0, "What moves?", [], "a bike")

@@ -1,10 +1,12 @@
-"""Benchmark loaders: our JSONL, OVO-Bench, OVBench; bad records named, --skip-bad."""
+"""Benchmark loaders: our JSONL, OVO-Bench, OVBench; bad records named, --skip-bad.
+
+StreamingBench, forward probes, polls and the official scoring of every format: test_benchmarks.py."""
 
 import json
 
 import pytest
 
-from eval.data import load_benchmark
+from eval.benchmarks import load_benchmark
 from videollama3.errors import AnnotationError
 
 
@@ -31,27 +33,36 @@ def test_ovo_bench(tmp_path, videos):
     records = [
         {"id": 1, "task": "EPM", "video": "bikes.mp4", "realtime": 8.0, "question": "Earlier?", "options": ["x", "y", "z"], "gt": 2},
         {"id": 2, "task": "OCR", "video": "vtest.avi", "realtime": 3.0, "question": "Text?", "options": ["a", "b"], "gt": 0},
-        {"id": 3, "task": "REC", "video": "bikes.mp4", "test_info": []},
-        {"id": 4, "task": "CRR", "video": "bikes.mp4", "test_info": []},
+        {"id": 3, "task": "REC", "video": "bikes.mp4", "activity": "ride", "test_info": [
+            {"realtime": 6, "count": 2}, {"realtime": 2.0, "count": 1}]},
+        {"id": 4, "task": "CRR", "video": "bikes.mp4", "question": "Who comes?", "test_info": [{"realtime": 9, "type": 1}]},
     ]
     bench = load_benchmark("ovo", write(tmp_path / "ovo.json", records), videos)
-    assert [(v.video.name, [(q.id, q.answer, q.task, q.subtask) for q in v.questions]) for v in bench.videos] == [
-        ("bikes.mp4", [("1", "C", "EPM", "backward")]), ("vtest.avi", [("2", "A", "OCR", "real-time")])]
-    assert bench.skipped_tasks == {"REC": 1, "CRR": 1}
+    assert [(v.video.name, [(q.id, q.time, q.answer, q.task, q.subtask) for q in v.questions]) for v in bench.videos] == [
+        ("bikes.mp4", [("3#1", 2.0, "1", "REC", "forward"), ("3#0", 6.0, "2", "REC", "forward"),
+                       ("1", 8.0, "C", "EPM", "backward"), ("4#0", 9.0, "Yes", "CRR", "forward")]),
+        ("vtest.avi", [("2", 3.0, "A", "OCR", "real-time")])]
+    assert [q.order for q in bench.videos[0].questions] == [3, 2, 0, 4]  # file order, probes in their record's order
+    assert bench.videos[0].questions[0].extra == {"record": 3, "probe": 1, "count": 1}
 
 
 def test_ovbench(tmp_path, videos):
-    data = [{"video_id": "bikes", "fps": 1, "questions": [
+    data = [{"video_id": "bikes", "fps": 25, "clip": [1, 9.5], "questions": [
         {"middle_frame_timestamp": 5.0, "question": "Who?", "options": ["A. a cyclist", "B. a dog"], "answer": "A",
-         "answer_type": "OP", "sub_answer_type": "present", "start": 4.0, "end": 6.0},
-        {"middle_frame_timestamp": 2.0, "question": "Car?", "options": ["A. yes", "B. no"], "answer": "B. no",
+         "answer_type": "OP", "sub_answer_type": "present"},
+        {"middle_frame_timestamp": 2, "question": "Car?", "options": ["A. yes", "B. no"], "answer": "B. no",
          "answer_type": "ATR", "sub_answer_type": "past"},
     ]}]
-    (video,) = load_benchmark("ovbench", write(tmp_path / "ovb.json", data), videos).videos
+    bench = load_benchmark("ovbench", write(tmp_path / "ovb.json", data), videos)
+    (video,) = bench.videos
     assert video.video == videos / "bikes.mp4"  # extension found
+    # fps is the frame rate of the frames (sampling stays --fps); the clip is what is streamed
+    assert (video.fps, video.frame_rate, video.start, video.end) == (None, 25.0, 1.0, 9.5)
     assert [(q.id, q.time, q.options, q.answer, q.task, q.subtask, q.evidence) for q in video.questions] == [
         ("bikes#1", 2.0, ["yes", "no"], "B", "ATR", "past", None),
-        ("bikes#0", 5.0, ["a cyclist", "a dog"], "A", "OP", "present", (4.0, 6.0))]
+        ("bikes#0", 5.0, ["a cyclist", "a dog"], "A", "OP", "present", None)]
+    assert bench.system_prompt.startswith("Carefully watch the video")
+    assert bench.format.prompt(video.questions[0]) == "Question at 2s: Car?\nOptions:\n(A) yes\n(B) no\nAnswer:"
 
 
 BAD = [
@@ -90,7 +101,7 @@ def test_missing_file_unknown_format_and_a_file_that_is_not_a_list(tmp_path, vid
         load_benchmark("ovo", write(tmp_path / "bad.json", {"not": "a list"}), videos, skip_bad=True)
     with pytest.raises(AnnotationError, match="no such annotation file"):
         load_benchmark("ovo", tmp_path / "none.json", videos)
-    with pytest.raises(AnnotationError, match="unknown benchmark format 'mvbench'; known: jsonl, ovo, ovbench"):
+    with pytest.raises(AnnotationError, match="unknown benchmark format 'mvbench'; known: jsonl, ovbench, ovo, streamingbench"):
         load_benchmark("mvbench", tmp_path / "none.json", videos)
 
 

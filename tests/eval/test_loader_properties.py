@@ -6,7 +6,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.data import load_benchmark
+from eval.benchmarks import load_benchmark
 from train.config import DataConfig
 from train.data import load_training_data
 from videollama3.errors import AnnotationError

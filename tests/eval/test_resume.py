@@ -5,7 +5,7 @@ import json
 import pytest
 
 from eval.cli import output_lock
-from eval.data import load_benchmark
+from eval.benchmarks import load_benchmark
 from videollama3.errors import AnnotationError
 from vl3mem.cli import main
 
@@ -108,7 +108,7 @@ def test_a_damaged_predictions_line_is_one_clear_line(videos, tmp_path, capsys):
      "line 2 question a: question id 'a' is used twice (first at line 1 question a)"),
     ("ovbench", [{"video_id": "bikes", "questions": [{"middle_frame_timestamp": 1, "question": "Q",
                                                       "options": ["A. a", "B. b"], "answer": "A"}]}] * 2,
-     "video 1 ('bikes') question 0: question id 'bikes#0' is used twice (first at video 0 ('bikes') question 0)"),
+     "video 'bikes' question 0: question id 'bikes#0' is used twice (first at dup.json: video 'bikes' question 0)"),
     ("ovo", [{"id": 7, "task": "EPM", "video": "bikes.mp4", "realtime": 1, "question": "Q", "options": ["a", "b"],
               "gt": 0}] * 2, "question id '7' is used twice"),
 ])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from videollama3.questions import TimedQuestion, VideoQuestions
+from eval.benchmarks import BENCHMARKS
 from eval.runner import PredictionStore, evaluate_video, read_records, retention
 from videollama3.loading import build_session
 from vl3mem.cli import main
@@ -106,12 +107,12 @@ def test_no_future_frame_reaches_an_evaluated_answer(tiny, bikes_frames, tmp_pat
     results = []
     for frames in (bikes_frames, [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]):
         reader = type("Reader", (), {"info": type("Info", (), {"duration": 6.0})(), "close": lambda self: None,
-                                     "frames": lambda self, fps, frames=frames: iter(frames)})
-        monkeypatch.setattr(eval.runner, "open_video", lambda path, reader=reader: reader())
+                                     "frames": lambda self, fps, start, end, frames=frames: iter(frames)})
+        monkeypatch.setattr(eval.runner, "open_video", lambda path, rate, reader=reader: reader())
         store = PredictionStore(tmp_path / f"o{len(results)}")
         seen, handle = capture_llm_inputs(model)
         try:
-            evaluate_video(build_session(model, tokenizer), video, 1, store, max_new_tokens=2)
+            evaluate_video(build_session(model, tokenizer), video, 1, store, BENCHMARKS["jsonl"], max_new_tokens=2)
         finally:
             handle.remove()
         (record,) = read_records(store.path)
@@ -136,7 +137,9 @@ def test_no_model_retention_hierarchical_keeps_old_evidence_fifo_does_not(videos
         kept[memory] = record["retention"]
     capsys.readouterr()
     assert kept["hierarchical"]["kept_any"] and kept["hierarchical"]["tier"] in ("short", "mid", "long")
-    assert kept["fifo"] == {"kept_own": False, "kept_any": False, "only_merged": False, "tier": None}
+    assert kept["fifo"] == {"kept_own": False, "kept_any": False, "only_merged": False, "tier": None, "weight": 0.0}
+    # "kept at all" by a summary spanning the whole past; the weight says how little of it is the window
+    assert 0 < kept["hierarchical"]["weight"] < 0.05
 
 
 def test_retention_reads_the_memory_entries():
@@ -148,11 +151,12 @@ def test_retention_reads_the_memory_entries():
                MemoryEntry(tokens, (2, 2), 9, 9.0), MemoryEntry(tokens, (2, 2), 10, 10.0)]
     names = ("short", "mid", "long")
     assert retention(entries, names, (4.5, 5.5)) == {"kept_own": True, "kept_any": True, "only_merged": False,
-                                                      "tier": "mid"}
+                                                      "tier": "mid", "weight": 0.25}  # 4 of 16 tokens
+    # frames 1 and 2 of the summary of frames 0-3: half its 4 tokens, of 16
     assert retention(entries, names, (1.0, 2.0)) == {"kept_own": False, "kept_any": True, "only_merged": True,
-                                                      "tier": "long"}
+                                                      "tier": "long", "weight": 0.125}
     assert retention(entries, names, (6.0, 8.0)) == {"kept_own": False, "kept_any": False, "only_merged": False,
-                                                      "tier": None}
+                                                      "tier": None, "weight": 0.0}
     assert retention(entries, names, None) is None
 
 
