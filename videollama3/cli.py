@@ -143,7 +143,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     if args.output:
         check_output_path(args.output, "--output")
     spec = load_spec_from_args(args)
-    video = open_video(args.video)  # one open: the duration checks the questions, then the frames stream
+    video = open_video(args.video, args.frame_rate)  # one open: the duration checks the questions, then the frames stream
     try:
         info = video.info
         questions = [(q, check_question_time(t, info.duration) if t is not None else None)
@@ -231,8 +231,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
     """Check the numbers and device shared by ``answer`` and ``eval`` before any work.
 
     Raises:
-        UsageError: naming the flag: ``--frame-tokens`` below a 2x2 grid, ``--fps`` not positive and
-            finite, ``--max-new-tokens`` below 1, ``--limit`` below 0, a ``--device`` torch does not
+        UsageError: naming the flag: ``--frame-tokens`` below a 2x2 grid, ``--fps`` or ``--frame-rate``
+            not positive and finite, ``--max-new-tokens`` below 1, ``--limit`` below 0, a ``--device`` torch does not
             know or CUDA where there is none.
     """
     import torch
@@ -243,6 +243,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--frame-tokens must be at least {MIN_FRAME_TOKENS} (a 2x2 token grid), got {args.frame_tokens}")
     if not 0 < args.fps < math.inf:
         raise UsageError(f"--fps must be a positive, finite number of frames per second, got {args.fps}")
+    if args.frame_rate is not None and not 0 < args.frame_rate < math.inf:
+        raise UsageError(f"--frame-rate must be a positive, finite number of frames per second, got {args.frame_rate}")
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.decode_ahead < 0:
@@ -275,7 +277,7 @@ def add_memory_arguments(p: argparse.ArgumentParser) -> None:
 def add_commands(sub) -> None:
     """Add ``answer`` and ``convert`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("answer", help="answer questions on a video while it streams")
-    p.add_argument("video", help="video file (anything FFmpeg reads)")
+    p.add_argument("video", help="video file (anything FFmpeg reads), or a folder of numbered images (with --frame-rate)")
     p.add_argument("-q", "--question", action=_Question, dest="asked", help="question text (repeatable)")
     p.add_argument("--at", action=_At, type=float, dest="asked",
                    help="time in seconds of the -q just before it (a question without one is asked at the end)")
@@ -284,6 +286,8 @@ def add_commands(sub) -> None:
     add_model_arguments(p)
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    p.add_argument("--frame-rate", type=float, default=None,
+                   help="frames per second the images of a frame-folder VIDEO were taken at (required for a folder)")
     add_frame_arguments(p)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")

@@ -337,7 +337,7 @@ class FrameFolder:
                         raise VideoError(f"frame {file} is {image.size[0]}x{image.size[1]} but the folder's first "
                                          f"frame is {size[0]}x{size[1]}; a video's frames share one size",
                                          self.path, stopped_at=last)
-                    frame = np.asarray(image.convert("RGB"))
+                    frame = np.array(image.convert("RGB"))  # a writable copy, as decoded video frames are
             except (OSError, UnidentifiedImageError) as e:
                 raise VideoError(f"reading {self.path} stopped at {last or 0.0:.2f}s: cannot read frame {file.name} "
                                  f"({e.__class__.__name__})", self.path, stopped_at=last) from None

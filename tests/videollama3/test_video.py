@@ -33,7 +33,7 @@ def test_bad_files(tmp_path, videos):
     (tmp_path / "text.mp4").write_text("not a video")
     (tmp_path / "cut.mp4").write_bytes((videos / "bikes.mp4").read_bytes()[:100_000])
     cases = {tmp_path / "missing.mp4": "no such video", tmp_path / "empty.mp4": "empty",
-             tmp_path / "text.mp4": "cannot open", tmp_path / "cut.mp4": "cannot open", tmp_path: "not a file"}
+             tmp_path / "text.mp4": "cannot open", tmp_path / "cut.mp4": "cannot open", tmp_path: "is a frame folder; give the frame rate"}
     for path, message in cases.items():
         with pytest.raises(VideoError, match=message):
             next(iter_frames(path))
@@ -174,3 +174,65 @@ def test_answer_and_eval_report_time_per_stage(videos, tmp_path, capsys):
     speed = json.loads(out.read_text())["throughput"]
     assert speed["frames"] == 10 and speed["questions"] == 1 and speed["frames_per_s"] > 0
     assert all(v >= 0 for v in speed["ms_per_frame"].values()) and speed["ms_per_question"]["generate"] > 0
+
+
+def frame_folder(path, n, size=(40, 30), names="{}.png"):
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, (i * 10, 255 - i * 10, 7)).save(path / names.format(i + 1))
+    return path
+
+
+def test_a_frame_folder_is_a_video_timed_by_its_frame_rate(tmp_path):
+    from videollama3.video import open_video
+
+    folder = frame_folder(tmp_path / "frames", 12)  # 1.png .. 12.png: 10.png sorts after 9.png
+    (folder / "notes.txt").write_text("not a frame")
+    video = open_video(folder, frame_rate=4)
+    assert (video.info.duration, video.info.fps, video.info.width, video.info.height, video.info.num_frames) == (3.0, 4.0, 40, 30, 12)
+    frames = list(video.frames(fps=2))  # every other image, at i / 4 s
+    assert [t for _, t in frames] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert [int(f[0, 0, 0]) for f, _ in frames] == [0, 20, 40, 60, 80, 100] and frames[0][0].shape == (30, 40, 3)
+    assert [t for _, t in open_video(folder, 4).frames(fps=None, start=1.0, end=2.0)] == [1.0, 1.25, 1.5, 1.75, 2.0]
+
+
+def test_frame_folders_that_cannot_be_read_are_one_clear_error(tmp_path):
+    from PIL import Image
+
+    from videollama3.video import open_video
+
+    folder = frame_folder(tmp_path / "f", 4)
+    with pytest.raises(VideoError, match="is a frame folder; give the frame rate"):
+        open_video(folder)
+    with pytest.raises(VideoError, match="must be a positive number of frames per second, got 0"):
+        open_video(folder, 0)
+    with pytest.raises(VideoError, match="holds no image"):
+        open_video((tmp_path / "empty").mkdir() or tmp_path / "empty", 1)
+    Image.new("RGB", (20, 20)).save(folder / "3.png")  # another size in the middle
+    frames = open_video(folder, 1).frames(fps=None)
+    assert [t for _, t in [next(frames), next(frames)]] == [0.0, 1.0]
+    with pytest.raises(VideoError, match="frame .*3.png is 20x20 but the folder's first frame is 40x30") as e:
+        next(frames)
+    assert e.value.stopped_at == 1.0
+    (folder / "4.png").write_bytes(b"not a png")
+    Image.new("RGB", (40, 30)).save(folder / "3.png")
+    with pytest.raises(VideoError, match="cannot read frame 4.png") as e:
+        list(open_video(folder, 1).frames(fps=None))
+    assert e.value.stopped_at == 2.0
+
+
+def test_answer_streams_a_frame_folder(tmp_path, capsys):
+    from vl3mem.cli import main
+
+    folder = frame_folder(tmp_path / "frames", 8, size=(64, 48), names="img_{:03d}.jpg")
+    out = tmp_path / "a.json"
+    code = main(["answer", str(folder), "--frame-rate", "2", "-q", "What?", "--at", "2.5", "--model", "tiny",
+                 "--max-new-tokens", "2", "--quiet", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = __import__("json").loads(out.read_text())
+    assert report["duration_s"] == 4.0 and report["frames_encoded"] == 4  # 1 fps over 8 images at 2 per second
+    assert report["answers"][0]["frames_seen"] == 3  # 0, 1 and 2 s
+    assert main(["answer", str(folder), "-q", "What?", "--model", "tiny", "--quiet"]) == 2
+    assert "--frame-rate" in capsys.readouterr().err
