@@ -10,6 +10,12 @@ Prints, per backend and video: frames offered, frames stored, entries and
 visual tokens at the end, bytes held, mean and p95 time per ``add``; writes a
 PNG of tokens held over the stream per backend (``--plot``) and optionally the
 numbers as JSON (``--json``).
+
+With ``--evidence FILE`` (our JSONL with evidence windows; ``eval/data/dev.jsonl`` by default) it
+also compares what each backend keeps of the evidence: the same encoded frames of each annotated
+video are streamed through every backend and, at each question's time, the readout is judged as
+``vl3mem eval --no-model`` judges it: evidence kept as its own entry, kept at all, and the evidence
+weight (:func:`eval.runner.evidence_weight`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from videollama3.modeling import VideoLlama3WithMemory
 from videollama3.preprocess import preprocess_frames
 from videollama3.video import iter_frames
 
-from . import add_video_arguments, existing_video
+from . import add_video_arguments, existing_video, sample_video
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 
@@ -91,6 +97,38 @@ def plot(results: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def evidence_by_backend(wrapped: VideoLlama3WithMemory, backends: list[str], annotations: str | Path,
+                        video_root: str | Path, fps: float) -> dict[str, dict]:
+    """``{backend: {"questions", "kept_own_pct", "kept_any_pct", "weight_pct"}}`` over the questions
+    with an evidence window in ``annotations`` (our JSONL), each video encoded once.
+
+    Raises:
+        AnnotationError: for a file that cannot be read or holds a bad record.
+    """
+    from eval.benchmarks import load_benchmark
+    from eval.runner import retention
+
+    rows: dict[str, list] = {b: [] for b in backends}
+    for video in load_benchmark("jsonl", annotations, video_root).videos:
+        frames = encode_video(wrapped, video.video, video.fps or fps)
+        questions = [q for q in video.questions if q.evidence]
+        for backend in backends:
+            memory = build_memory(backend, mm_hidden_size=wrapped.memory_width)
+            pending = list(questions)
+            for i, (tokens, t) in enumerate([*frames, (None, float("inf"))]):
+                while pending and pending[0].time < t:
+                    q = pending.pop(0)
+                    entries = memory.readout()
+                    memory.on_question(memory.last_frame_index)
+                    rows[backend].append(retention(entries, memory.memory_tier_names, q.evidence))
+                if tokens is not None:
+                    memory.add(tokens, i, t)
+    pct = lambda values: round(100 * sum(values) / len(values), 2) if values else None  # noqa: E731
+    return {b: {"questions": len(r), "kept_own_pct": pct([x["kept_own"] for x in r]),
+                "kept_any_pct": pct([x["kept_any"] for x in r]), "weight_pct": pct([x["weight"] for x in r])}
+            for b, r in rows.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table, write the plot; return the numbers."""
     parser = argparse.ArgumentParser(prog="vl3mem bench memory --all", description=__doc__.split("\n")[0])
@@ -99,6 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backends", nargs="+", default=list(MEMORY_BACKENDS))
     parser.add_argument("--plot", default="bench_memory_backends.png", help="PNG of tokens held over the stream")
     parser.add_argument("--json", help="write the numbers to this JSON file")
+    parser.add_argument("--evidence", default=str(Path(__file__).resolve().parents[1] / "eval" / "data" / "dev.jsonl"),
+                        help="our JSONL with evidence windows: compare what each backend keeps of it ('' : skip)")
+    parser.add_argument("--video-root", default=None,
+                        help="folder of --evidence's videos (default: data/videos, else the folder of the first --videos)")
     args = parser.parse_args(argv)
     for video in args.videos:
         existing_video(video, "--videos")
@@ -119,8 +161,18 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"| {backend:<14} | {name:<16} | {r['frames']:>6} | {r['frames_stored']:>6} | {r['entries']:>7} | "
                   f"{r['tokens']:>6} | {r['bytes']:>10,} | {r['mean_add_ms']:>11.3f} | {r['p95_add_ms']:>10.3f} |",
                   flush=True)
+    if args.evidence:
+        sample = sample_video("vtest.avi")
+        root = args.video_root or (sample.parent if sample.is_file() else Path(args.videos[0]).parent)
+        evidence = results["evidence"] = evidence_by_backend(wrapped, args.backends, args.evidence, root, 1.0)
+        print(f"\nevidence of {args.evidence} (questions asked at their times, at each record's fps):")
+        print("| backend        | questions | kept own % | kept at all % | evidence weight % |")
+        print("|----------------|-----------|------------|---------------|-------------------|")
+        for backend, r in evidence.items():
+            print(f"| {backend:<14} | {r['questions']:>9} | {r['kept_own_pct']:>10} | {r['kept_any_pct']:>13} | "
+                  f"{r['weight_pct']:>17} |")
     if args.plot:
-        plot(results, args.plot)
+        plot({k: v for k, v in results.items() if k != "evidence"}, args.plot)
         print(f"plot of tokens held: {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

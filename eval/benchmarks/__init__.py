@@ -25,7 +25,7 @@ __all__ = ["BENCHMARKS", "Benchmark", "BenchmarkFormat", "VideoSet", "load_bench
 
 
 def load_benchmark(kind: str, paths: str | Path | Sequence[str | Path], video_root: str | Path,
-                   skip_bad: bool = False) -> Benchmark:
+                   skip_bad: bool = False, check_videos: bool = True) -> Benchmark:
     """Read annotation files of format ``kind``, in order, into one :class:`Benchmark`.
 
     Videos named by several files are streamed once, with all their questions; question ids are
@@ -36,6 +36,8 @@ def load_benchmark(kind: str, paths: str | Path | Sequence[str | Path], video_ro
         paths: one annotation file or several.
         video_root: the folder the files' video paths are relative to.
         skip_bad: report bad records (and missing videos) and go on instead of stopping.
+        check_videos: False: do not look for the videos (``video_root / name`` as named), to read
+            what files hold without their videos (:mod:`scripts.placeholder_videos`).
 
     Raises:
         AnnotationError: for an unknown format, a file that cannot be read, or (without
@@ -44,7 +46,7 @@ def load_benchmark(kind: str, paths: str | Path | Sequence[str | Path], video_ro
     if kind not in BENCHMARKS:
         raise AnnotationError(f"unknown benchmark format {kind!r}; known: {', '.join(BENCHMARKS)}")
     fmt = BENCHMARKS[kind]
-    videos, skipped = VideoSet(video_root), []
+    videos, skipped = VideoSet(video_root, check_videos), []
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
         log = RecordLog(path, skip_bad)
         fmt.load(Path(path), videos, log)

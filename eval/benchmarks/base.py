@@ -54,10 +54,13 @@ class VideoSet:
 
     Args:
         video_root: the folder the files' video paths are relative to.
+        check_videos: resolve each video under the root (a missing one is a bad record); False
+            takes ``video_root / name`` as it is, to read what a file holds without its videos.
     """
 
-    def __init__(self, video_root: str | Path) -> None:
+    def __init__(self, video_root: str | Path, check_videos: bool = True) -> None:
         self.video_root = Path(video_root)
+        self.check_videos = check_videos
         self.videos: dict[Path, VideoQuestions] = {}
         self.system_prompt: str | None = None
         self._ids: dict[str, str] = {}
@@ -71,7 +74,7 @@ class VideoSet:
             AnnotationError: for a missing video, unless ``log.skip_bad``.
         """
         try:
-            path = resolve_video(self.video_root, name)
+            path = resolve_video(self.video_root, name) if self.check_videos else self.video_root / name
         except FileNotFoundError:
             log.bad(record, f"video {name!r} not found under {self.video_root}")
             return None

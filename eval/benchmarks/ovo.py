@@ -170,12 +170,15 @@ class OvoFormat(BenchmarkFormat):
 
     def table_lines(self, table: dict[str, Any]) -> list[str]:
         """OVO-Bench's table: real-time, backward and forward tasks with their averages, then the overall."""
+        def cell(value: float | None) -> str:
+            return "-" if value is None else str(value)
+
         head, cells = [], []
         for group, tasks in GROUPS.items():
             head += [t for t in tasks] + [f"{group} avg"]
-            cells += [str(table["tasks"].get(t, {}).get("accuracy", "-")) for t in tasks] + [str(table["groups"][group])]
+            cells += [cell(table["tasks"].get(t, {}).get("accuracy")) for t in tasks] + [cell(table["groups"][group])]
         head.append("overall")
-        cells.append(str(table["overall"]))
+        cells.append(cell(table["overall"]))
         lines = ["## OVO-Bench", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(cells) + " |", ""]
         if not table["complete"]:
             lines += ["The overall is the mean of the groups present; OVO-Bench's own overall needs all three.", ""]

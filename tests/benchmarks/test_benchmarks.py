@@ -8,11 +8,25 @@ from vl3mem.cli import main
 
 def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
     plot, numbers = tmp_path / "tokens.png", tmp_path / "bench.json"
+    evidence = tmp_path / "evidence.jsonl"
+    evidence.write_text(json.dumps({"video": "bikes.mp4", "fps": 1, "questions": [
+        {"id": "q", "time": 5.5, "question": "What?", "options": ["a", "b"], "answer": "A", "evidence": [2, 3]},
+        {"id": "late", "time": 9.5, "question": "What?", "options": ["a", "b"], "answer": "A", "evidence": [0, 0.5]}]}))
     code = main(["bench", "memory", "--all", "--videos", str(videos / "bikes.mp4"), "--fps", "1",
-                 "--backends", "hierarchical", "fifo", "unbounded", "--plot", str(plot), "--json", str(numbers)])
+                 "--backends", "hierarchical", "fifo", "unbounded", "--plot", str(plot), "--json", str(numbers),
+                 "--evidence", str(evidence), "--video-root", str(videos)])
     out, _ = capsys.readouterr()
     assert code == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # at 5.5 s every backend holds frames 0-5 as their own entries: 2 of 6 equal frames are evidence; at 9.5 s
+    # fifo has let frame 0 go, unbounded holds it as 1 of 10 frames, hierarchical as a 60-token mid-tier frame of
+    # the 8 * 126 + 2 * 60 tokens it holds
+    assert json.loads(numbers.read_text())["evidence"] == {
+        "hierarchical": {"questions": 2, "kept_own_pct": 100.0, "kept_any_pct": 100.0,
+                         "weight_pct": round(100 * (2 / 6 + 60 / (8 * 126 + 2 * 60)) / 2, 2)},
+        "fifo": {"questions": 2, "kept_own_pct": 50.0, "kept_any_pct": 50.0, "weight_pct": round(100 / 6, 2)},
+        "unbounded": {"questions": 2, "kept_own_pct": 100.0, "kept_any_pct": 100.0,
+                      "weight_pct": round(100 * (2 / 6 + 1 / 10) / 2, 2)}}
     results = json.loads(numbers.read_text())["bikes.mp4"]
     assert {k: (r["frames"], r["frames_stored"], r["tokens"]) for k, r in results.items()} == {
         "hierarchical": (10, 10, 8 * 126 + 2 * 60), "fifo": (10, 10, 6 * 126), "unbounded": (10, 10, 10 * 126)}
