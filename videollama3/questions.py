@@ -18,15 +18,16 @@ import json
 import math
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import AnnotationError
 from .options import read_config_text
 from .processing import RESERVED_TOKENS
 
+T = TypeVar("T")
 VIDEO_EXTENSIONS = ("", ".mp4", ".mkv", ".webm", ".avi", ".mov")
 LETTERS = string.ascii_uppercase
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -133,6 +134,21 @@ class RecordLog:
             return False
         self._ids[question_id] = record
         return True
+
+    def attempt(self, record: str, build: Callable[[], T]) -> T | None:
+        """``build()``, or None when it raises ``KeyError`` (a missing field), ``ValueError`` or
+        ``TypeError`` (a bad value): that is reported as :meth:`bad` reports it.
+
+        Raises:
+            AnnotationError: for a bad record, unless ``skip_bad``.
+        """
+        try:
+            return build()
+        except KeyError as e:
+            self.bad(record, f"missing field {e}")
+        except (ValueError, TypeError) as e:
+            self.bad(record, str(e))
+        return None
 
     def bad(self, record: str, why: str) -> None:
         """Report record ``record`` as unusable because of ``why``.

@@ -105,59 +105,52 @@ class OvBenchFormat(BenchmarkFormat):
             video = videos.video(vid, log, f"video {n} ({vid!r})", frame_rate=frame_rate, start=start, end=end)
             for k, q in enumerate(r["questions"]):
                 rid = f"video {vid!r} question {k}"
-                try:
-                    if not isinstance(q, dict):
-                        raise ValueError("not an object")
-                    options = option_list(q.get("options"))
-                    if len(options) < 2:
-                        raise ValueError("a multiple-choice question needs at least 2 options")
-                    t = q.get("middle_frame_timestamp")
-                    question = TimedQuestion(
-                        id=f"{vid}#{k}", time=seconds(t, "middle_frame_timestamp"),
-                        question=text_field(q.get("question"), "question"), options=options,
-                        answer=answer_letter(q["answer"], options), task=str(q.get("answer_type", "all")),
-                        subtask=q.get("sub_answer_type"), extra={"layout": "stream", "time_text": str(t)})
-                except KeyError as e:
-                    log.bad(rid, f"missing field {e}")
-                    continue
-                except ValueError as e:
-                    log.bad(rid, str(e))
-                    continue
-                if video is not None:
+                question = log.attempt(rid, lambda: self._stream_question(vid, k, q))
+                if question is not None and video is not None:
                     videos.add(video, question, log, rid)
+
+    @staticmethod
+    def _stream_question(vid: str, k: int, q: Any) -> TimedQuestion:
+        if not isinstance(q, dict):
+            raise ValueError("not an object")
+        options = option_list(q.get("options"))
+        if len(options) < 2:
+            raise ValueError("a multiple-choice question needs at least 2 options")
+        t = q.get("middle_frame_timestamp")
+        return TimedQuestion(
+            id=f"{vid}#{k}", time=seconds(t, "middle_frame_timestamp"),
+            question=text_field(q.get("question"), "question"), options=options,
+            answer=answer_letter(q["answer"], options), task=str(q.get("answer_type", "all")),
+            subtask=q.get("sub_answer_type"), extra={"layout": "stream", "time_text": str(t)})
 
     def _load_lmms(self, path: Path, data: list[Any], videos: VideoSet, log: RecordLog) -> None:
         for n, r in enumerate(data):
-            rid = f"record {n}"
-            try:
-                if not isinstance(r, dict) or not isinstance(r.get("video"), str):
-                    raise ValueError("expected an object with a 'video' (a question of the lmms-eval layout)")
-                options = option_list(r.get("candidates"))
-                if len(options) < 2:
-                    raise ValueError("a multiple-choice question needs at least 2 candidates")
-                answer = r.get("answer")
-                if answer not in r["candidates"]:  # the official takes the first candidate equal to it
-                    raise ValueError(f"answer {answer!r} is none of the candidates")
-                start, end = seconds(r.get("start"), "start"), seconds(r.get("end"), "end")
-                if end < start:
-                    raise ValueError(f"end {end} is before start {start}")
-                middle = r.get("middle_frame_timestamp")
-                offset = seconds(middle, "middle_frame_timestamp") - end if middle is not None else None
-                question = TimedQuestion(
-                    id=f"{path.stem}:{n}", time=end, question=text_field(r.get("question"), "question"),
-                    options=options, answer=LETTERS[r["candidates"].index(answer)],
-                    task=str(r.get("answer_type", "all")), subtask=r.get("sub_answer_type"),
-                    extra={"layout": "lmms", "window": [start, end], "clip_offset": offset})
-                frame_rate = _frame_rate(r.get("fps"))
-            except KeyError as e:
-                log.bad(rid, f"missing field {e}")
-                continue
-            except ValueError as e:
-                log.bad(rid, str(e))
-                continue
-            video = videos.video(r["video"], log, rid, frame_rate=frame_rate)
+            built = log.attempt(f"record {n}", lambda: self._lmms_question(path, n, r))
+            video = videos.video(r["video"], log, f"record {n}", frame_rate=built[1]) if built else None
             if video is not None:
-                videos.add(video, question, log, rid)
+                videos.add(video, built[0], log, f"record {n}")
+
+    @staticmethod
+    def _lmms_question(path: Path, n: int, r: Any) -> tuple[TimedQuestion, float | None]:
+        if not isinstance(r, dict) or not isinstance(r.get("video"), str):
+            raise ValueError("expected an object with a 'video' (a question of the lmms-eval layout)")
+        options = option_list(r.get("candidates"))
+        if len(options) < 2:
+            raise ValueError("a multiple-choice question needs at least 2 candidates")
+        answer = r.get("answer")
+        if answer not in r["candidates"]:  # the official takes the first candidate equal to it
+            raise ValueError(f"answer {answer!r} is none of the candidates")
+        start, end = seconds(r.get("start"), "start"), seconds(r.get("end"), "end")
+        if end < start:
+            raise ValueError(f"end {end} is before start {start}")
+        middle = r.get("middle_frame_timestamp")
+        offset = seconds(middle, "middle_frame_timestamp") - end if middle is not None else None
+        question = TimedQuestion(
+            id=f"{path.stem}:{n}", time=end, question=text_field(r.get("question"), "question"),
+            options=options, answer=LETTERS[r["candidates"].index(answer)],
+            task=str(r.get("answer_type", "all")), subtask=r.get("sub_answer_type"),
+            extra={"layout": "lmms", "window": [start, end], "clip_offset": offset})
+        return question, _frame_rate(r.get("fps"))
 
     def prompt(self, question: TimedQuestion) -> str:
         """Streaming layout: ``Question at {t}s: ...`` / ``Options:`` / ``(A) ...`` lines / ``Answer:``;

@@ -72,24 +72,21 @@ class OvoFormat(BenchmarkFormat):
     def load(self, path: Path, videos: VideoSet, log: RecordLog) -> None:
         for n, r in enumerate(read_json_list(path, "OVO-Bench records")):
             rid = f"record {n} (id {r.get('id')!r})" if isinstance(r, dict) else f"record {n}"
-            try:
-                if not isinstance(r, dict):
-                    raise ValueError("not an object")
-                task = str(r.get("task"))
-                if task not in BACKWARD + REALTIME + FORWARD:
-                    raise ValueError(f"unknown task {task!r} (known: {', '.join(BACKWARD + REALTIME + FORWARD)})")
-                questions = self._forward(r, task) if task in FORWARD else [self._choice(r, task, n)]
-                if not isinstance(r.get("video"), str):
-                    raise ValueError("no 'video' path")
-            except KeyError as e:
-                log.bad(rid, f"missing field {e}")
-                continue
-            except (ValueError, TypeError) as e:
-                log.bad(rid, str(e))
-                continue
-            video = videos.video(r["video"], log, rid)
+            questions = log.attempt(rid, lambda: self._questions(r, n))
+            video = videos.video(r["video"], log, rid) if questions else None
             for q in questions if video is not None else []:
                 videos.add(video, q, log, rid)
+
+    def _questions(self, r: Any, n: int) -> list[TimedQuestion]:
+        if not isinstance(r, dict):
+            raise ValueError("not an object")
+        task = str(r.get("task"))
+        if task not in BACKWARD + REALTIME + FORWARD:
+            raise ValueError(f"unknown task {task!r} (known: {', '.join(BACKWARD + REALTIME + FORWARD)})")
+        questions = self._forward(r, task) if task in FORWARD else [self._choice(r, task, n)]
+        if not isinstance(r.get("video"), str):
+            raise ValueError("no 'video' path")
+        return questions
 
     @staticmethod
     def _choice(r: dict[str, Any], task: str, n: int) -> TimedQuestion:

@@ -118,17 +118,9 @@ class StreamingBenchFormat(BenchmarkFormat):
                     continue
                 video = videos.video(record["video_path"], log, place)
                 for k, q in enumerate(record["questions"]):
-                    rid = f"{place} question {k}"
-                    try:
-                        question = self._question(q, kind, f"{path.stem}:{g}" + (f".{s}" if kind == "sqa" else "")
-                                                  + f":{k}", context)
-                    except KeyError as e:
-                        log.bad(rid, f"missing field {e}")
-                        continue
-                    except (ValueError, TypeError) as e:
-                        log.bad(rid, str(e))
-                        continue
-                    if video is not None:
+                    rid, qid = f"{place} question {k}", f"{path.stem}:{g}" + (f".{s}" if kind == "sqa" else "") + f":{k}"
+                    question = log.attempt(rid, lambda: self._question(q, kind, qid, context))
+                    if question is not None and video is not None:
                         videos.add(video, question, log, rid)
 
     @staticmethod
@@ -237,10 +229,11 @@ class StreamingBenchFormat(BenchmarkFormat):
             lines += [f"**{group}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
                       "| " + " | ".join("-" if v is None else str(v) for v in cols.values()) + " |", ""]
         v, a = table["video_only"], table["needs_audio"]
-        lines += [f"- video-only questions: {v['accuracy']} % ({v['correct']} / {v['total']})",
-                  f"- questions that need the audio track (our model is video-only): "
-                  f"{a['accuracy']} % ({a['correct']} / {a['total']}), not in the number above", "",
-                  "| file | task type | correct | total | accuracy % | on time % |", "|---|---|---|---|---|---|"]
+        lines.append(f"- video-only questions: {v['accuracy']} % ({v['correct']} / {v['total']})")
+        if a["total"]:
+            lines.append(f"- questions that need the audio track (our model is video-only): "
+                         f"{a['accuracy']} % ({a['correct']} / {a['total']}), not in the number above")
+        lines += ["", "| file | task type | correct | total | accuracy % | on time % |", "|---|---|---|---|---|---|"]
         for kind, f in table["files"].items():
             for task, c in [*f["tasks"].items(), ("all", f["all"])]:
                 lines.append(f"| {kind} | {task} | {c['correct']} | {c['total']} | {c['accuracy']} | "

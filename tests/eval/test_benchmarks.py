@@ -3,7 +3,6 @@ against small predictions scored by hand by the official script's rules (fixture
 each benchmark's real format)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
