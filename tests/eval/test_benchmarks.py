@@ -20,13 +20,22 @@ def write(path, data):
     return path
 
 
+def scored_from_a_file(tmp_path, fmt, records):
+    """The benchmark's table of ``records`` written as a predictions file and read back, as a run's summary does."""
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = summarize(read_records(path), benchmark=fmt)
+    assert summary["benchmark_table"] == fmt.table(records)
+    return summary["benchmark_table"]
+
+
 def rec(task, prediction, answer, **extra):
     return {"id": f"{task}-{len(extra)}-{prediction}", "task": task, "prediction": prediction, "answer": answer,
             "options": ["w", "x", "y", "z"], "extra": extra}
 
 
 # ------------------------------------------------------------------ OVO-Bench
-def test_ovo_scores_as_its_official_script():
+def test_ovo_scores_as_its_official_script(tmp_path):
     fmt = BENCHMARKS["ovo"]
     records = [
         rec("EPM", "C", "C"), rec("EPM", "The answer is C.", "C"), rec("EPM", "B", "C"),
@@ -40,7 +49,7 @@ def test_ovo_scores_as_its_official_script():
     ]
     assert [fmt.score(r)["correct"] for r in records] == [
         True, True, False, True, True, True, True, False, False, True, True, False, True, True, False]
-    table = fmt.table(records)
+    table = scored_from_a_file(tmp_path, fmt, records)
     assert {t: (v["correct"], v["total"]) for t, v in table["tasks"].items()} == {
         "OCR": (1, 1), "EPM": (3, 4), "REC": (2, 4), "SSR": (4, 5), "CRR": (0, 1)}
     # groups average their tasks; the overall averages the groups (OVO-Bench's score.py)
@@ -130,7 +139,7 @@ def test_streamingbench_files_as_published(tmp_path, videos):
     assert clock_seconds("1:02:03", "t") == 3723
 
 
-def test_streamingbench_scores_as_its_official_script():
+def test_streamingbench_scores_as_its_official_script(tmp_path):
     fmt = BENCHMARKS["streamingbench"]
     real = [rec("Counting", r, "B", file="real") for r in ("B", "B. two", " B", "b", "", "A")]
     omni = [rec("Emotion Recognition", "C", "C", file="omni", needs_audio=True),
@@ -141,7 +150,7 @@ def test_streamingbench_scores_as_its_official_script():
     assert [fmt.score(r)["correct"] for r in real] == [True, True, False, False, None, False]  # first character
     assert [fmt.score(r) for r in proactive] == [{"correct": True, "on_time": True}, {"correct": False, "on_time": True},
                                                  {"correct": False, "on_time": False}]  # within 2 s, output said
-    table = fmt.table(real + omni + proactive)
+    table = scored_from_a_file(tmp_path, fmt, real + omni + proactive)
     assert table["files"]["real"]["all"] == {"correct": 2, "total": 5, "accuracy": 40.0}  # the empty reply left out
     assert table["files"]["proactive"]["all"] == {"correct": 1, "total": 3, "on_time": 2, "accuracy": 33.33,
                                                    "on_time_accuracy": 66.67}
@@ -186,14 +195,14 @@ def test_ovbench_letter_extraction_is_the_official_mcq_acc(reply, key):
     assert mcq_key(reply) == key
 
 
-def test_ovbench_scores_and_tables_both_layouts():
+def test_ovbench_scores_and_tables_both_layouts(tmp_path):
     fmt = BENCHMARKS["ovbench"]
     stream = [{**rec("EPM", r, "A", layout="stream"), "subtask": "past", "options": ["yes", "no"]}
               for r in ("A", "(B) no", "")]
     lmms = [{**rec("STP", r, "B", layout="lmms"), "subtask": "now"} for r in ("B", "", "C")]
     assert [fmt.score(r)["correct"] for r in stream] == [True, False, False]  # an empty reply counts, wrong
     assert [fmt.score(r)["correct"] for r in lmms] == [True, None, False]  # lmms-eval leaves it out
-    table = fmt.table(stream + lmms)
+    table = scored_from_a_file(tmp_path, fmt, stream + lmms)
     assert table["pairs"] == {"EPM/past": {"correct": 1, "total": 3, "accuracy": 33.33},
                               "STP/now": {"correct": 1, "total": 2, "accuracy": 50.0}}
     assert (table["avg"], table["micro"], table["total"]) == (round((33.33 + 50) / 2, 2), 40.0, 5)
