@@ -156,6 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_run(output_dir, settings, rank)
     with output_lock(output_dir, rank):
         session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
+        session.encode_batch = args.encode_batch or session.encode_batch
         if bench.system_prompt is not None:  # the benchmark's official evaluation sets its own
             session.processor.system_prompt = bench.system_prompt
         store = PredictionStore(output_dir, rank, world)

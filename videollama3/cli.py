@@ -149,6 +149,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         questions = [(q, check_question_time(t, info.duration) if t is not None else None)
                      for q, t in _read_questions(args)]
         session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
+        session.encode_batch = args.encode_batch or session.encode_batch
     except BaseException:
         video.close()
         raise
@@ -216,7 +217,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_frame_arguments(p: argparse.ArgumentParser) -> None:
-    """``--frame-tokens`` and ``--decode-ahead`` (shared by answer and eval)."""
+    """``--frame-tokens``, ``--decode-ahead`` and ``--encode-batch`` (shared by answer and eval)."""
     from .preprocess import FRAME_TOKENS
 
     p.add_argument("--frame-tokens", type=int, default=FRAME_TOKENS,
@@ -225,6 +226,9 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-ahead", type=int, default=8, metavar="N",
                    help="decode in a background thread, up to N frames ahead of encoding (default 8; 0: decode "
                         "and encode in turn)")
+    p.add_argument("--encode-batch", type=int, default=None, metavar="N",
+                   help="frames between two question times encoded in batches of N, with the same tokens as one "
+                        "at a time (default: 8 on a GPU, 1 on the CPU, where batches are slower)")
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:
@@ -247,6 +251,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--frame-rate must be a positive, finite number of frames per second, got {args.frame_rate}")
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.encode_batch is not None and args.encode_batch < 1:
+        raise UsageError(f"--encode-batch must be a number of frames >= 1, got {args.encode_batch}")
     if args.decode_ahead < 0:
         raise UsageError(f"--decode-ahead must be a number of frames >= 0, got {args.decode_ahead}")
     if getattr(args, "limit", None) is not None and args.limit < 0:

@@ -61,10 +61,12 @@ def test_bench_memory_refuses_zero_frames(capsys):
     assert code == 2 and len(err) == 1 and "--frames, --pool and --min-adds must be at least 1" in err[0]
 
 
-def test_bench_pipeline_prints_both_paths_and_their_ratio(videos, capsys):
-    code = main(["bench", "pipeline", "--videos", str(videos / "bikes.mp4"), "--new-tokens", "2"])
+def test_bench_pipeline_prints_the_three_paths_and_their_ratios(videos, capsys):
+    code = main(["bench", "pipeline", "--videos", str(videos / "bikes.mp4"), "--new-tokens", "2", "--encode-batch", "4"])
     out = capsys.readouterr().out
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("| bikes.mp4")]
-    assert [r.split("|")[2].strip() for r in rows] == ["sequential", "pipelined", "pipelined / sequential"]
-    assert rows[2].split("|")[3].strip().endswith("x")
+    assert [r.split("|")[2].strip() for r in rows] == [
+        "sequential", "pipelined", "pipelined, batches of 4", "pipelined / sequential",
+        "pipelined, batches of 4 / sequential"]
+    assert rows[3].split("|")[3].strip().endswith("x") and rows[4].split("|")[3].strip().endswith("x")

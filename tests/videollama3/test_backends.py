@@ -18,14 +18,17 @@ BOUNDED = ["hierarchical", "fifo", "lru_quantized", "significance"]
 
 @pytest.mark.parametrize("name", BOUNDED)
 @pytest.mark.parametrize("altered_from", [4, 0])
-def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, name, altered_from):
+@pytest.mark.parametrize("encode_batch", [1, 3])
+def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, name, altered_from, encode_batch):
     """A question at 3.0 s sees frames 0..3: altering frames >= 4 changes nothing;
-    altering every frame (the control) changes the language-model input."""
+    altering every frame (the control) changes the language-model input. With frames encoded in
+    batches of 3 (0-2, then 3 alone: the question falls due, then 4-5) the same holds."""
     model, tokenizer = tiny
     altered = [(255 - f if i >= altered_from else f, t) for i, (f, t) in enumerate(bikes_frames)]
     prefills = []
     for frames in (bikes_frames, altered):
         session = build_session(model, tokenizer, name)
+        session.encode_batch = encode_batch
         seen, handle = capture_llm_inputs(model)
         try:
             result = run_stream(session, iter(frames), [("What happened?", 3.0)], max_new_tokens=2)
@@ -34,6 +37,26 @@ def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, 
         assert session.frames_seen == 6 and result.answers[0].frames_seen == 4
         prefills.append(seen[0])
     assert torch.equal(prefills[0], prefills[1]) == (altered_from == 4)
+
+
+@pytest.mark.parametrize("name", [*BOUNDED, "unbounded"])
+def test_frames_encoded_in_batches_equal_one_at_a_time(tiny, bikes_frames, name):
+    """The memory after a stream with questions is the same, token for token, whether frames are
+    encoded one at a time or in batches (the vision encoder attends within each frame)."""
+    model, tokenizer = tiny
+    readouts, pushes = [], []
+    for batch in (1, 4):
+        session = build_session(model, tokenizer, name)
+        session.encode_batch = batch
+        calls = []
+        push = session.push_frames
+        session.push_frames = lambda frames, push=push, calls=calls: (calls.append(len(frames)), push(frames))
+        result = run_stream(session, iter(bikes_frames), [("What?", 4.5), ("Now?", None)], max_new_tokens=2)
+        readouts.append([(e.frame_index, e.timestamp, e.tier, e.tokens) for e in session.memory.readout()])
+        pushes.append((calls, [a.frames_seen for a in result.answers.values()]))
+    assert pushes == [([1] * 6, [5, 6]), ([4, 1, 1], [5, 6])]  # the batch is cut where the question falls due
+    assert [r[:3] for r in readouts[0]] == [r[:3] for r in readouts[1]]
+    assert all(torch.equal(a[3], b[3]) for a, b in zip(*readouts))
 
 
 def test_fifo_session_keeps_the_frame_each_question_was_asked_at(tiny, bikes_frames):
