@@ -57,7 +57,7 @@ class _At(argparse.Action):
             namespace.asked[-1][1] = value
 
 
-def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
+def _read_questions(args: argparse.Namespace, required: bool = True) -> list[tuple[str, float | None]]:
     """``[(question, time or None)]`` from ``-q/--at`` (each ``--at`` the time of the ``-q`` before it)
     and ``--questions``.
 
@@ -92,7 +92,7 @@ def _read_questions(args: argparse.Namespace) -> list[tuple[str, float | None]]:
                     f"{args.questions} line {n}: expected a JSON object with 'question' (and optional 'time' in "
                     f"seconds): {e}"
                 ) from None
-    if not questions:
+    if not questions and required:
         raise UsageError("no question given; use -q TEXT (and --at SECONDS) or --questions FILE.jsonl")
     return questions
 
@@ -139,10 +139,14 @@ def cmd_answer(args: argparse.Namespace) -> int:
     from .session import check_question_time, run_stream
     from .video import decode_ahead, open_video
 
+    from .live import is_live_source
+
     check_run_arguments(args)
     if args.output:
         check_output_path(args.output, "--output")
     spec = load_spec_from_args(args)
+    if is_live_source(args.video) or args.realtime or args.interactive:
+        return _answer_live(args, spec)
     video = open_video(args.video, args.frame_rate)  # one open: the duration checks the questions, then the frames stream
     try:
         info = video.info
@@ -187,6 +191,137 @@ def cmd_answer(args: argparse.Namespace) -> int:
         except OSError as e:  # the answers are printed above: nothing computed is lost
             raise UsageError(f"cannot write --output {args.output} ({e.strerror}); the answers are printed above") from None
     return 1 if stopped_at is not None else 0
+
+
+def _interactive_questions(path: str | None) -> tuple[Any, Any]:
+    """A queue the lines of ``path`` (or standard input) arrive in, as they are typed, and the
+    thread that reads them (a daemon: it ends with the run)."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        stream = open(path, encoding="utf-8") if path else sys.stdin  # noqa: SIM115  (a FIFO stays open)
+        for line in stream:
+            if line.strip():
+                lines.put(line.strip())
+
+    thread = threading.Thread(target=read, name="vl3mem-questions", daemon=True)
+    thread.start()
+    return lines, thread
+
+
+def _answer_live(args: argparse.Namespace, spec) -> int:
+    """``vl3mem answer`` on a live source (or a file at its own pace, or with ``--interactive``): frames
+    from a :class:`~videollama3.live.LiveSource`, questions at their ``--at`` stream times and, with
+    ``--interactive``, whenever a line arrives, each answered from the memory at that moment."""
+    import queue
+
+    from .live import LiveSource
+    from .loading import load_session
+    from .questions import text_field
+    from .session import run_stream
+
+    if args.video == "-" and args.interactive and not args.ask_from:
+        raise UsageError("the video comes on standard input, so questions cannot: give --ask-from FILE (a file or "
+                         "a FIFO that a script writes lines to)")
+    questions = _read_questions(args, required=not args.interactive)
+    source = LiveSource(args.video, fps=args.fps, realtime=args.realtime,
+                        read_timeout=args.read_timeout, duration=args.duration)
+    try:
+        session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
+    except BaseException:
+        source.close()
+        raise
+    session.encode_batch = 1  # answers come at once: frames are not held back for a batch
+    typed, _ = _interactive_questions(args.ask_from) if args.interactive else (None, None)
+    answered: list[dict[str, Any]] = []
+
+    def answer(text: str) -> None:
+        try:
+            a = session.ask(text_field(text, "the question"), max_new_tokens=args.max_new_tokens)
+        except (ValueError, QuestionError) as e:
+            print(f"vl3mem: question not asked: {e}", file=sys.stderr)
+            return
+        answered.append(a.to_dict())
+        _print_answer(answered[-1])
+
+    def frames():
+        for item in source:
+            while typed is not None:  # a question typed now is answered from the memory now
+                try:
+                    answer(typed.get_nowait())
+                except queue.Empty:
+                    break
+            yield item
+
+    started = time.perf_counter()
+    status = _LiveStatus(session, source, enabled=not args.quiet and sys.stderr.isatty())
+    interrupted = False
+    try:
+        with status:
+            result = run_stream(session, session.timed(frames()), questions, args.max_new_tokens,
+                                on_frame=status.update)
+        for i in sorted(result.answers):
+            answered.append({**result.answers[i].to_dict(), "asked_at": questions[i][1]})
+            _print_answer(answered[-1])
+        error = result.error
+    except KeyboardInterrupt:
+        interrupted, error = True, None
+    finally:
+        source.close()
+    stats = source.stats
+    print(f"\n{session.frames_seen} frames seen ({stats.dropped} dropped while encoding was behind, "
+          f"{stats.decoded} decoded), {len(answered)} questions answered, stream time {session.time or 0.0:.1f} s"
+          + (" (interrupted)" if interrupted else ""))
+    if args.output:
+        report = {"source": args.video, "model": spec.model, "memory": spec.memory, "fps": args.fps,
+                  "frames_encoded": session.frames_seen, "live": vars(stats), "answers": answered,
+                  "throughput": session.throughput(time.perf_counter() - started), "error": error}
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(_json_safe(report), indent=2))
+    if error:
+        if not answered:
+            raise VideoError(error, args.video)
+        print(f"vl3mem: warning: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _LiveStatus:
+    """A status line on the terminal (rich): stream time, frames/s, drops, what each tier holds."""
+
+    def __init__(self, session, source, enabled: bool) -> None:
+        self.session, self.source, self.enabled = session, source, enabled
+        self.started = time.perf_counter()
+        self._live = None
+
+    def __enter__(self):
+        if self.enabled:
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:  # rich comes with the demo extra
+                self.enabled = False
+            else:
+                self._live = Live("", console=Console(stderr=True), refresh_per_second=4, transient=True)
+                self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def update(self) -> None:
+        if self._live is None:
+            return
+        from .session import tier_layout
+
+        rate = self.session.frames_seen / max(time.perf_counter() - self.started, 1e-9)
+        tiers = "  ".join(f"{name} {len(held)}" for name, held in tier_layout(self.session.memory).items())
+        self._live.update(f"t {self.session.time or 0.0:.1f} s  {rate:.1f} frames/s  dropped "
+                          f"{self.source.stats.dropped}  |  {tiers}")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -251,6 +386,10 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--frame-rate must be a positive, finite number of frames per second, got {args.frame_rate}")
     if args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    for flag in ("duration", "read_timeout"):
+        value = getattr(args, flag, None)
+        if value is not None and not 0 < value < math.inf:
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive, finite number of seconds, got {value}")
     if args.encode_batch is not None and args.encode_batch < 1:
         raise UsageError(f"--encode-batch must be a number of frames >= 1, got {args.encode_batch}")
     if args.decode_ahead < 0:
@@ -283,7 +422,9 @@ def add_memory_arguments(p: argparse.ArgumentParser) -> None:
 def add_commands(sub) -> None:
     """Add ``answer`` and ``convert`` to an ``add_subparsers()`` object."""
     p = sub.add_parser("answer", help="answer questions on a video while it streams")
-    p.add_argument("video", help="video file (anything FFmpeg reads), or a folder of numbered images (with --frame-rate)")
+    p.add_argument("video", metavar="SOURCE",
+                   help="video file (anything FFmpeg reads), a folder of numbered images (with --frame-rate), a URL "
+                        "(rtsp://, http(s)://, udp://, HLS), a camera (/dev/video0) or - (a stream on standard input)")
     p.add_argument("-q", "--question", action=_Question, dest="asked", help="question text (repeatable)")
     p.add_argument("--at", action=_At, type=float, dest="asked",
                    help="time in seconds of the -q just before it (a question without one is asked at the end)")
@@ -293,7 +434,16 @@ def add_commands(sub) -> None:
     add_memory_arguments(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
     p.add_argument("--frame-rate", type=float, default=None,
-                   help="frames per second the images of a frame-folder VIDEO were taken at (required for a folder)")
+                   help="frames per second the images of a frame-folder SOURCE were taken at (required for a folder)")
+    live = p.add_argument_group("live sources")
+    live.add_argument("--interactive", action="store_true",
+                      help="read questions from the terminal (or --ask-from) while the stream plays; each is answered "
+                           "from the memory at the moment it arrives")
+    live.add_argument("--ask-from", metavar="FILE", help="with --interactive: read question lines from FILE (a FIFO)")
+    live.add_argument("--realtime", action="store_true", help="play a file at its own pace, as a live source")
+    live.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of stream time")
+    live.add_argument("--read-timeout", type=float, default=10.0, metavar="S",
+                      help="a source that sends nothing for S seconds has stopped (default 10)")
     add_frame_arguments(p)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")

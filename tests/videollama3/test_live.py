@@ -1,0 +1,160 @@
+"""Live sources: drop, never queue; a pipe, a network stream and questions typed while it plays."""
+
+import io
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import av
+import pytest
+
+from videollama3.errors import VideoError
+from videollama3.live import LiveSource, is_live_source
+from videollama3.loading import build_session
+from videollama3.session import run_stream
+from vl3mem.cli import main
+
+
+@pytest.fixture(scope="module")
+def bikes_ts(videos):
+    """bikes.mp4 remuxed to MPEG-TS (what ``ffmpeg -i bikes.mp4 -c copy -f mpegts -`` writes)."""
+    out_bytes = io.BytesIO()
+    with av.open(str(videos / "bikes.mp4")) as src, av.open(out_bytes, "w", format="mpegts") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return out_bytes.getvalue()
+
+
+def test_live_sources_are_named_by_their_form():
+    assert [is_live_source(s) for s in ("-", "rtsp://cam/1", "http://x/a.m3u8", "udp://0:1234", "/dev/video0",
+                                        "clip.mp4", "frames/")] == [True] * 5 + [False] * 2
+
+
+def test_a_slow_encoder_drops_frames_and_never_queues_them(tiny, videos):
+    """bikes.mp4 played at its own pace at 4 frames/s to an encoder that needs 0.6 s a frame: the buffer
+    never holds more than 2 frames, the frames left behind are counted, and the question at 5 s is
+    answered from frames up to 5 s only."""
+    source = LiveSource(str(videos / "bikes.mp4"), fps=4, buffer=2, realtime=True)
+    held = []
+    put = source._put
+    source._put = lambda item: (put(item), held.append(len(source._buffer)))
+    session = build_session(*tiny)
+    push, pushed = session.push_frames, []
+
+    def slow(frames):
+        time.sleep(0.6)
+        pushed.extend(t for _, t in frames)
+        push(frames)
+
+    session.push_frames = slow
+    result = run_stream(session, source, [("What?", 5.0)], max_new_tokens=2)
+    stats = source.stats
+    assert max(held) <= 2 and stats.dropped > 10 and stats.sampled == stats.delivered + stats.dropped
+    assert stats.sampled == 40 and stats.delivered == len(pushed) == session.frames_seen
+    (answer,) = result.answers.values()
+    assert answer.frames_seen == sum(t <= 5.0 for t in pushed) and answer.time <= 5.0
+    assert pushed == sorted(pushed)
+
+
+def test_a_stream_on_standard_input(bikes_ts, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("sys.stdin", type("Stdin", (), {"buffer": io.BytesIO(bikes_ts)})())
+    out = tmp_path / "a.json"
+    code = main(["answer", "-", "-q", "What moves?", "--at", "3", "--model", "tiny", "--max-new-tokens", "2",
+                 "--quiet", "--output", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(out.read_text())
+    (answer,) = report["answers"]
+    live = report["live"]  # a pipe is read as fast as it comes: what encoding could not keep up with is dropped
+    assert live["decoded"] == 250 and live["sampled"] == 10 == report["frames_encoded"] + live["dropped"]
+    assert answer["time"] <= 3.0 and answer["frames_seen"] <= 4
+    assert f"{report['frames_encoded']} frames seen ({live['dropped']} dropped while encoding was behind" in stdout
+
+
+class _Stream(BaseHTTPRequestHandler):
+    """Serves ``/bikes.ts`` in chunks, a little at a time, as a live MPEG-TS stream over HTTP."""
+
+    payload = b""
+
+    def do_GET(self):  # noqa: N802
+        if self.path != "/bikes.ts":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        for i in range(0, len(self.payload), 188 * 64):
+            self.wfile.write(self.payload[i:i + 188 * 64])
+            time.sleep(0.005)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_stream(bikes_ts):
+    _Stream.payload = bikes_ts
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_network_stream_answers_a_question_asked_mid_stream(http_stream, capsys, tmp_path):
+    out = tmp_path / "a.json"
+    code = main(["answer", f"{http_stream}/bikes.ts", "-q", "What moves?", "--at", "4.5", "--model", "tiny",
+                 "--max-new-tokens", "2", "--quiet", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    (answer,) = report["answers"]  # asked once the stream passed 4.5 s, from the frames up to then
+    assert answer["asked_at"] == 4.5 and 0 < answer["time"] <= 4.5 and 0 < answer["frames_seen"] <= 5
+    assert report["live"]["sampled"] == 10 == report["frames_encoded"] + report["live"]["dropped"]
+    code = main(["answer", f"{http_stream}/missing.ts", "-q", "x", "--model", "tiny", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot open" in err and "missing.ts" in err
+
+
+def test_a_source_that_stops_sending_is_one_line(tmp_path, bikes_ts):
+    fifo = tmp_path / "stream.ts"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: (f := open(fifo, "wb"), f.write(bikes_ts[: len(bikes_ts) // 3]),
+                                              f.flush(), time.sleep(4), f.close()), daemon=True)
+    writer.start()
+    source = LiveSource(str(fifo), fps=1, read_timeout=1.0)
+    frames = []
+    with pytest.raises(VideoError, match="sent no frame for 1 s; it stopped sending") as e:
+        for _, t in source:
+            frames.append(t)
+    assert frames and e.value.stopped_at == frames[-1]
+    writer.join()
+
+
+def test_questions_typed_while_the_stream_plays(videos, tmp_path, capsys):
+    """--interactive --ask-from a FIFO: a question written 2.5 s into a real-time play of bikes.mp4 is
+    answered from the memory at that moment, with its stream time."""
+    fifo = tmp_path / "questions"
+    os.mkfifo(fifo)
+
+    def type_question():
+        with open(fifo, "w") as f:
+            time.sleep(2.5)
+            f.write("What is moving?\n")
+            f.flush()
+            time.sleep(0.5)
+
+    threading.Thread(target=type_question, daemon=True).start()
+    out = tmp_path / "a.json"
+    code = main(["answer", str(videos / "bikes.mp4"), "--interactive", "--ask-from", str(fifo), "--realtime",
+                 "--duration", "5", "--model", "tiny", "--max-new-tokens", "2", "--quiet", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    (answer,) = report["answers"]
+    assert answer["question"] == "What is moving?" and 1.0 <= answer["time"] <= 4.0
+    assert answer["frames_seen"] == int(answer["time"]) + 1  # frames up to its stream time, none after
+    assert report["frames_encoded"] == 6  # 0..5 s
