@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("memory_bank", "videollama3", "eval", "train", "benchmarks", "vl3mem")
+PACKAGES = ("memory_bank", "videollama3", "eval", "train", "serve", "benchmarks", "vl3mem")
 FORBIDDEN = {
-    "memory_bank": {"videollama3", "eval", "train", "benchmarks", "vl3mem"},
-    "videollama3": {"eval", "train", "benchmarks", "vl3mem"},
-    "eval": {"train", "benchmarks", "vl3mem"},
-    "train": {"eval", "benchmarks", "vl3mem"},
+    "memory_bank": {"videollama3", "eval", "train", "serve", "benchmarks", "vl3mem"},
+    "videollama3": {"eval", "train", "serve", "benchmarks", "vl3mem"},
+    "eval": {"train", "serve", "benchmarks", "vl3mem"},
+    "train": {"eval", "serve", "benchmarks", "vl3mem"},
+    "serve": {"eval", "train", "benchmarks", "vl3mem"},
     "benchmarks": {"vl3mem"},
     "vl3mem": set(),
 }

@@ -218,7 +218,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
     ``--interactive``, whenever a line arrives, each answered from the memory at that moment."""
     import queue
 
-    from .live import LiveSource
+    from .live import LiveSource, is_live_source
     from .loading import load_session
     from .questions import text_field
     from .session import run_stream
@@ -228,6 +228,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
                          "a FIFO that a script writes lines to)")
     questions = _read_questions(args, required=not args.interactive)
     source = LiveSource(args.video, fps=args.fps, realtime=args.realtime,
+                        drop=args.realtime or is_live_source(args.video),
                         read_timeout=args.read_timeout, duration=args.duration)
     try:
         session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)

@@ -68,19 +68,22 @@ class LiveSource:
         read_timeout: seconds without a frame after which the source counts as stopped.
         duration: stop after this many seconds of stream time (None: until the source ends).
         input_format: FFmpeg format name to force (``v4l2`` is used for ``/dev/video*``).
+        drop: drop the oldest waiting sample when the buffer is full (live); False: the reader waits
+            for room instead (a file read as fast as the consumer takes it, nothing lost).
 
     Raises:
         VideoError: when the source cannot be opened or has no video stream (one line).
     """
 
     def __init__(self, source: str, fps: float = 1.0, buffer: int = 2, realtime: bool = False,
-                 read_timeout: float = 10.0, duration: float | None = None, input_format: str | None = None) -> None:
+                 read_timeout: float = 10.0, duration: float | None = None, input_format: str | None = None,
+                 drop: bool = True) -> None:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise VideoError(f"fps must be a positive number, got {fps!r}", source)
         if buffer < 1:
             raise ValueError(f"buffer must be at least 1 frame, got {buffer}")
         self.source, self.fps, self.realtime = source, float(fps), realtime
-        self.read_timeout, self.duration = read_timeout, duration
+        self.read_timeout, self.duration, self.drop = read_timeout, duration, drop
         self.stats = LiveStats()
         self._buffer: deque[tuple[np.ndarray, float]] = deque()
         self._capacity = buffer
@@ -111,11 +114,14 @@ class LiveSource:
 
     def _put(self, item: tuple[np.ndarray, float]) -> None:
         with self._ready:
+            if not self.drop:
+                while len(self._buffer) >= self._capacity and not self._stop.is_set():
+                    self._ready.wait(0.05)
             if len(self._buffer) >= self._capacity:
                 self._buffer.popleft()
                 self.stats.dropped += 1
             self._buffer.append(item)
-            self._ready.notify()
+            self._ready.notify_all()
 
     def _read(self) -> None:
         stream = self._container.streams.video[0]
@@ -167,6 +173,7 @@ class LiveSource:
                         self._ready.wait_for(lambda: self._buffer or self._end is not False, timeout=self.read_timeout)
                     if self._buffer:
                         item = self._buffer.popleft()
+                        self._ready.notify_all()  # room for a reader that waits (drop=False)
                     elif isinstance(self._end, BaseException):
                         self._end.stopped_at = last
                         raise self._end

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from eval.cli import add_command as add_eval
+from serve.cli import add_command as add_serve
 from train.cli import add_command as add_train
 from videollama3.cli import add_commands
 from videollama3.cli import main as run
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     add_eval(sub)
     add_train(sub)
+    add_serve(sub)
     b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video), "
                                      "stream (question latency) or pipeline (time per stage, decoding ahead)")
     b.add_argument("target", choices=["memory", "stream", "pipeline"])

@@ -1,0 +1,161 @@
+"""The HTTP service (FastAPI): sessions, frames, questions, events, saved memories, and the page.
+
+Routes (OpenAPI docs at ``/docs``):
+
+- ``GET /`` the page; ``GET /media/{path}`` the media root's files (the page plays them);
+- ``GET /api/samples`` the videos under the media root;
+- ``POST /api/sessions`` ``{"source": path or URL or null, "fps": 1, "realtime": true}`` opens a session;
+  ``POST /api/sessions/upload`` (multipart ``file``) opens one on an uploaded video;
+- ``GET /api/sessions/{id}`` its state; ``DELETE`` closes it;
+- ``POST /api/sessions/{id}/frames?t=SECONDS`` a JPEG / PNG body: a pushed frame;
+- ``POST /api/sessions/{id}/questions`` ``{"question": ...}``: the answer, its stream time, the memory;
+- ``GET /api/sessions/{id}/events`` server-sent events: ``status`` after each frame, ``answer``;
+- ``GET /api/sessions/{id}/memory`` the memory as a state file; ``PUT`` restores one.
+
+Every refusal is a 4xx with ``{"detail": "what was wrong and what to do"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from .sessions import ServeError, SessionManager
+
+STATIC = Path(__file__).parent / "static"
+
+
+class OpenRequest(BaseModel):
+    """A session to open."""
+
+    source: str | None = Field(None, description="a file under the media root, an http(s)/rtsp/udp URL, or null "
+                                                 "to push frames")
+    fps: float = Field(1.0, description="frames sampled per second of stream time")
+    realtime: bool = Field(True, description="play a file at its own pace (false: as fast as it decodes)")
+
+
+class QuestionRequest(BaseModel):
+    """A question."""
+
+    question: str
+    max_new_tokens: int = Field(64, ge=1, le=512)
+
+
+def _check_length(request: Request, limit: int, what: str) -> None:
+    """Refuse a body announced larger than ``limit`` bytes before reading it (413)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ServeError(413, f"{what} of {length} bytes is over the limit of {limit}")
+
+
+def create_app(manager: SessionManager) -> FastAPI:
+    """The service on ``manager``'s sessions (see the module docstring for the routes)."""
+    app = FastAPI(title="vl3mem", description="Questions about a video while it streams, answered from a bounded memory.")
+
+    @app.exception_handler(ServeError)
+    async def refused(request: Request, e: ServeError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/samples")
+    def samples() -> dict[str, list[str]]:
+        """The videos under the media root."""
+        return {"samples": manager.samples()}
+
+    @app.post("/api/sessions", status_code=201)
+    def open_session(request: OpenRequest) -> dict[str, Any]:
+        """Open a session on a source, or one that waits for pushed frames."""
+        return manager.open(request.source, request.fps, request.realtime).state()
+
+    @app.post("/api/sessions/upload", status_code=201)
+    def upload(file: UploadFile = File(...), fps: float = Query(1.0)) -> dict[str, Any]:
+        """Open a session on an uploaded video (kept under the media root's ``uploads/``)."""
+        suffix = Path(file.filename or "video.mp4").suffix.lower()[:8] or ".mp4"
+        target = manager.media_root / "uploads" / f"{uuid.uuid4().hex}{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with target.open("wb") as out:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > manager.limits.max_upload_bytes:
+                    out.close()
+                    target.unlink()
+                    raise ServeError(413, f"the upload is over the limit of {manager.limits.max_upload_bytes} bytes")
+                out.write(chunk)
+        try:
+            return manager.open(str(target.relative_to(manager.media_root)), fps).state()
+        except ServeError:
+            target.unlink()
+            raise
+
+    @app.get("/api/sessions/{session_id}")
+    def state(session_id: str) -> dict[str, Any]:
+        """What the session's memory holds now."""
+        return manager.get(session_id).state()
+
+    @app.delete("/api/sessions/{session_id}")
+    def close(session_id: str) -> dict[str, str]:
+        """Close the session."""
+        manager.close(session_id)
+        return {"closed": session_id}
+
+    @app.post("/api/sessions/{session_id}/frames")
+    async def push(session_id: str, request: Request, t: float | None = Query(None, description="stream time, s")):
+        """Push one JPEG / PNG frame (the request body) at stream time ``t``."""
+        served = manager.get(session_id)
+        _check_length(request, manager.limits.max_frame_bytes, "a frame")
+        data = await request.body()
+
+        return await run_in_threadpool(manager.push, served, data, t)
+
+    @app.post("/api/sessions/{session_id}/questions")
+    def ask(session_id: str, request: QuestionRequest) -> dict[str, Any]:
+        """Answer a question from the memory now."""
+        return manager.ask(manager.get(session_id), request.question, request.max_new_tokens)
+
+    @app.get("/api/sessions/{session_id}/events")
+    def events(session_id: str, since: int = 0) -> StreamingResponse:
+        """Server-sent events of the session from event number ``since``: ``status``, ``answer``, ``closed``."""
+        served = manager.get(session_id)
+
+        def stream():
+            seen = since
+            while True:
+                with served.changed:
+                    served.changed.wait_for(lambda: len(served.events) > seen or served.closed, timeout=15)
+                    new = served.events[seen:]
+                seen += len(new)
+                if not new:
+                    yield ": keep-alive\n\n"
+                for event in new:
+                    yield f"event: {event['event']}\ndata: {json.dumps(event)}\n\n"
+                if served.closed:
+                    return
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/api/sessions/{session_id}/memory")
+    def save(session_id: str) -> Response:
+        """The session's memory as a state file."""
+        return Response(manager.save(manager.get(session_id)), media_type="application/octet-stream")
+
+    @app.put("/api/sessions/{session_id}/memory")
+    async def restore(session_id: str, request: Request) -> dict[str, Any]:
+        """Replace the session's memory by a saved state file (the request body)."""
+        served = manager.get(session_id)
+        _check_length(request, manager.limits.max_upload_bytes, "a state file")
+        return await run_in_threadpool(manager.restore, served, await request.body())
+
+    app.mount("/media", StaticFiles(directory=manager.media_root), name="media")
+    return app

@@ -1,0 +1,298 @@
+"""Streaming sessions served to many clients: each has its own memory backend; all share one model,
+which runs one request at a time (a lock: frames pushed and questions asked wait their turn).
+
+A session is fed either by a source it reads itself (a file under the media root played at its own
+pace, or a URL: :class:`~videollama3.live.LiveSource`, dropping frames when the model is behind)
+or by frames its client pushes (JPEG / PNG). Every change is also an event (``status`` after each
+frame, ``answer`` after each question) that server-sent-event clients receive as it happens.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from memory_bank import build_memory
+from videollama3.live import LiveSource
+from videollama3.session import StreamingSession, tier_layout
+
+
+class ServeError(ValueError):
+    """A request the service refuses; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Limits:
+    """What one client may ask of the service.
+
+    Attributes:
+        max_sessions: sessions open at once.
+        max_upload_bytes: size of an uploaded video.
+        max_frame_bytes: size of a pushed JPEG / PNG frame.
+        max_frame_pixels: width x height of a pushed frame.
+        max_question_chars: length of a question.
+    """
+
+    max_sessions: int = 8
+    max_upload_bytes: int = 200 * 2**20
+    max_frame_bytes: int = 8 * 2**20
+    max_frame_pixels: int = 4096 * 4096
+    max_question_chars: int = 1000
+
+
+@dataclass
+class ServedSession:
+    """One client's stream: its :class:`StreamingSession` (own memory), its source, its events."""
+
+    id: str
+    session: StreamingSession
+    source: LiveSource | None = None
+    name: str = "pushed frames"
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    closed: bool = False
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Record an event and wake the clients waiting for one."""
+        with self.changed:
+            self.events.append({"event": kind, **data})
+            self.changed.notify_all()
+
+    def state(self) -> dict[str, Any]:
+        """``{id, source, time (s), frames_seen, dropped, playing, error, tiers: {tier: frame times}}``."""
+        stats = self.source.stats if self.source is not None else None
+        return {"id": self.id, "source": self.name, "time": self.session.time, "frames_seen": self.session.frames_seen,
+                "dropped": stats.dropped if stats else 0, "playing": self.source is not None and not self.closed
+                and self.error is None and not self._ended, "error": self.error,
+                "tiers": tier_layout(self.session.memory)}
+
+    _ended: bool = False
+
+
+class SessionManager:
+    """The sessions of one service on one model.
+
+    Args:
+        base: a session on the loaded model: its model and processor are shared, its memory
+            backend name and options are each new session's.
+        memory: the backend name every session gets.
+        memory_options: its options.
+        media_root: the only folder files may be opened from (and uploads go to, under ``uploads/``).
+        limits: see :class:`Limits`.
+    """
+
+    def __init__(self, base: StreamingSession, memory: str, memory_options: dict[str, Any] | None,
+                 media_root: str | Path, limits: Limits | None = None) -> None:
+        self.base, self.memory, self.memory_options = base, memory, dict(memory_options or {})
+        self.media_root = Path(media_root).resolve()
+        self.limits = limits or Limits()
+        self.model_lock = threading.Lock()
+        self.sessions: dict[str, ServedSession] = {}
+        self._lock = threading.Lock()
+
+    # -------------------------------------------------------------- sessions
+    def _new_session(self) -> StreamingSession:
+        options = {"mm_hidden_size": self.base.model.memory_width, **self.memory_options}
+        memory = build_memory(self.memory if self.memory != "none" else "unbounded", **options)
+        return StreamingSession(self.base.model, self.base.processor, memory, self.base.frame_tokens, encode_batch=1)
+
+    def open(self, source: str | None = None, fps: float = 1.0, realtime: bool = True) -> ServedSession:
+        """A new session: reading ``source`` (a path under the media root, or a URL) in real time, or
+        waiting for pushed frames when ``source`` is None.
+
+        Raises:
+            ServeError: 429 when the session limit is reached; 403 for a path outside the media root
+                or another kind of source; 404 for a missing file; 422 for a source that is not a video
+                or a bad ``fps``.
+        """
+        from videollama3.errors import VideoError
+        from videollama3.live import URL_SCHEMES
+
+        if not (isinstance(fps, (int, float)) and 0 < fps <= 30):
+            raise ServeError(422, f"fps must be a number of frames per second in (0, 30], got {fps!r}")
+        with self._lock:
+            if len(self.sessions) >= self.limits.max_sessions:
+                raise ServeError(429, f"{self.limits.max_sessions} sessions are open, the most this service "
+                                      "allows; close one (DELETE /api/sessions/ID)")
+            live = None
+            if source is not None:
+                url = source.startswith(URL_SCHEMES)
+                target = source if url else str(self.media_path(source))
+                try:  # a file read as fast as it decodes loses nothing; played or live, late frames are dropped
+                    live = LiveSource(target, fps=fps, realtime=realtime, buffer=2, drop=url or realtime)
+                except VideoError as e:
+                    raise ServeError(422, str(e).replace(str(self.media_root), "<media root>")) from None
+            served = ServedSession(uuid.uuid4().hex[:12], self._new_session(), live, source or "pushed frames")
+            self.sessions[served.id] = served
+        if live is not None:
+            threading.Thread(target=self._play, args=(served,), name=f"vl3mem-session-{served.id}", daemon=True).start()
+        return served
+
+    def media_path(self, name: str) -> Path:
+        """``name`` under the media root.
+
+        Raises:
+            ServeError: 403 for a path outside it (``..``, an absolute path, a link out), or a
+                source of another kind (``-``, a device, ``file://``); 404 for no such file.
+        """
+        if "://" in name or name in ("", "-") or name.startswith("/dev/"):
+            raise ServeError(403, f"{name!r} is not a file under the media root nor an http(s)/rtsp/udp URL")
+        path = (self.media_root / name).resolve()
+        if not path.is_relative_to(self.media_root):
+            raise ServeError(403, f"{name!r} is outside the media root; only files under it can be opened")
+        if not path.is_file():
+            raise ServeError(404, f"no file {name!r} under the media root")
+        return path
+
+    def get(self, session_id: str) -> ServedSession:
+        """The open session ``session_id``.
+
+        Raises:
+            ServeError: 404 for an unknown (or closed) session.
+        """
+        served = self.sessions.get(session_id)
+        if served is None:
+            raise ServeError(404, f"no session {session_id!r}; open one with POST /api/sessions")
+        return served
+
+    def close(self, session_id: str) -> None:
+        """Stop the session's source, drop its memory, wake its event clients.
+
+        Raises:
+            ServeError: 404 for an unknown session.
+        """
+        served = self.get(session_id)
+        with self._lock:
+            self.sessions.pop(session_id, None)
+        served.closed = True
+        if served.source is not None:
+            served.source.close()
+        served.emit("closed")
+
+    def samples(self) -> list[str]:
+        """Video files under the media root (not its uploads), by name."""
+        from videollama3.questions import VIDEO_EXTENSIONS
+
+        return sorted(str(p.relative_to(self.media_root)) for p in self.media_root.rglob("*")
+                      if p.suffix.lower() in VIDEO_EXTENSIONS[1:] and p.is_file() and "uploads" not in p.parts)
+
+    # ----------------------------------------------------------------- frames
+    def _play(self, served: ServedSession) -> None:
+        from videollama3.errors import VideoError
+
+        try:
+            for frame, t in served.source:
+                if served.closed:
+                    break
+                with self.model_lock:
+                    served.session.push_frame(frame, t)
+                served.emit("status", **served.state())
+        except VideoError as e:
+            served.error = str(e)
+        finally:
+            served._ended = True
+            served.emit("status", **served.state())
+
+    def push(self, served: ServedSession, data: bytes, timestamp: float | None) -> dict[str, Any]:
+        """Decode a pushed JPEG / PNG frame and add it at ``timestamp`` (default: one second after the last).
+
+        Raises:
+            ServeError: 409 for a session that reads its own source; 413 for a frame too large;
+                422 for bytes that are not an image, or a timestamp before the last frame's.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        if served.source is not None:
+            raise ServeError(409, f"session {served.id} reads {served.name}; push frames to a session opened "
+                                  "without a source")
+        if len(data) > self.limits.max_frame_bytes:
+            raise ServeError(413, f"a frame of {len(data)} bytes is over the limit of {self.limits.max_frame_bytes}")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > self.limits.max_frame_pixels:
+                    raise ServeError(413, f"a {image.width}x{image.height} frame is over the limit of "
+                                          f"{self.limits.max_frame_pixels} pixels")
+                frame = np.array(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ServeError(422, f"the frame is not a JPEG or PNG image ({e.__class__.__name__})") from None
+        last = served.session.time
+        t = (last + 1.0 if last is not None else 0.0) if timestamp is None else float(timestamp)
+        if last is not None and t < last:
+            raise ServeError(422, f"frame time {t} s is before the last frame's ({last} s); push frames in time order")
+        with self.model_lock:
+            served.session.push_frame(frame, t)
+        state = served.state()
+        served.emit("status", **state)
+        return state
+
+    # -------------------------------------------------------------- questions
+    def ask(self, served: ServedSession, question: str, max_new_tokens: int = 64) -> dict[str, Any]:
+        """Answer ``question`` from the session's memory now: ``{question, answer, time, latency_s, memory}``.
+
+        Raises:
+            ServeError: 422 for an empty or too long question, or one with a special token; 409
+                before the first frame.
+        """
+        from videollama3.errors import QuestionError
+
+        if not isinstance(question, str) or not question.strip():
+            raise ServeError(422, "the question is empty")
+        if len(question) > self.limits.max_question_chars:
+            raise ServeError(422, f"a question of {len(question)} characters is over the limit of "
+                                  f"{self.limits.max_question_chars}")
+        if not served.session.frames_seen:
+            raise ServeError(409, "the session has no frame yet; wait for the stream, or push a frame")
+        try:
+            with self.model_lock:
+                started = time.perf_counter()
+                answer = served.session.ask(question, max_new_tokens=max_new_tokens)
+        except (QuestionError, ValueError) as e:
+            raise ServeError(422, str(e)) from None
+        result = {"question": question, "answer": answer.answer, "time": answer.time,
+                  "latency_s": round(time.perf_counter() - started, 4), "frames_seen": answer.frames_seen,
+                  "memory": answer.tiers}
+        served.emit("answer", **result)
+        return result
+
+    # ------------------------------------------------------------------ state
+    def save(self, served: ServedSession) -> bytes:
+        """The session's memory as a state file (the backend's ``state_dict``, ``torch.save`` format)."""
+        buffer = io.BytesIO()
+        with self.model_lock:
+            torch.save(served.session.memory.state_dict(), buffer)
+        return buffer.getvalue()
+
+    def restore(self, served: ServedSession, data: bytes) -> dict[str, Any]:
+        """Replace the session's memory by a saved one.
+
+        Raises:
+            ServeError: 409 for a session reading a source; 422 for bytes that are not a state of
+                this service's memory backend (the memory is then unchanged).
+        """
+        from memory_bank import MemoryBankError
+
+        if served.source is not None:
+            raise ServeError(409, "restore into a session opened without a source")
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            with self.model_lock:
+                served.session.memory.load_state_dict(state)
+        except (MemoryBankError, RuntimeError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as e:
+            raise ServeError(422, f"not a saved memory of this service's backend ({str(e)[:200]})") from None
+        state = served.state()
+        served.emit("status", **state)
+        return state

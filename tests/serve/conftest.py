@@ -1,0 +1,1 @@
+from tests.videollama3.conftest import tiny, videos  # noqa: F401  (shared fixtures)

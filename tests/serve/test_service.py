@@ -1,0 +1,143 @@
+"""The HTTP service: sessions with separate memories, pushed frames, limits with 4xx, saved memories."""
+
+import io
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serve.app import create_app
+from serve.sessions import Limits, SessionManager
+from videollama3.loading import build_session
+
+
+@pytest.fixture
+def manager(tiny, videos, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("bikes.mp4", "vtest.avi"):
+        (media / name).write_bytes((videos / name).read_bytes())
+    (tmp_path / "secret.mp4").write_bytes(b"outside")
+    (media / "link.mp4").symlink_to(tmp_path / "secret.mp4")  # a link out of the media root
+    base = build_session(*tiny, "hierarchical")
+    return SessionManager(base, "hierarchical", {}, media, Limits(max_sessions=3, max_upload_bytes=3_000_000,
+                                                                   max_frame_bytes=100_000, max_frame_pixels=640 * 480,
+                                                                   max_question_chars=50))
+
+
+@pytest.fixture
+def client(manager):
+    return TestClient(create_app(manager))
+
+
+def jpeg(value, size=(64, 48), fmt="JPEG"):
+    out = io.BytesIO()
+    Image.new("RGB", size, (value, 255 - value, 30)).save(out, fmt)
+    return out.getvalue()
+
+
+def wait_ended(client, session_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/api/sessions/{session_id}").json()
+        if not state["playing"]:
+            return state
+        time.sleep(0.1)
+    raise AssertionError("the stream did not end")
+
+
+def test_two_sessions_on_two_videos_keep_separate_memories(client):
+    a = client.post("/api/sessions", json={"source": "bikes.mp4", "realtime": False}).json()
+    b = client.post("/api/sessions", json={"source": "vtest.avi", "realtime": False}).json()
+    assert a["id"] != b["id"] and client.get("/api/samples").json() == {"samples": ["bikes.mp4", "link.mp4", "vtest.avi"]}
+    a, b = wait_ended(client, a["id"]), wait_ended(client, b["id"])
+    assert (a["frames_seen"], a["time"]) == (10, 9.0)  # bikes.mp4: 10 s at 1 fps
+    assert b["frames_seen"] > 60 and b["time"] > 60  # vtest.avi: 79 s
+    answer = client.post(f"/api/sessions/{a['id']}/questions", json={"question": "What moves?", "max_new_tokens": 2})
+    assert answer.status_code == 200 and answer.json()["time"] == 9.0 and answer.json()["frames_seen"] == 10
+    held = [t for times in answer.json()["memory"].values() for item in times
+            for t in (item if isinstance(item, list) else [item])]
+    assert max(held) <= 9.0  # nothing of the other session's 79 s
+    assert client.delete(f"/api/sessions/{a['id']}").json() == {"closed": a["id"]}
+    assert client.get(f"/api/sessions/{a['id']}").status_code == 404
+    with client.stream("GET", f"/api/sessions/{b['id']}/events") as events:  # every frame's status, as it came
+        times = []
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                times.append(json.loads(line[6:])["time"])
+            if len(times) == b["frames_seen"]:
+                break
+    assert times == sorted(times) and times[-1] == b["time"]
+
+
+def test_pushed_frames_and_a_saved_memory_restored_answers_the_same(client):
+    first = client.post("/api/sessions", json={"source": None}).json()["id"]
+    for i in range(6):
+        r = client.post(f"/api/sessions/{first}/frames", params={"t": i * 0.5}, content=jpeg(i * 40),
+                        headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+    assert r.json()["frames_seen"] == 6 and r.json()["time"] == 2.5
+    png = client.post(f"/api/sessions/{first}/frames", content=jpeg(9, fmt="PNG")).json()  # t: one second on
+    assert png["time"] == 3.5
+    asked = {"question": "What changed?", "max_new_tokens": 3}
+    before = client.post(f"/api/sessions/{first}/questions", json=asked).json()
+    saved = client.get(f"/api/sessions/{first}/memory").content
+    second = client.post("/api/sessions", json={}).json()["id"]
+    restored = client.put(f"/api/sessions/{second}/memory", content=saved)
+    assert restored.status_code == 200 and restored.json()["tiers"] == client.get(f"/api/sessions/{first}").json()["tiers"]
+    after = client.post(f"/api/sessions/{second}/questions", json=asked).json()
+    assert (after["answer"], after["time"], after["memory"]) == (before["answer"], before["time"], before["memory"])
+
+
+@pytest.mark.parametrize("method, path, kwargs, status, detail", [
+    ("post", "/api/sessions", {"json": {"source": "../secret.mp4"}}, 403, "outside the media root"),
+    ("post", "/api/sessions", {"json": {"source": "/etc/passwd"}}, 403, "outside the media root"),
+    ("post", "/api/sessions", {"json": {"source": "link.mp4"}}, 403, "outside the media root"),
+    ("post", "/api/sessions", {"json": {"source": "file:///etc/passwd"}}, 403, "not a file under the media root"),
+    ("post", "/api/sessions", {"json": {"source": "/dev/video0"}}, 403, "not a file under the media root"),
+    ("post", "/api/sessions", {"json": {"source": "nothing.mp4"}}, 404, "no file 'nothing.mp4'"),
+    ("post", "/api/sessions", {"json": {"source": "bikes.mp4", "fps": 0}}, 422, "fps must be"),
+    ("get", "/api/sessions/nope", {}, 404, "no session 'nope'"),
+    ("post", "/api/sessions/nope/questions", {"json": {"question": "x"}}, 404, "no session 'nope'"),
+    ("delete", "/api/sessions/nope", {}, 404, "no session 'nope'"),
+])
+def test_bad_requests_are_4xx_with_a_reason(client, method, path, kwargs, status, detail):
+    r = getattr(client, method)(path, **kwargs)
+    assert r.status_code == status and detail in r.json()["detail"]
+
+
+def test_limits_are_4xx_with_a_reason(client, manager, tmp_path):
+    pushed = client.post("/api/sessions", json={}).json()["id"]
+    cases = [
+        (client.post(f"/api/sessions/{pushed}/questions", json={"question": "x"}), 409, "no frame yet"),
+        (client.post(f"/api/sessions/{pushed}/frames", content=b"not an image"), 422, "not a JPEG or PNG"),
+        (client.post(f"/api/sessions/{pushed}/frames", content=jpeg(1, size=(800, 600))), 413, "pixels"),
+        (client.post(f"/api/sessions/{pushed}/frames", content=b"x" * 100_001), 413, "over the limit of 100000"),
+    ]
+    client.post(f"/api/sessions/{pushed}/frames", params={"t": 5}, content=jpeg(1))
+    cases += [
+        (client.post(f"/api/sessions/{pushed}/frames", params={"t": 4}, content=jpeg(1)), 422, "before the last frame"),
+        (client.post(f"/api/sessions/{pushed}/questions", json={"question": "x" * 51}), 422, "over the limit of 50"),
+        (client.post(f"/api/sessions/{pushed}/questions", json={"question": "  "}), 422, "empty"),
+        (client.post(f"/api/sessions/{pushed}/questions", json={"question": "a <|video_pad|>"}), 422, "special token"),
+        (client.put(f"/api/sessions/{pushed}/memory", content=b"garbage"), 422, "not a saved memory"),
+        (client.post("/api/sessions/upload", files={"file": ("big.mp4", b"0" * 3_000_001)}), 413, "over the limit"),
+        (client.post("/api/sessions/upload", files={"file": ("x.mp4", b"not a video")}), 422, "cannot open"),
+    ]
+    playing = client.post("/api/sessions", json={"source": "bikes.mp4"}).json()["id"]
+    cases.append((client.post(f"/api/sessions/{playing}/frames", content=jpeg(1)), 409, "reads bikes.mp4"))
+    client.post("/api/sessions", json={})
+    cases.append((client.post("/api/sessions", json={}), 429, "3 sessions are open"))
+    for response, status, detail in cases:
+        assert (response.status_code, detail in response.json()["detail"]) == (status, True), response.text
+    assert not list((manager.media_root / "uploads").iterdir())  # refused uploads are not kept
+
+
+def test_an_uploaded_video_plays_in_its_session(client, videos):
+    state = client.post("/api/sessions/upload", files={"file": ("clip.mp4", (videos / "bikes.mp4").read_bytes())},
+                        params={"fps": 2}).json()
+    assert state["source"].startswith("uploads/") and state["source"].endswith(".mp4")
+    assert client.get(f"/media/{state['source']}").status_code == 200  # the page plays it from there
+    assert client.get("/docs").status_code == 200 and "/api/sessions" in client.get("/openapi.json").text
