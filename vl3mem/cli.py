@@ -34,6 +34,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from benchmarks.pipeline import main as bench_pipeline
 
             bench_pipeline(args.rest)
+        elif args.target == "serve":
+            from benchmarks.serve import main as bench_serve
+
+            bench_serve(args.rest)
         else:
             from benchmarks.stream import main as bench_stream
 
@@ -53,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_serve(sub)
     b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video), "
-                                     "stream (question latency) or pipeline (time per stage, decoding ahead)")
-    b.add_argument("target", choices=["memory", "stream", "pipeline"])
+                                     "stream (question latency), pipeline (time per stage, decoding ahead) or serve "
+                                     "(concurrent sessions on one served model)")
+    b.add_argument("target", choices=["memory", "stream", "pipeline", "serve"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)
     return parser

@@ -70,3 +70,14 @@ def test_bench_pipeline_prints_the_three_paths_and_their_ratios(videos, capsys):
         "sequential", "pipelined", "pipelined, batches of 4", "pipelined / sequential",
         "pipelined, batches of 4 / sequential"]
     assert rows[3].split("|")[3].strip().endswith("x") and rows[4].split("|")[3].strip().endswith("x")
+
+
+def test_bench_serve_prints_rates_drops_and_latencies(videos, capsys):
+    code = main(["bench", "serve", "--videos", str(videos / "bikes.mp4"), "--sessions", "1", "2", "--seconds", "3",
+                 "--ask-every", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert [r[0].strip() for r in rows] == ["1", "2"]
+    for sessions, rate, pushed, dropped, p50, p95 in rows:  # 2 frames/s for 3 s: frames 0 .. 3 s, each session
+        assert int(pushed) + int(dropped) == 7 * int(sessions) and float(p95) >= float(p50) > 0
