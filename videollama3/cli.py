@@ -250,7 +250,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
 
     def frames():
         for item in source:
-            while typed is not None:  # a question typed now is answered from the memory now
+            while typed is not None and session.frames_seen:  # a question typed now: from the memory now
                 try:
                     answer(typed.get_nowait())
                 except queue.Empty:

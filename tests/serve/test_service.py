@@ -141,3 +141,11 @@ def test_an_uploaded_video_plays_in_its_session(client, videos):
     assert state["source"].startswith("uploads/") and state["source"].endswith(".mp4")
     assert client.get(f"/media/{state['source']}").status_code == 200  # the page plays it from there
     assert client.get("/docs").status_code == 200 and "/api/sessions" in client.get("/openapi.json").text
+
+
+def test_serve_refuses_a_media_root_that_is_not_a_folder(tmp_path, capsys):
+    from vl3mem.cli import main
+
+    assert main(["serve", "--media-root", str(tmp_path / "none"), "--model", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--media-root" in err and "is not a folder" in err

@@ -158,3 +158,29 @@ def test_questions_typed_while_the_stream_plays(videos, tmp_path, capsys):
     assert answer["question"] == "What is moving?" and 1.0 <= answer["time"] <= 4.0
     assert answer["frames_seen"] == int(answer["time"]) + 1  # frames up to its stream time, none after
     assert report["frames_encoded"] == 6  # 0..5 s
+
+
+def test_ctrl_c_ends_a_live_run_with_its_summary(videos, tmp_path):
+    """A question typed while bikes.mp4 plays is answered; then Ctrl-C ends the run with its summary, exit 0."""
+    import signal
+    import subprocess
+    import sys
+
+    fifo, out = tmp_path / "questions", tmp_path / "a.json"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "vl3mem", "answer", str(videos / "bikes.mp4"), "--realtime",
+                             "--interactive", "--ask-from", str(fifo), "--model", "tiny", "--max-new-tokens", "2",
+                             "--quiet", "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    with open(fifo, "w") as questions:  # opens once the run reads it: the model is loaded
+        questions.write("What is moving?\n")
+        questions.flush()
+        line = proc.stdout.readline()
+        while line and "Q: What is moving?" not in line:
+            line = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "(interrupted)" in stdout and "1 questions answered" in stdout
+    report = json.loads(out.read_text())
+    assert 0 < report["frames_encoded"] < 10 and report["answers"][0]["question"] == "What is moving?"
