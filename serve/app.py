@@ -58,7 +58,15 @@ def _check_length(request: Request, limit: int, what: str) -> None:
 
 def create_app(manager: SessionManager) -> FastAPI:
     """The service on ``manager``'s sessions (see the module docstring for the routes)."""
-    app = FastAPI(title="vl3mem", description="Questions about a video while it streams, answered from a bounded memory.")
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        manager.close_all()  # stop the sources' threads with the service
+
+    app = FastAPI(title="vl3mem", description="Questions about a video while it streams, answered from a bounded memory.",
+                  lifespan=lifespan)
 
     @app.exception_handler(ServeError)
     async def refused(request: Request, e: ServeError) -> JSONResponse:

@@ -183,6 +183,11 @@ class SessionManager:
             served.source.close()
         served.emit("closed")
 
+    def close_all(self) -> None:
+        """Close every session (the service is stopping)."""
+        for session_id in list(self.sessions):
+            self.close(session_id)
+
     def samples(self) -> list[str]:
         """Video files under the media root (not its uploads), by name."""
         from videollama3.questions import VIDEO_EXTENSIONS

@@ -22,9 +22,11 @@ def manager(tiny, videos, tmp_path):
     (tmp_path / "secret.mp4").write_bytes(b"outside")
     (media / "link.mp4").symlink_to(tmp_path / "secret.mp4")  # a link out of the media root
     base = build_session(*tiny, "hierarchical")
-    return SessionManager(base, "hierarchical", {}, media, Limits(max_sessions=3, max_upload_bytes=3_000_000,
-                                                                   max_frame_bytes=100_000, max_frame_pixels=640 * 480,
-                                                                   max_question_chars=50))
+    manager = SessionManager(base, "hierarchical", {}, media, Limits(max_sessions=3, max_upload_bytes=3_000_000,
+                                                                      max_frame_bytes=100_000,
+                                                                      max_frame_pixels=640 * 480, max_question_chars=50))
+    yield manager
+    manager.close_all()
 
 
 @pytest.fixture
