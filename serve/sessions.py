@@ -55,7 +55,18 @@ class Limits:
 
 @dataclass
 class ServedSession:
-    """One client's stream: its :class:`StreamingSession` (own memory), its source, its events."""
+    """One client's stream: its :class:`StreamingSession` (own memory), its source, its events.
+
+    Attributes:
+        id: the session's id in the URLs.
+        session: the streaming session (its memory is this client's alone).
+        source: the source it reads, or None when its client pushes frames.
+        name: the source as given (a media-root path or a URL), for display.
+        events: every event so far (``{"event": "status" | "answer" | "closed", ...}``), in order.
+        error: why its source stopped, when it broke off.
+        closed / ended: closed by a client; its source reached its end.
+        changed: notified on each new event.
+    """
 
     id: str
     session: StreamingSession
@@ -64,6 +75,7 @@ class ServedSession:
     events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     closed: bool = False
+    ended: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def emit(self, kind: str, **data: Any) -> None:
@@ -77,10 +89,8 @@ class ServedSession:
         stats = self.source.stats if self.source is not None else None
         return {"id": self.id, "source": self.name, "time": self.session.time, "frames_seen": self.session.frames_seen,
                 "dropped": stats.dropped if stats else 0, "playing": self.source is not None and not self.closed
-                and self.error is None and not self._ended, "error": self.error,
+                and self.error is None and not self.ended, "error": self.error,
                 "tiers": tier_layout(self.session.memory)}
-
-    _ended: bool = False
 
 
 class SessionManager:
@@ -209,7 +219,7 @@ class SessionManager:
         except VideoError as e:
             served.error = str(e)
         finally:
-            served._ended = True
+            served.ended = True
             served.emit("status", **served.state())
 
     def push(self, served: ServedSession, data: bytes, timestamp: float | None) -> dict[str, Any]:
