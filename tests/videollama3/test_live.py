@@ -171,7 +171,9 @@ def test_ctrl_c_ends_a_live_run_with_its_summary(videos, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "vl3mem", "answer", str(videos / "vtest.avi"), "--realtime",
                              "--interactive", "--ask-from", str(fifo), "--model", "tiny", "--max-new-tokens", "2",
                              "--quiet", "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+                            # a run started in the background inherits SIGINT ignored: give the child Ctrl-C back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     with open(fifo, "w") as questions:  # opens once the run reads it: the model is loaded
         questions.write("What is moving?\n")
         questions.flush()
