@@ -28,7 +28,7 @@ import av
 import numpy as np
 
 from .errors import VideoError
-from .video import upright
+from .video import FrameSampler, upright
 
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -126,7 +126,7 @@ class LiveSource:
     def _read(self) -> None:
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
-        first, next_time, started = None, 0.0, time.monotonic()
+        first, sampler, started = None, FrameSampler(self.fps), time.monotonic()
         try:
             for frame in self._container.decode(stream):
                 if self._stop.is_set():
@@ -142,9 +142,8 @@ class LiveSource:
                     delay = started + t - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
-                if t + 1e-6 < next_time:
+                if not sampler.take(t):
                     continue
-                next_time = (math.floor(t * self.fps + 1e-6) + 1) / self.fps
                 self.stats.sampled += 1
                 self._put((upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)), round(t, 6)))
             end: BaseException | bool = True

@@ -120,7 +120,7 @@ class VideoReader:
         stream.thread_type = "AUTO"
         time_base = float(stream.time_base) if stream.time_base else 0.0
         t0 = None
-        next_time = start
+        sampler = FrameSampler(fps, start)
         last_time = None
         yielded = 0
         stopped_by_end = False
@@ -136,13 +136,10 @@ class VideoReader:
                         stopped_by_end = True
                         break
                     last_time = t
-                    if t + 1e-6 < next_time:
+                    if not sampler.take(t):
                         continue
                     yield upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)), round(t, 6)
                     yielded += 1
-                    if fps is not None:
-                        # skip ahead by whole sample periods (a frame can cover several)
-                        next_time = start + (math.floor((t - start) * fps + 1e-6) + 1) / fps
             except (av.error.FFmpegError, UnicodeDecodeError) as e:
                 raise VideoError(
                     f"decoding {path} stopped at {last_time or 0.0:.2f}s ({e.__class__.__name__}: {e})",
@@ -245,18 +242,26 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
-def _sample_times(times, fps: float | None, start: float, end: float | None):
-    """``(position, time)`` of the samples taken from frames at ``times`` (seconds, increasing): the
-    k-th sample is the first frame at or after ``start + k / fps`` (every frame when ``fps`` is None)."""
-    next_time = start
-    for i, t in enumerate(times):
-        if end is not None and t > end:
-            return
-        if t + 1e-6 < next_time:
-            continue
-        yield i, t
-        if fps is not None:
-            next_time = start + (math.floor((t - start) * fps + 1e-6) + 1) / fps
+class FrameSampler:
+    """Which frames a stream sampled at ``fps`` takes: the k-th sample is the first frame at or after
+    ``start + k / fps`` seconds (every frame when ``fps`` is None). A frame covering several sample
+    periods is taken once, and the next sample is the one after it.
+
+    Args:
+        fps: samples per second, or None for every frame.
+        start: time of the first sample, seconds.
+    """
+
+    def __init__(self, fps: float | None, start: float = 0.0) -> None:
+        self.fps, self.start, self.next_time = fps, start, start
+
+    def take(self, t: float) -> bool:
+        """Whether the frame at ``t`` seconds (times increasing from call to call) is a sample."""
+        if t + 1e-6 < self.next_time:
+            return False
+        if self.fps is not None:
+            self.next_time = self.start + (math.floor((t - self.start) * self.fps + 1e-6) + 1) / self.fps
+        return True
 
 
 def _natural_key(name: str) -> tuple:
@@ -327,10 +332,13 @@ class FrameFolder:
 
         if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
-        size, last = (self.info.width, self.info.height), None
-        times = (i / self.frame_rate for i in range(len(self.files)))
-        for i, t in _sample_times(times, fps, start, end):
-            file = self.files[i]
+        size, last, sampler = (self.info.width, self.info.height), None, FrameSampler(fps, start)
+        for i, file in enumerate(self.files):
+            t = i / self.frame_rate
+            if end is not None and t > end:
+                return
+            if not sampler.take(t):
+                continue
             try:
                 with Image.open(file) as image:
                     if image.size != size:
