@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory_bank import build_memory
-from videollama3.live import LiveSource
+from memory_bank import MemoryBankError, build_memory
+from videollama3.errors import QuestionError, VideoError
+from videollama3.live import URL_SCHEMES, LiveSource
+from videollama3.questions import VIDEO_EXTENSIONS
 from videollama3.session import StreamingSession, tier_layout
 
 
@@ -88,8 +90,7 @@ class ServedSession:
         """``{id, source, time (s), frames_seen, dropped, playing, error, tiers: {tier: frame times}}``."""
         stats = self.source.stats if self.source is not None else None
         return {"id": self.id, "source": self.name, "time": self.session.time, "frames_seen": self.session.frames_seen,
-                "dropped": stats.dropped if stats else 0, "playing": self.source is not None and not self.closed
-                and self.error is None and not self.ended, "error": self.error,
+                "dropped": stats.dropped if stats else 0, "playing": self.source is not None and not (self.closed or self.ended), "error": self.error,
                 "tiers": tier_layout(self.session.memory)}
 
 
@@ -129,9 +130,6 @@ class SessionManager:
                 or another kind of source; 404 for a missing file; 422 for a source that is not a video
                 or a bad ``fps``.
         """
-        from videollama3.errors import VideoError
-        from videollama3.live import URL_SCHEMES
-
         if not (isinstance(fps, (int, float)) and 0 < fps <= 30):
             raise ServeError(422, f"fps must be a number of frames per second in (0, 30], got {fps!r}")
         with self._lock:
@@ -200,14 +198,12 @@ class SessionManager:
 
     def samples(self) -> list[str]:
         """Video files under the media root (not its uploads), by name."""
-        from videollama3.questions import VIDEO_EXTENSIONS
 
         return sorted(str(p.relative_to(self.media_root)) for p in self.media_root.rglob("*")
                       if p.suffix.lower() in VIDEO_EXTENSIONS[1:] and p.is_file() and "uploads" not in p.parts)
 
     # ----------------------------------------------------------------- frames
     def _play(self, served: ServedSession) -> None:
-        from videollama3.errors import VideoError
 
         try:
             for frame, t in served.source:
@@ -262,7 +258,6 @@ class SessionManager:
             ServeError: 422 for an empty or too long question, or one with a special token; 409
                 before the first frame.
         """
-        from videollama3.errors import QuestionError
 
         if not isinstance(question, str) or not question.strip():
             raise ServeError(422, "the question is empty")
@@ -298,7 +293,6 @@ class SessionManager:
             ServeError: 409 for a session reading a source; 422 for bytes that are not a state of
                 this service's memory backend (the memory is then unchanged).
         """
-        from memory_bank import MemoryBankError
 
         if served.source is not None:
             raise ServeError(409, "restore into a session opened without a source")

@@ -193,9 +193,9 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 1 if stopped_at is not None else 0
 
 
-def _interactive_questions(path: str | None) -> tuple[Any, Any]:
-    """A queue the lines of ``path`` (or standard input) arrive in, as they are typed, and the
-    thread that reads them (a daemon: it ends with the run)."""
+def _interactive_questions(path: str | None) -> Any:
+    """A queue the lines of ``path`` (or standard input) arrive in, as they are typed (read by a
+    daemon thread: it ends with the run)."""
     import queue
     import threading
 
@@ -207,9 +207,8 @@ def _interactive_questions(path: str | None) -> tuple[Any, Any]:
             if line.strip():
                 lines.put(line.strip())
 
-    thread = threading.Thread(target=read, name="vl3mem-questions", daemon=True)
-    thread.start()
-    return lines, thread
+    threading.Thread(target=read, name="vl3mem-questions", daemon=True).start()
+    return lines
 
 
 def _answer_live(args: argparse.Namespace, spec) -> int:
@@ -236,7 +235,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
         source.close()
         raise
     session.encode_batch = 1  # answers come at once: frames are not held back for a batch
-    typed, _ = _interactive_questions(args.ask_from) if args.interactive else (None, None)
+    typed = _interactive_questions(args.ask_from) if args.interactive else None
     answered: list[dict[str, Any]] = []
 
     def answer(text: str) -> None:
