@@ -39,9 +39,12 @@ def resident_mib() -> float:
 
 class ReferencePyramidMemory:
     """The reference algorithm, for timing only: VideoChat-Online's Pyramid Memory Bank as
-    ``../shared/DESIGN.md`` section 4 describes it (Huang et al., CVPR 2025).
+    ``../shared/DESIGN.md`` section 4 describes it (Huang et al., CVPR 2025), written again from that
+    description and checked against the reference's ``HierarchicalMemoryBank``
+    (``internvl/model/videochat_online/modeling_videochat_online.py`` in MCG-NJU/VideoChat-Online).
 
-    Tokens are held channels-first, ``(1, C, h, w)``. At each add the tier's pooled descriptors are
+    Tokens are held channels-first, ``(1, C, h, w)``, each with the mean-pooled ``cls_token`` computed
+    when the frame arrives. At each add the tier's pooled descriptors are
     recomputed from every entry (a mean over the grid each), the most similar adjacent pair found
     (cosine, ``argmax().item()``), and its earlier entry pushed one level down with bilinear
     interpolation *without* antialiasing, appended there (not in time order); a full next tier
@@ -62,21 +65,26 @@ class ReferencePyramidMemory:
             return tokens
         return torch.nn.functional.interpolate(tokens, size=(side, side), mode="bilinear", align_corners=False)
 
-    def _update(self, level: int, tokens, index: int, cascade: bool) -> None:
+    def _update(self, level: int, tokens, index: int, cascade: bool, cls_token) -> None:
         tier = self.tiers[level]
         if len(tier["entries"]) >= tier["capacity"]:
             i = self._most_similar(tier["entries"]) if len(tier["entries"]) > 1 else 0
             if cascade and level + 1 < len(self.tiers):
                 evicted = tier["entries"][i]
                 self._update(level + 1, self._reduce(evicted["tokens"], self.tiers[level + 1]["side"]),
-                             evicted["index"], cascade=False)
+                             evicted["index"], cascade=False, cls_token=evicted["cls_token"])
             tier["entries"].pop(i)
-        tier["entries"].append({"tokens": self._reduce(tokens, tier["side"]), "index": index})
+        tier["entries"].append({"tokens": self._reduce(tokens, tier["side"]), "index": index, "cls_token": cls_token})
 
     def add(self, tokens: torch.Tensor, frame_index: int, timestamp: float) -> None:
-        """Add ``(h*w, C)`` tokens (reshaped to ``(1, C, h, w)`` as the reference holds them)."""
+        """Add ``(h*w, C)`` tokens (reshaped to ``(1, C, h, w)`` as the reference holds them).
+
+        Like the reference's ``update_memory``, the new frame's mean-pooled ``cls_token`` is computed and
+        kept with it (the reference stores it; its similarities recompute the means anyway).
+        """
         side = int(tokens.shape[0] ** 0.5)
-        self._update(0, tokens.T.reshape(1, -1, side, side), frame_index, cascade=True)
+        grid = tokens.T.reshape(1, -1, side, side)
+        self._update(0, grid, frame_index, cascade=True, cls_token=grid.mean(dim=(2, 3)))
 
 
 def time_stream(

@@ -92,7 +92,8 @@ def check_frame(
     last_frame_index: int | None,
     last_timestamp: float | None,
     check_finite: bool = True,
-) -> tuple[torch.Tensor, tuple[int, int], int, float, torch.Tensor]:
+    describe: bool = True,
+) -> tuple[torch.Tensor, tuple[int, int], int, float, torch.Tensor | None]:
     """Validate one frame given to a backend's ``add``; change nothing.
 
     Args:
@@ -105,10 +106,14 @@ def check_frame(
             the norm of the per-channel sum, which is needed for the descriptor
             anyway and is non-finite exactly when some value is (or when the values
             are too large to add up in float32), so it costs nothing over ``h*w*C``.
+        describe: compute the descriptor (and with it the finite check). A backend that
+            computes its own descriptors passes False and checks them with
+            :func:`check_finite_norm`.
 
     Returns:
         ``(tokens (h*w, C), (h, w), frame_index, timestamp, descriptor (C,) float32)``:
-        ``descriptor`` is the unit pooled descriptor (:func:`pooled_descriptor`), on the tokens' device.
+        ``descriptor`` is the unit pooled descriptor (:func:`pooled_descriptor`), on the tokens'
+        device; None when ``describe`` is False.
 
     Raises:
         MemoryBankError: naming the problem and what to do about it.
@@ -164,16 +169,25 @@ def check_frame(
             f"timestamp {timestamp:.3f}s is earlier than the last one ({last_timestamp:.3f}s); "
             "frames must arrive in time order"
         )
+    if not describe:
+        return flat, (h, w), frame_index, timestamp, None
     pooled = flat.sum(dim=0, dtype=torch.float32)
     norm = torch.linalg.vector_norm(pooled)
     if check_finite:
         value = float(norm)
-        if not math.isfinite(value):
-            raise MemoryBankError(
-                f"tokens of frame {frame_index} contain NaN or Inf values (or values too large to add up in float32)"
-            )
+        check_finite_norm(value, frame_index)
         return flat, (h, w), frame_index, timestamp, pooled / max(value, _EPS)
     return flat, (h, w), frame_index, timestamp, pooled / norm.clamp_min(_EPS)
+
+
+def check_finite_norm(norm: float, frame_index: int) -> None:
+    """Raise :class:`MemoryBankError` when ``norm`` (of a frame's per-channel sum, or of a sum
+    weighted by positive weights) is NaN or Inf: some token value was, or they were too large to
+    add up in float32."""
+    if not math.isfinite(norm):
+        raise MemoryBankError(
+            f"tokens of frame {frame_index} contain NaN or Inf values (or values too large to add up in float32)"
+        )
 
 
 def check_device(flat: torch.Tensor, device: torch.device | None, frame_index: int) -> None:
@@ -407,8 +421,9 @@ class StreamCursor:
         self.frames_added = 0
 
     def check(
-        self, tokens: Any, frame_index: Any, timestamp: Any, *, hidden_size: int, check_finite: bool = True
-    ) -> tuple[torch.Tensor, tuple[int, int], int, float, torch.Tensor]:
+        self, tokens: Any, frame_index: Any, timestamp: Any, *, hidden_size: int, check_finite: bool = True,
+        describe: bool = True,
+    ) -> tuple[torch.Tensor, tuple[int, int], int, float, torch.Tensor | None]:
         """:func:`check_frame` against the last frame, plus the device check; changes nothing.
 
         Raises:
@@ -417,6 +432,7 @@ class StreamCursor:
         flat, grid, frame_index, timestamp, descriptor = check_frame(
             tokens, frame_index, timestamp, hidden_size=hidden_size,
             last_frame_index=self.frame_index, last_timestamp=self.timestamp, check_finite=check_finite,
+            describe=describe,
         )
         check_device(flat, self.device, frame_index)
         return flat, grid, frame_index, timestamp, descriptor

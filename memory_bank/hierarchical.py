@@ -14,24 +14,25 @@ import heapq
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from .base import (
+    _EPS,
     MemoryBackend,
     MemoryEntry,
     StreamCursor,
+    check_finite_norm,
     check_state_format,
     entries_from_state,
-    pooled_descriptor,
-    rejects_malformed_states,
     own_storage,
+    rejects_malformed_states,
 )
 from .config import MAX_FRAMES, MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
-from .resize import RESIZE_MODES, fit_grid, resize_token_grid
+from .resize import RESIZE_MODES, fit_grid, resize_token_grid, sum_weights
 
 _FORMAT = "memory_bank.hierarchical/1"
 
@@ -56,8 +57,9 @@ class MemoryBankConfig(MemoryConfig):
             ``"bilinear"`` (antialiased bilinear) for moving a frame to a
             smaller grid.
         memory_tier_names: names of the tiers, same length as the capacities.
-        memory_check_finite: reject frames holding NaN or Inf values. One
-            device-to-host sync per frame on GPU; turn off only for trusted input.
+        memory_check_finite: reject frames holding NaN or Inf values (read off the
+            descriptors, which are on the host anyway: no extra cost); turn off only
+            for trusted input.
 
     Raises:
         MemoryConfigError: on any invalid setting, naming it and what to do.
@@ -70,7 +72,7 @@ class MemoryBankConfig(MemoryConfig):
     mm_hidden_size: int = hidden_size_option()
     memory_resize_mode: str = option("area", "how a frame moves to a smaller grid", choices=RESIZE_MODES)
     memory_tier_names: tuple[str, ...] = option(("short", "mid", "long"), "name of each tier")
-    memory_check_finite: bool = option(True, "reject frames holding NaN or Inf values (one host sync per frame)")
+    memory_check_finite: bool = option(True, "reject frames holding NaN or Inf values")
 
     def validate(self) -> None:
         """Tiers agree in number, budgets are positive and do not grow, names are distinct."""
@@ -117,13 +119,41 @@ class MemoryBankConfig(MemoryConfig):
         return sum(c * s for c, s in zip(self.memory_capacities, self.memory_reduced_sizes))
 
 
+class _Chain(NamedTuple):
+    """The descriptors of one entry in its tier and in each later tier it may move to (``k`` rows).
+
+    Computed once, when a frame enters the memory, from one product with
+    :func:`~memory_bank.resize.sum_weights` (the token sum of each later grid is a fixed weighting
+    of this grid's tokens), so moving an entry down a tier only drops the first row. All on the host,
+    float32: ``sums[j]`` ``(C,)`` is the token sum of the grid in tier ``tier + j``, ``units[j]`` that
+    sum over its norm (the pooled descriptor), ``norms[j]`` the norm (at least 1e-12; NaN or Inf when
+    a token value was).
+    """
+
+    sums: tuple[torch.Tensor, ...]
+    units: tuple[torch.Tensor, ...]
+    norms: list[float]
+
+    @classmethod
+    def of(cls, sums: torch.Tensor) -> _Chain:
+        """The chain of ``(k, C)`` float32 host sums."""
+        norms = torch.linalg.vector_norm(sums, dim=1, keepdim=True)
+        values = norms.flatten().tolist()
+        return cls(sums.unbind(0), (sums / norms.clamp_min_(_EPS)).unbind(0), [max(v, _EPS) for v in values])
+
+    def down(self) -> _Chain:
+        """The chain of this entry once moved to the next tier."""
+        return _Chain(self.sums[1:], self.units[1:], self.norms[1:])
+
+
 class _Tier:
-    """One tier: entries in time order, their unit descriptors, and the cosine similarity of every
+    """One tier: entries in time order, their descriptors, and the cosine similarity of every
     temporally adjacent pair (``sims[i]`` for entries ``i`` and ``i + 1``).
 
-    The similarities are kept up to date as entries come and go: an insert or a pop computes only
-    the one or two pairs it creates (a dot product each), so finding the most similar pair reads a
-    list of at most ``capacity`` numbers instead of comparing every descriptor again.
+    Each entry comes with its descriptor :class:`_Chain`; ``units[i]`` is entry ``i``'s unit
+    descriptor in this tier (its chain's first). The similarities are kept up to date as entries come and go:
+    an insert or a pop computes only the one or two pairs it creates (a dot product each), so finding
+    the most similar pair reads a list of at most ``capacity`` numbers.
     """
 
     def __init__(self, capacity: int, budget: int) -> None:
@@ -131,7 +161,8 @@ class _Tier:
         self.budget = budget
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
-        self.units: list[torch.Tensor] = []  # (C,) float32 unit descriptors
+        self.chains: list[_Chain] = []
+        self.units: list[torch.Tensor] = []
         self.sims: list[float] = []
 
     def __len__(self) -> int:
@@ -140,13 +171,14 @@ class _Tier:
     def _sim(self, i: int) -> float:
         return float(torch.dot(self.units[i], self.units[i + 1]))
 
-    def insert(self, entry: MemoryEntry, unit: torch.Tensor) -> None:
-        """Insert ``entry`` (unit descriptor ``unit``) in time order; compute the one or two pairs it makes."""
+    def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
+        """Insert ``entry`` (descriptor chain ``chain``) in time order; compute the one or two pairs it makes."""
         key = (entry.timestamp, entry.frame_index)
         pos = bisect.bisect_right(self.keys, key)
         self.entries.insert(pos, entry)
         self.keys.insert(pos, key)
-        self.units.insert(pos, unit)
+        self.chains.insert(pos, chain)
+        self.units.insert(pos, chain.units[0])
         n = len(self.entries)
         if n == 1:
             return
@@ -157,16 +189,16 @@ class _Tier:
         else:  # between two: their pair becomes (pos - 1, pos) and (pos, pos + 1)
             self.sims[pos - 1: pos] = [self._sim(pos - 1), self._sim(pos)]
 
-    def pop(self, pos: int) -> MemoryEntry:
-        """Remove and return the entry at ``pos``; its two neighbours become one adjacent pair."""
+    def pop(self, pos: int) -> tuple[MemoryEntry, _Chain]:
+        """Remove the entry at ``pos`` and return it with its chain; its two neighbours become one adjacent pair."""
         n = len(self.entries)
         del self.keys[pos], self.units[pos]
-        entry = self.entries.pop(pos)
+        entry, chain = self.entries.pop(pos), self.chains.pop(pos)
         if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
             self.sims[pos - 1: pos + 1] = [self._sim(pos - 1)]
         elif self.sims:
             del self.sims[0 if pos == 0 else -1]
-        return entry
+        return entry, chain
 
     def most_similar_adjacent_pair(self) -> int:
         """Position ``i`` of the adjacent pair ``(i, i + 1)`` with the highest cosine similarity (the first on ties)."""
@@ -193,6 +225,15 @@ class HierarchicalMemoryBank(MemoryBackend):
     frames must share one device); similarity and resizing run in float32.
     The bank keeps a reference to the added tensor (no copy unless it is a view
     into a larger buffer): do not modify it in place afterwards.
+
+    Cost of an add: a frame's pooled descriptor in every tier it may reach is
+    computed when it arrives, in one ``(tiers, h*w) @ (h*w, C)`` product while its
+    tokens are at hand (:func:`~memory_bank.resize.sum_weights`), and copied to the
+    host (``tiers x C`` float32: the one device sync of an add); all similarity
+    bookkeeping then runs on the host, so the cascade decides every move without
+    touching tokens again. The token work is one sparse shrink per moved entry
+    (:func:`~memory_bank.resize.resize_token_grid`) and one ``lerp`` per merge; a merged
+    entry's descriptor is the merge of the two descriptors' sums (both are linear).
 
     Args:
         config: a :class:`MemoryBankConfig` (defaults when None).
@@ -258,18 +299,30 @@ class HierarchicalMemoryBank(MemoryBackend):
                 The bank is unchanged when it raises.
         """
         cfg = self.config
-        flat, grid, frame_index, timestamp, descriptor = self._cursor.check(
-            tokens, frame_index, timestamp, hidden_size=cfg.mm_hidden_size, check_finite=cfg.memory_check_finite
+        flat, grid, frame_index, timestamp, _ = self._cursor.check(
+            tokens, frame_index, timestamp, hidden_size=cfg.mm_hidden_size, describe=False
         )
         fitted = fit_grid(grid, cfg.memory_reduced_sizes[0])
         if fitted != grid:  # more tokens than the first tier's budget: shrink on the way in
             flat, grid = resize_token_grid(flat, grid, fitted, cfg.memory_resize_mode), fitted
-            descriptor = pooled_descriptor(flat)
-        flat = own_storage(flat)
-        self._tiers[0].insert(MemoryEntry(flat, grid, frame_index, timestamp, tier=0), descriptor)
+        chain = self._descriptor_chain(flat, grid, 0)
+        if cfg.memory_check_finite:
+            check_finite_norm(chain.norms[0], frame_index)
+        self._tiers[0].insert(MemoryEntry(own_storage(flat), grid, frame_index, timestamp, tier=0), chain)
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
         return True
+
+    def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
+        """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
+        ``(k, h * w) @ (h * w, C)`` product (``k = num_tiers - tier``), moved to the host in one copy (the
+        one device sync of an add)."""
+        grids = [grid]
+        for budget in self.config.memory_reduced_sizes[tier + 1:]:
+            grids.append(fit_grid(grids[-1], budget))
+        weights = sum_weights(tuple(grids), self.config.memory_resize_mode, flat.device)
+        sums = weights @ (flat if flat.dtype == torch.float32 else flat.float())
+        return _Chain.of(sums if sums.device.type == "cpu" else sums.cpu())
 
     def _cascade(self) -> None:
         cfg = self.config
@@ -282,25 +335,28 @@ class HierarchicalMemoryBank(MemoryBackend):
                 self._merge_pair(tier, pos, cfg.memory_resize_mode)
                 self._merges[i] += 1
                 return
-            e = tier.pop(pos)
+            e, chain = tier.pop(pos)
             self._evictions[i] += 1
             grid = fit_grid(e.grid, self._tiers[i + 1].budget)
             tokens = resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
             moved = MemoryEntry(tokens, grid, e.frame_index, e.timestamp, i + 1, e.last_frame_index, e.end_timestamp,
                                 e.num_frames)
-            self._tiers[i + 1].insert(moved, pooled_descriptor(tokens))
+            self._tiers[i + 1].insert(moved, chain.down())
 
-    @staticmethod
-    def _merge_pair(tier: _Tier, pos: int, mode: str) -> None:
+    def _merge_pair(self, tier: _Tier, pos: int, mode: str) -> None:
         a, b = tier.entries[pos], tier.entries[pos + 1]
         total = a.num_frames + b.num_frames
+        weight = b.num_frames / total
         # frames of one stream share a grid; if the stream changed resolution, average on the common sub-grid
         grid = (min(a.grid[0], b.grid[0]), min(a.grid[1], b.grid[1]))
-        a_tokens, b_tokens = (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
-        # (a * n_a + b * n_b) / total in float32, one output buffer (the same ops, in the same order)
-        tokens = torch.mul(a_tokens.float(), a.num_frames)
-        tokens.add_(b_tokens.float() * b.num_frames).div_(total)
-        tokens = tokens.to(a.tokens.dtype)
+        same_grid = grid == a.grid == b.grid
+        a_tokens, b_tokens = (a.tokens, b.tokens) if same_grid else \
+            (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
+        # (a * n_a + b * n_b) / total, as a + (b - a) * n_b / total in float32: one fused op
+        if a_tokens.dtype == torch.float32 and b_tokens.dtype == torch.float32:
+            tokens = torch.lerp(a_tokens, b_tokens, weight)
+        else:
+            tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight).to(a.tokens.dtype)
         merged = MemoryEntry(
             tokens,
             grid,
@@ -311,9 +367,13 @@ class HierarchicalMemoryBank(MemoryBackend):
             end_timestamp=max(a.end_timestamp, b.end_timestamp),
             num_frames=total,
         )
-        tier.pop(pos + 1)
+        _, b_chain = tier.pop(pos + 1)
+        if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
+            chain = _Chain.of(torch.lerp(tier.chains[pos].sums[0], b_chain.sums[0], weight)[None])
+        else:
+            chain = self._descriptor_chain(tokens, grid, a.tier)
         tier.pop(pos)
-        tier.insert(merged, pooled_descriptor(tokens))
+        tier.insert(merged, chain)
 
     # ---------------------------------------------------------------- readout
     def readout(self) -> list[MemoryEntry]:
@@ -397,7 +457,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             if isinstance(entry.tier, bool) or not isinstance(entry.tier, int) or not 0 <= entry.tier < len(tiers) \
                     or entry.num_tokens > tiers[entry.tier].budget:
                 raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {entry.tier}")
-            tiers[entry.tier].insert(entry, pooled_descriptor(entry.tokens))
+            tiers[entry.tier].insert(entry, self._descriptor_chain(entry.tokens, entry.grid, entry.tier))
         if any(len(t) > t.capacity for t in tiers):
             raise MemoryBankError("state holds more entries than a tier's capacity")
         counters = [int(x) for x in state["evictions"]], [int(x) for x in state["merges"]]

@@ -57,8 +57,10 @@ class UnboundedMemory(MemoryBackend):
         Raises:
             MemoryBankError: see :func:`~memory_bank.check_frame`; nothing changes.
         """
+        # the descriptor is not kept here: it is computed only for the finite check
         flat, grid, frame_index, timestamp, _ = self._cursor.check(
-            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite
+            tokens, frame_index, timestamp, hidden_size=self.mm_hidden_size, check_finite=self.config.check_finite,
+            describe=self.config.check_finite,
         )
         self._entries.append(MemoryEntry(own_storage(flat), grid, frame_index, timestamp))
         self._cursor.advance(frame_index, timestamp, flat.device)

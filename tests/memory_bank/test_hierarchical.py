@@ -190,6 +190,58 @@ def test_bilinear_mode_is_antialiased():
     assert (out - 0.5).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+@pytest.mark.parametrize("src, dst", [((12, 12), (8, 8)), ((8, 8), (6, 6)), ((9, 16), (6, 10)), ((6, 10), (4, 9)),
+                                      ((12, 16), (10, 14)), ((5, 5), (5, 5))])
+def test_sparse_resize_equals_the_torch_function(mode, src, dst):
+    """The embedding_bag product gives adaptive_avg_pool2d's / antialiased interpolate's values."""
+    x = torch.randn(src[0] * src[1], 24, dtype=torch.float64).float()
+    grid = x.reshape(1, *src, 24).permute(0, 3, 1, 2)
+    if mode == "area":
+        want = F.adaptive_avg_pool2d(grid, dst)
+    else:
+        want = F.interpolate(grid, size=dst, mode="bilinear", align_corners=False, antialias=True)
+    got = resize_token_grid(x, src, dst, mode)
+    # area: exact bins, rounding only; bilinear: torch computes its filter weights in float32
+    atol = 1e-6 if mode == "area" else 1e-5
+    torch.testing.assert_close(got, want.permute(0, 2, 3, 1).reshape(-1, 24), rtol=0, atol=atol)
+
+
+def test_resize_refuses_to_grow_a_grid():
+    with pytest.raises(MemoryBankError, match="only shrinks"):
+        resize_token_grid(torch.zeros(36, 4), (6, 6), (8, 8))
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+@pytest.mark.parametrize("grids", [((12, 12), (8, 8), (6, 6)), ((9, 16), (6, 10), (4, 9)), ((4, 4), (4, 4))])
+def test_sum_weights_give_the_token_sum_of_each_resized_grid(mode, grids):
+    from memory_bank.resize import sum_weights
+
+    x = torch.randn(grids[0][0] * grids[0][1], 16)
+    sums = sum_weights(grids, mode) @ x
+    assert sums.shape == (len(grids), 16)
+    tokens = x
+    for j, (src, dst) in enumerate(zip((grids[0], *grids), grids)):
+        tokens = resize_token_grid(tokens, src, dst, mode)
+        torch.testing.assert_close(sums[j], tokens.sum(dim=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(12, 12, 32), (9, 16, 32)])
+def test_descriptors_kept_for_every_entry_are_its_pooled_tokens(shape):
+    """Descriptors are computed when a frame arrives (and merged linearly); after a long stream with
+    cascades and merges, each entry's is still the unit mean of the tokens it holds."""
+    from memory_bank import pooled_descriptor
+
+    g = torch.Generator().manual_seed(3)
+    bank = HierarchicalMemoryBank(mm_hidden_size=32)
+    for i in range(300):
+        bank.add(torch.randn(*shape, generator=g) + (i // 20), i, float(i))
+    entries, descriptors = bank._retrieval_index()
+    assert any(e.is_merged for e in entries) and {e.tier for e in entries} == {0, 1, 2}
+    for entry, unit in zip(entries, descriptors):
+        torch.testing.assert_close(unit, pooled_descriptor(entry.tokens), rtol=0, atol=1e-5)
+
+
 def test_resize_keeps_dtype():
     x = torch.randn(144, 8, dtype=torch.bfloat16)
     assert resize_token_grid(x, (12, 12), (8, 8)).dtype == torch.bfloat16
