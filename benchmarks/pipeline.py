@@ -3,15 +3,20 @@
 For each video, the same stream (``--fps``, questions at 25 / 50 / 75 % of the video and at its
 end) runs twice in one process: *sequential* (decode, then preprocess, encode, add, in turn) and
 *pipelined* (decoding ahead in a background thread, :func:`videollama3.video.decode_ahead`), then
-a third time pipelined with frames encoded in batches of ``--encode-batch`` (same tokens).
+a third time pipelined with frames encoded in batches of ``--encode-batch`` (same tokens). The
+pipelined paths run with the threads ``vl3mem answer`` gives them (:func:`videollama3.video.encoder_threads`:
+on the CPU, one core left to the decoding thread), the sequential one with torch's default.
 Prints, per frame, the ms of decode (the wait the pipeline could not hide), preprocess, encode and
 add; per question, prompt building and generation; then prefill and per-token generation from two
-extra questions; and frames/s of both paths with their ratio, measured in the same run.
+extra questions; frames/s of both paths with their ratio, measured in the same run; and the cores
+the process kept busy (CPU time over wall time: a path that already keeps every core busy cannot be
+sped up by overlapping its stages, only by doing less work).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from pathlib import Path
 
@@ -19,11 +24,17 @@ import torch
 
 from videollama3.loading import build_session, load_model
 from videollama3.session import run_stream
-from videollama3.video import decode_ahead, open_video
+from videollama3.video import decode_ahead, encoder_threads, open_video
 
 from . import BenchmarkInputError, add_video_arguments, existing_video
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_tokens: int, encode_batch: int = 1) -> dict:
@@ -38,11 +49,13 @@ def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_
     frames = video.frames(fps=fps)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     run_stream(session, session.timed(decode_ahead(frames, ahead) if ahead else frames), questions, new_tokens,
                min_new_tokens=new_tokens)
     sync()
-    result = session.throughput(time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    result = session.throughput(wall)
+    result["cores_busy"] = round((_cpu_seconds() - cpu_start) / wall, 2)
     sync()  # prefill, and the cost of one more token, on the memory at the end of the stream
     t0 = time.perf_counter()
     session.ask("Describe the scene.", max_new_tokens=1)
@@ -72,7 +85,11 @@ def main(argv: list[str] | None = None) -> dict:
     stream_once(model, tokenizer, args.videos[0], args.fps, 0, 2)  # warm-up
     print(f"model {args.model} on {args.device}, {args.fps} fps, {torch.get_num_threads()} torch threads, "
           f"{args.new_tokens} new tokens per question")
-    header = ("| video | path | frames/s | decode ms | preprocess ms | encode ms | add ms | prompt ms | "
+    default_threads = torch.get_num_threads()
+    pipelined_threads = encoder_threads(args.device, args.decode_ahead) or default_threads
+    print(f"sequential: {default_threads} torch threads; pipelined: {pipelined_threads} torch threads + the decoding "
+          "thread")
+    header = ("| video | path | frames/s | cores busy | decode ms | preprocess ms | encode ms | add ms | prompt ms | "
               "generate ms | prefill ms | ms/token |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -83,15 +100,20 @@ def main(argv: list[str] | None = None) -> dict:
         batched = f"pipelined, batches of {args.encode_batch}"
         for path, ahead, batch in (("sequential", 0, 1), ("pipelined", args.decode_ahead, 1),
                                    (batched, args.decode_ahead, args.encode_batch)):
-            r = results[name][path] = stream_once(model, tokenizer, video, args.fps, ahead, args.new_tokens, batch)
+            torch.set_num_threads(pipelined_threads if ahead else default_threads)
+            try:
+                r = results[name][path] = stream_once(model, tokenizer, video, args.fps, ahead, args.new_tokens, batch)
+            finally:
+                torch.set_num_threads(default_threads)
             f, q = r["ms_per_frame"], r["ms_per_question"]
-            print(f"| {name} | {path} | {r['frames_per_s']} | {f['decode']} | {f['preprocess']} | {f['encode']} | "
+            print(f"| {name} | {path} | {r['frames_per_s']} | {r['cores_busy']} | {f['decode']} | {f['preprocess']} | "
+                  f"{f['encode']} | "
                   f"{f['add']} | {q['prompt']} | {q['generate']} | {r['prefill_ms']} | {r['ms_per_new_token']} |",
                   flush=True)
         for path in ("pipelined", batched):
             ratio = results[name][path]["frames_per_s"] / results[name]["sequential"]["frames_per_s"]
             results[name][f"{path} / sequential"] = ratio
-            print(f"| {name} | {path} / sequential | {ratio:.2f}x | | | | | | | | |", flush=True)
+            print(f"| {name} | {path} / sequential | {ratio:.2f}x | | | | | | | | | |", flush=True)
     return results
 
 

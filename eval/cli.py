@@ -24,6 +24,7 @@ from videollama3.cli import (
     add_frame_arguments,
     add_memory_arguments,
     add_model_arguments,
+    apply_torch_threads,
     check_run_arguments,
     load_spec_from_args,
 )
@@ -136,6 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rank, world, barrier, device = process_group()
     check_run_arguments(args)
     check_output_path(args.output_dir, "--output-dir", folder=True)
+    apply_torch_threads(args, args.device or device or "cpu")
     spec = load_spec_from_args(args)
     bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
     if not bench.num_questions:

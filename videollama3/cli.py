@@ -144,6 +144,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     check_run_arguments(args)
     if args.output:
         check_output_path(args.output, "--output")
+    apply_torch_threads(args)
     spec = load_spec_from_args(args)
     if is_live_source(args.video) or args.realtime or args.interactive:
         return _answer_live(args, spec)
@@ -361,6 +362,9 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-ahead", type=int, default=8, metavar="N",
                    help="decode in a background thread, up to N frames ahead of encoding (default 8; 0: decode "
                         "and encode in turn)")
+    p.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch threads for preprocessing, encoding and generation (default: torch's, one per core; "
+                        "on the CPU with --decode-ahead, one core is left to the decoding thread)")
     p.add_argument("--encode-batch", type=int, default=None, metavar="N",
                    help="frames between two question times encoded in batches of N, with the same tokens as one "
                         "at a time (default: 8 on a GPU, 1 on the CPU, where batches are slower)")
@@ -394,6 +398,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--encode-batch must be a number of frames >= 1, got {args.encode_batch}")
     if args.decode_ahead < 0:
         raise UsageError(f"--decode-ahead must be a number of frames >= 0, got {args.decode_ahead}")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise UsageError(f"--torch-threads must be a number of threads >= 1, got {args.torch_threads}")
     if getattr(args, "limit", None) is not None and args.limit < 0:
         raise UsageError(f"--limit must be a number of questions >= 0, got {args.limit}")
     if args.device is not None:
@@ -404,6 +410,19 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: this machine has no CUDA GPU (or torch is a CPU build); "
                              "use --device cpu")
+
+
+def apply_torch_threads(args: argparse.Namespace, device: str | None = None) -> None:
+    """Set torch's intra-op threads from ``--torch-threads``, or by
+    :func:`~videollama3.video.encoder_threads` for ``device`` (default ``--device``): a core left to
+    the decoding thread on the CPU."""
+    import torch
+
+    from .video import encoder_threads
+
+    threads = args.torch_threads or encoder_threads(device or args.device, args.decode_ahead)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:

@@ -230,6 +230,29 @@ def decode_ahead(frames: Iterator[tuple[np.ndarray, float]], depth: int = 8) -> 
         thread.join()
 
 
+def encoder_threads(device: str | None, decode_ahead: int, cores: int | None = None) -> int | None:
+    """Torch intra-op threads for encoding while frames are decoded ahead: one core left to the decoder.
+
+    On the CPU, a decoding thread beside torch's own threads (one per core by default) oversubscribes
+    the cores: both slow down, and OpenMP threads spinning between operations take the decoder's time
+    (measured by ``vl3mem bench pipeline``: on 2 cores, trailer_bbb.mp4 pipelined at 17.4 frames/s with
+    2 torch threads, 22.3 with 1). So with ``decode_ahead > 0`` on a CPU device this is
+    ``cores - 1`` (at least 1); otherwise None: keep torch's default.
+
+    Args:
+        device: the torch device frames are encoded on (``"cpu"``, ``"cuda:0"``...); None means the CPU.
+        decode_ahead: frames decoded ahead (0: in turn with encoding).
+        cores: cores this process may use (default: its CPU affinity).
+    """
+    if decode_ahead <= 0 or (device is not None and not str(device).startswith("cpu")):
+        return None
+    if cores is None:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     """``image`` turned the way its display matrix says (a phone video's ``rotation``, as PyAV reports it:
     degrees counter-clockwise), so the model sees it upright. FFmpeg's players apply the same turn.

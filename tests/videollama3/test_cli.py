@@ -57,6 +57,7 @@ def test_memory_none_is_the_native_view(videos, capsys):
         (["{bikes}", "--questions", "{tmp}/bad.jsonl"], "line 1"),
         (["{bikes}", "-q", "x", "--model", "{tmp}/no-model"], "does not exist"),
         (["{bikes}", "-q", "x", "--encode-batch", "0"], "--encode-batch must be a number of frames >= 1, got 0"),
+        (["{bikes}", "-q", "x", "--torch-threads", "0"], "--torch-threads must be a number of threads >= 1, got 0"),
         (["{bikes}", "-q", "x", "--frame-rate", "0"], "--frame-rate must be a positive, finite number"),
     ],
 )

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from videollama3.errors import VideoError
-from videollama3.video import iter_frames, probe_video
+from videollama3.video import encoder_threads, iter_frames, probe_video
 
 
 def test_probe(videos):
@@ -236,3 +236,15 @@ def test_answer_streams_a_frame_folder(tmp_path, capsys):
     assert report["answers"][0]["frames_seen"] == 3  # 0, 1 and 2 s
     assert main(["answer", str(folder), "-q", "What?", "--model", "tiny", "--quiet"]) == 2
     assert "--frame-rate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, ahead, cores, threads", [
+    ("cpu", 8, 2, 1),       # decoding ahead on the CPU: one core left to the decoding thread
+    ("cpu", 8, 16, 15),
+    (None, 8, 1, 1),        # never below one thread
+    ("cpu", 0, 2, None),    # decoding in turn: torch's default
+    ("cuda", 8, 2, None),   # encoding on a GPU: torch's default
+    ("cuda:1", 8, 2, None),
+])
+def test_encoder_threads_leave_the_decoder_a_core_on_the_cpu(device, ahead, cores, threads):
+    assert encoder_threads(device, ahead, cores) == threads
