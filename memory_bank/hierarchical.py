@@ -10,6 +10,7 @@ area averaging (keeping their aspect ratio: a tier's size is a token budget), an
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import json
 from dataclasses import dataclass
@@ -119,39 +120,55 @@ class MemoryBankConfig(MemoryConfig):
         return sum(c * s for c, s in zip(self.memory_capacities, self.memory_reduced_sizes))
 
 
+@functools.lru_cache(maxsize=256)
+def _chain_weights(grid: tuple[int, int], budgets: tuple[int, ...], mode: str, device: torch.device) -> torch.Tensor:
+    """:func:`~memory_bank.resize.sum_weights` of ``grid`` shrunk through the token ``budgets`` of the later tiers."""
+    grids = [grid]
+    for budget in budgets:
+        grids.append(fit_grid(grids[-1], budget))
+    return sum_weights(tuple(grids), mode, device)
+
+
 class _Chain(NamedTuple):
     """The descriptors of one entry in its tier and in each later tier it may move to (``k`` rows).
 
     Computed once, when a frame enters the memory, from one product with
     :func:`~memory_bank.resize.sum_weights` (the token sum of each later grid is a fixed weighting
-    of this grid's tokens), so moving an entry down a tier only drops the first row. All on the host,
-    float32: ``sums[j]`` ``(C,)`` is the token sum of the grid in tier ``tier + j``, ``units[j]`` that
-    sum over its norm (the pooled descriptor), ``norms[j]`` the norm (at least 1e-12; NaN or Inf when
-    a token value was).
+    of this grid's tokens), so moving an entry down a tier only drops the first row. On the host, in
+    float64: ``sums[j]`` ``(C,)`` is the token sum of the grid in tier ``tier + j`` (its direction is
+    the pooled descriptor) and ``norms[j]`` its norm (NaN or Inf when a token value was). The cosine
+    similarity of two entries is ``sums_a . sums_b / (norm_a * norm_b)``: no division of vectors.
     """
 
     sums: tuple[torch.Tensor, ...]
-    units: tuple[torch.Tensor, ...]
     norms: list[float]
 
     @classmethod
     def of(cls, sums: torch.Tensor) -> _Chain:
-        """The chain of ``(k, C)`` float32 host sums."""
-        norms = torch.linalg.vector_norm(sums, dim=1, keepdim=True)
-        values = norms.flatten().tolist()
-        return cls(sums.unbind(0), (sums / norms.clamp_min_(_EPS)).unbind(0), [max(v, _EPS) for v in values])
+        """The chain of ``(k, C)`` host sums (any float dtype; kept as float64)."""
+        sums = sums.double()
+        return cls(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist())
+
+    @classmethod
+    def of_sum(cls, total: torch.Tensor) -> _Chain:
+        """The one-row chain of a ``(C,)`` float64 host sum (an entry of the last tier)."""
+        return cls((total,), [float(torch.linalg.vector_norm(total))])
 
     def down(self) -> _Chain:
         """The chain of this entry once moved to the next tier."""
-        return _Chain(self.sums[1:], self.units[1:], self.norms[1:])
+        return _Chain(self.sums[1:], self.norms[1:])
+
+    def unit(self) -> torch.Tensor:
+        """The ``(C,)`` float32 unit descriptor in this tier (zero for a zero sum)."""
+        return (self.sums[0] / max(self.norms[0], _EPS)).float()
 
 
 class _Tier:
     """One tier: entries in time order, their descriptors, and the cosine similarity of every
     temporally adjacent pair (``sims[i]`` for entries ``i`` and ``i + 1``).
 
-    Each entry comes with its descriptor :class:`_Chain`; ``units[i]`` is entry ``i``'s unit
-    descriptor in this tier (its chain's first). The similarities are kept up to date as entries come and go:
+    Each entry comes with its descriptor :class:`_Chain`; ``sums[i]`` / ``norms[i]`` are entry ``i``'s
+    token sum in this tier and its norm. The similarities are kept up to date as entries come and go:
     an insert or a pop computes only the one or two pairs it creates (a dot product each), so finding
     the most similar pair reads a list of at most ``capacity`` numbers.
     """
@@ -162,14 +179,15 @@ class _Tier:
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
         self.chains: list[_Chain] = []
-        self.units: list[torch.Tensor] = []
+        self.sums: list[torch.Tensor] = []
+        self.norms: list[float] = []
         self.sims: list[float] = []
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def _sim(self, i: int) -> float:
-        return float(torch.dot(self.units[i], self.units[i + 1]))
+        return float(torch.dot(self.sums[i], self.sums[i + 1])) / max(self.norms[i] * self.norms[i + 1], _EPS * _EPS)
 
     def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
         """Insert ``entry`` (descriptor chain ``chain``) in time order; compute the one or two pairs it makes."""
@@ -178,7 +196,8 @@ class _Tier:
         self.entries.insert(pos, entry)
         self.keys.insert(pos, key)
         self.chains.insert(pos, chain)
-        self.units.insert(pos, chain.units[0])
+        self.sums.insert(pos, chain.sums[0])
+        self.norms.insert(pos, chain.norms[0])
         n = len(self.entries)
         if n == 1:
             return
@@ -192,7 +211,7 @@ class _Tier:
     def pop(self, pos: int) -> tuple[MemoryEntry, _Chain]:
         """Remove the entry at ``pos`` and return it with its chain; its two neighbours become one adjacent pair."""
         n = len(self.entries)
-        del self.keys[pos], self.units[pos]
+        del self.keys[pos], self.sums[pos], self.norms[pos]
         entry, chain = self.entries.pop(pos), self.chains.pop(pos)
         if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
             self.sims[pos - 1: pos + 1] = [self._sim(pos - 1)]
@@ -316,11 +335,9 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
         ``(k, h * w) @ (h * w, C)`` product (``k = num_tiers - tier``), moved to the host in one copy (the
-        one device sync of an add)."""
-        grids = [grid]
-        for budget in self.config.memory_reduced_sizes[tier + 1:]:
-            grids.append(fit_grid(grids[-1], budget))
-        weights = sum_weights(tuple(grids), self.config.memory_resize_mode, flat.device)
+        one device sync of an add; no copy on the CPU)."""
+        cfg = self.config
+        weights = _chain_weights(grid, cfg.memory_reduced_sizes[tier + 1:], cfg.memory_resize_mode, flat.device)
         sums = weights @ (flat if flat.dtype == torch.float32 else flat.float())
         return _Chain.of(sums if sums.device.type == "cpu" else sums.cpu())
 
@@ -369,7 +386,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         )
         _, b_chain = tier.pop(pos + 1)
         if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
-            chain = _Chain.of(torch.lerp(tier.chains[pos].sums[0], b_chain.sums[0], weight)[None])
+            chain = _Chain.of_sum(torch.lerp(tier.chains[pos].sums[0], b_chain.sums[0], weight))
         else:
             chain = self._descriptor_chain(tokens, grid, a.tier)
         tier.pop(pos)
@@ -393,7 +410,7 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
         entries = [e for t in self._tiers for e in t.entries]
-        return entries, torch.stack([u for t in self._tiers for u in t.units]) if entries else None
+        return entries, torch.stack([c.unit() for t in self._tiers for c in t.chains]) if entries else None
 
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.
