@@ -47,10 +47,20 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Antialiased bicubic interpolation in float32, rounded and clamped back to
     uint8, as torchvision's ``resize`` does for uint8 tensors.
     """
+    return _resized_values(frames, size).to(torch.uint8)
+
+
+def _resized_values(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`resize_frames` before the cast: float32 ``(T, 3, *size)`` holding whole numbers in 0..255.
+
+    The frames are made channels-first before the float conversion (a decoded frame is
+    channels-last, ``(H, W, 3)``): the interpolation is faster on that layout, with the same values.
+    """
     if tuple(frames.shape[-2:]) == tuple(size):
-        return frames
-    x = F.interpolate(frames.float(), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+        return frames.float()
+    x = F.interpolate(frames.contiguous().float(), size=tuple(size), mode="bicubic", align_corners=False,
+                      antialias=True)
+    return x.round_().clamp_(0, 255)
 
 
 def patchify(pixels: torch.Tensor, patch_size: int = PATCH_SIZE, merge_size: int = MERGE_SIZE) -> torch.Tensor:
@@ -95,10 +105,12 @@ def preprocess_frames(
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape (H, W, 3) or (T, H, W, 3), got {tuple(frames.shape)}")
     height, width = frame_size(frames.shape[1], frames.shape[2], max_tokens, patch_size, merge_size)
-    x = resize_frames(frames.to(device).permute(0, 3, 1, 2), (height, width))
+    # resized values are whole numbers in 0..255, so they are normalised without the round trip
+    # through uint8 (same values), in place
+    x = _resized_values(frames.to(device).permute(0, 3, 1, 2), (height, width))
     mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
-    x = (x.float() / 255.0 - mean) / std
+    x = x.div_(255.0).sub_(mean).div_(std)
     t = x.shape[0]
     grid_thw = torch.tensor([[1, height // patch_size, width // patch_size]] * t, dtype=torch.long, device=x.device)
     merge_sizes = torch.full((t,), merge_size, dtype=torch.long, device=x.device)
