@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from videollama3.loading import build_session, load_model
-from videollama3.session import run_stream
-from videollama3.video import decode_ahead, encoder_threads, open_video
+from videollama3.session import pipelined, run_stream
+from videollama3.video import encoder_threads, open_video
 
 from . import BenchmarkInputError, add_video_arguments, existing_video
 
@@ -50,8 +50,7 @@ def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     sync()
     start, cpu_start = time.perf_counter(), _cpu_seconds()
-    run_stream(session, session.timed(decode_ahead(frames, ahead) if ahead else frames), questions, new_tokens,
-               min_new_tokens=new_tokens)
+    run_stream(session, pipelined(session, frames, ahead), questions, new_tokens, min_new_tokens=new_tokens)
     sync()
     wall = time.perf_counter() - start
     result = session.throughput(wall)

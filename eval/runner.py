@@ -18,8 +18,7 @@ from typing import Any
 from memory_bank import MemoryEntry
 from videollama3.errors import AnnotationError, UsageError
 from videollama3.questions import RecordLog, TimedQuestion, VideoQuestions
-from videollama3.session import StreamingSession, run_stream, tier_layout
-from videollama3.video import decode_ahead as read_ahead
+from videollama3.session import StreamingSession, pipelined, run_stream, tier_layout
 from videollama3.video import open_video
 
 from .benchmarks import BenchmarkFormat
@@ -317,7 +316,7 @@ def evaluate_video(
         return finish(poller, entries, said, None) if t == q.poll.times[-1] else None
 
     frames = reader.frames(fps=video.fps or fps, start=video.start, end=video.end)
-    frames = session.timed(read_ahead(frames, decode_ahead) if decode_ahead else frames)
+    frames = pipelined(session, frames, decode_ahead)
     result = run_stream(session, frames, [(q.question, t) for t, q in events], on_frame=on_frame, ask=ask)
     if result.error is None:  # polls past the end of the video: the last reply stands, as the official loop
         for poller in pollers.values():  # would get it again from the same last frames

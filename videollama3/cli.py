@@ -136,8 +136,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .loading import load_session
-    from .session import check_question_time, run_stream
-    from .video import decode_ahead, open_video
+    from .session import check_question_time, pipelined, run_stream
+    from .video import open_video
 
     from .live import is_live_source
 
@@ -162,8 +162,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
         frames = video.frames(fps=args.fps)
         started = time.perf_counter()
-        result = run_stream(session, session.timed(decode_ahead(frames, args.decode_ahead) if args.decode_ahead
-                                                   else frames), questions, args.max_new_tokens,
+        result = run_stream(session, pipelined(session, frames, args.decode_ahead), questions, args.max_new_tokens,
                             on_frame=lambda: bar.update(1))
         wall = time.perf_counter() - started
     stopped_at = result.stopped_at
@@ -360,8 +359,8 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"token budget per frame; frames keep their aspect ratio within it, as the native video "
                         f"processor resizes them (default {FRAME_TOKENS}: a 16:9 frame is a 9x16 token grid)")
     p.add_argument("--decode-ahead", type=int, default=8, metavar="N",
-                   help="decode in a background thread, up to N frames ahead of encoding (default 8; 0: decode "
-                        "and encode in turn)")
+                   help="decode and preprocess in two background threads, each up to N frames ahead of encoding "
+                        "(default 8; 0: decode, preprocess and encode in turn)")
     p.add_argument("--torch-threads", type=int, default=None, metavar="N",
                    help="torch threads for preprocessing, encoding and generation (default: torch's, one per core; "
                         "on the CPU with --decode-ahead, one core is left to the decoding thread)")

@@ -47,6 +47,29 @@ class Answer:
         return asdict(self)
 
 
+class PreparedFrame:
+    """A decoded frame together with its vision-encoder inputs, made ahead of encoding
+    (:meth:`StreamingSession.prepared`, in a thread of its own while earlier frames are encoded).
+
+    Attributes:
+        frame: the ``(H, W, 3)`` uint8 RGB frame (backends with pixel criteria read it).
+        pixel_values: ``(gh * gw, 3 * 14 * 14)`` in the vision encoder's dtype, on its device.
+        grid_thw: ``(1, 3)`` long, ``[1, gh, gw]``.
+        merge_sizes: ``(1,)`` long.
+    """
+
+    __slots__ = ("frame", "pixel_values", "grid_thw", "merge_sizes")
+
+    def __init__(self, frame: np.ndarray | torch.Tensor, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
+                 merge_sizes: torch.Tensor) -> None:
+        self.frame, self.pixel_values, self.grid_thw, self.merge_sizes = frame, pixel_values, grid_thw, merge_sizes
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The frame's shape, ``(H, W, 3)``."""
+        return tuple(self.frame.shape)
+
+
 def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = None) -> dict[str, list[Any]]:
     """Frame times held per tier: ``{name: [t, ...]}``, merged entries as ``[start, end]``.
 
@@ -146,7 +169,9 @@ class StreamingSession:
         frame only (``grid_thw`` has one row per frame).
 
         Args:
-            frames: ``[(frame (H, W, 3) uint8 RGB, timestamp_s)]`` of one size, in time order.
+            frames: ``[(frame (H, W, 3) uint8 RGB, timestamp_s)]`` of one size, in time order; a frame
+                may be a :class:`PreparedFrame` (from :meth:`prepared`), whose pixel values are used as
+                they are (the same values preprocessing would give).
 
         Raises:
             ValueError: for a frame that is not one ``(H, W, 3)`` uint8 image, frames of different
@@ -172,11 +197,18 @@ class StreamingSession:
             raise ValueError(f"frames of one batch must share a size, got {sorted({tuple(f.shape) for f, _ in frames})}")
         clock, timings = time.perf_counter, self.timings
         t0 = clock()
-        images = frames[0][0] if len(frames) == 1 else (
-            torch.stack([torch.as_tensor(f) for f, _ in frames]) if isinstance(frames[0][0], torch.Tensor)
-            else np.stack([f for f, _ in frames]))
-        pixel_values, grid_thw, merge_sizes = preprocess_frames(images, self.frame_tokens, device=self.model.device,
-                                                                dtype=self.model.vision_dtype)
+        if all(isinstance(f, PreparedFrame) for f, _ in frames):
+            prepared = [f for f, _ in frames]
+            pixel_values, grid_thw, merge_sizes = (
+                torch.cat([getattr(p, name) for p in prepared]) for name in ("pixel_values", "grid_thw", "merge_sizes"))
+            frames = [(p.frame, t) for p, (_, t) in zip(prepared, frames)]
+        else:
+            frames = [(f.frame if isinstance(f, PreparedFrame) else f, t) for f, t in frames]
+            images = frames[0][0] if len(frames) == 1 else (
+                torch.stack([torch.as_tensor(f) for f, _ in frames]) if isinstance(frames[0][0], torch.Tensor)
+                else np.stack([f for f, _ in frames]))
+            pixel_values, grid_thw, merge_sizes = preprocess_frames(
+                images, self.frame_tokens, device=self.model.device, dtype=self.model.vision_dtype)
         t1 = clock()
         grids = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
         t2 = clock()
@@ -187,6 +219,40 @@ class StreamingSession:
         timings["encode"] += t2 - t1
         timings["add"] += t3 - t2
         timings["frames"] += len(frames)
+
+    def prepare(self, frame: np.ndarray | torch.Tensor) -> PreparedFrame:
+        """Preprocess one ``(H, W, 3)`` uint8 RGB frame for :meth:`push_frames`, without touching the
+        session's state (safe in another thread while this session encodes).
+
+        Raises:
+            ValueError: for a frame that is not one ``(H, W, 3)`` uint8 image.
+        """
+        shape = getattr(frame, "shape", None)
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"prepare takes one (H, W, 3) uint8 RGB frame, got shape {shape}")
+        return PreparedFrame(frame, *preprocess_frames(frame, self.frame_tokens, device=self.model.device,
+                                                       dtype=self.model.vision_dtype))
+
+    def prepared(self, frames: Iterator[tuple[np.ndarray, float]]) -> Iterator[tuple[PreparedFrame, float]]:
+        """``frames`` with each frame preprocessed (:meth:`prepare`), its time counted as ``preprocess``.
+
+        Meant to run ahead in a thread of its own, between decoding and encoding:
+        ``read_ahead(session.prepared(read_ahead(frames)))`` (:func:`~videollama3.video.decode_ahead`)
+        is a three-stage pipeline, and :func:`pipelined` builds it. Frames that are not ``(H, W, 3)``
+        images are passed on unchanged (:meth:`push_frames` refuses them with its own error).
+        """
+        clock = time.perf_counter
+        try:
+            for frame, t in frames:
+                t0 = clock()
+                shape = getattr(frame, "shape", None)
+                item = self.prepare(frame) if shape is not None and len(shape) == 3 else frame
+                self.timings["preprocess"] += clock() - t0
+                yield item, t
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
 
     def timed(self, frames: Iterator[tuple[np.ndarray, float]]) -> Iterator[tuple[np.ndarray, float]]:
         """``frames``, counting the time spent waiting for each as ``decode`` (with decoding ahead in
@@ -307,6 +373,26 @@ class StreamResult:
     answers: dict[int, Answer]
     stopped_at: float | None = None
     error: str | None = None
+
+
+def pipelined(session: StreamingSession, frames: Iterator[tuple[np.ndarray, float]], depth: int
+              ) -> Iterator[tuple[np.ndarray | PreparedFrame, float]]:
+    """The frames a stream pushes into ``session``, as a pipeline: ``depth`` 0 reads them in turn
+    with encoding; otherwise decoding runs ahead in one thread and preprocessing in another
+    (:func:`~videollama3.video.decode_ahead` twice, with :meth:`StreamingSession.prepared` between),
+    each at most ``depth`` frames ahead, so decoding, preprocessing and encoding overlap. Time spent
+    waiting for a frame is counted as ``decode`` (:meth:`StreamingSession.timed`).
+
+    Raises:
+        ValueError: for ``depth < 0``; whatever ``frames`` raises, in order.
+    """
+    from .video import decode_ahead
+
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    if depth == 0:
+        return session.timed(frames)
+    return session.timed(decode_ahead(session.prepared(decode_ahead(frames, depth)), depth))
 
 
 def default_encode_batch(device: torch.device | str) -> int:

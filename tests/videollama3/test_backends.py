@@ -9,7 +9,7 @@ from memory_bank import MEMORY_BACKENDS, FIFOMemory, MemoryConfigError, build_me
 from videollama3.cli import main
 from videollama3.loading import build_session
 from videollama3.options import parse_memory_options, parse_value, read_memory_config
-from videollama3.session import StreamingSession, run_stream
+from videollama3.session import StreamingSession, pipelined, run_stream
 
 from .test_parity import capture_llm_inputs
 
@@ -57,6 +57,42 @@ def test_frames_encoded_in_batches_equal_one_at_a_time(tiny, bikes_frames, name)
     assert pushes == [([1] * 6, [5, 6]), ([4, 1, 1], [5, 6])]  # the batch is cut where the question falls due
     assert [r[:3] for r in readouts[0]] == [r[:3] for r in readouts[1]]
     assert all(torch.equal(a[3], b[3]) for a, b in zip(*readouts))
+
+
+@pytest.mark.parametrize("name", [*BOUNDED, "unbounded"])
+@pytest.mark.parametrize("encode_batch", [1, 4])
+def test_the_three_stage_pipeline_equals_frames_pushed_in_turn(tiny, bikes_frames, name, encode_batch):
+    """Decoding and preprocessing ahead in threads (pipelined) gives the memory, the answers and
+    what each question saw, token for token, of frames decoded, preprocessed and encoded in turn;
+    the raw frames still reach the backend (significance compares pixels)."""
+    model, tokenizer = tiny
+    runs = []
+    for depth in (0, 2):
+        session = build_session(model, tokenizer, name)
+        session.encode_batch = encode_batch
+        frames = pipelined(session, iter(bikes_frames), depth)
+        result = run_stream(session, frames, [("What?", 2.5), ("Now?", None)], max_new_tokens=3)
+        runs.append(([(e.frame_index, e.timestamp, e.tier, e.tokens) for e in session.memory.readout()],
+                     [(a.answer, a.frames_seen, a.tiers) for a in result.answers.values()],
+                     session.timings["frames"]))
+        assert session.timings["preprocess"] > 0
+    (readout0, answers0, n0), (readout1, answers1, n1) = runs
+    assert n0 == n1 == 6 and answers0 == answers1
+    assert [r[:3] for r in readout0] == [r[:3] for r in readout1]
+    assert all(torch.equal(a[3], b[3]) for a, b in zip(readout0, readout1))
+
+
+def test_a_prepared_frame_holds_what_preprocessing_gives(tiny, bikes_frames):
+    from videollama3.preprocess import preprocess_frames
+
+    session = build_session(*tiny, "hierarchical")
+    frame = bikes_frames[0][0]
+    prepared = session.prepare(frame)
+    want = preprocess_frames(frame, session.frame_tokens, dtype=session.model.vision_dtype)
+    assert prepared.frame is frame and prepared.shape == frame.shape
+    assert all(torch.equal(a, b) for a, b in zip((prepared.pixel_values, prepared.grid_thw, prepared.merge_sizes), want))
+    with pytest.raises(ValueError, match=r"one \(H, W, 3\) uint8 RGB frame"):
+        session.prepare(frame[None])
 
 
 def test_fifo_session_keeps_the_frame_each_question_was_asked_at(tiny, bikes_frames):
