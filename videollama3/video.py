@@ -121,12 +121,15 @@ class VideoReader:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         t0 = None
         sampler = FrameSampler(fps, start)
+        unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and stream.start_time is not None \
+            else None
+        codec = stream.codec_context
         last_time = None
         yielded = 0
         stopped_by_end = False
         try:
             try:
-                for frame in container.decode(stream):
+                for frame in _decode(container, stream, codec, unneeded, time_base):
                     if frame.pts is None:
                         continue
                     if t0 is None:  # streams may not start at pts 0
@@ -156,6 +159,49 @@ class VideoReader:
             raise VideoError(  # a truncated file whose index is at the front decodes as a shorter video
                 f"decoding {path} ended at {last_time:.2f}s of a {duration:.2f}s video (the file is truncated)",
                 path, stopped_at=last_time)
+
+
+class _UnsampledFrames:
+    """Which packets hold a frame that :class:`FrameSampler` will certainly not take, so that a
+    non-reference one need not be decoded at all.
+
+    The sampler takes the first frame (in display order) of each sample period
+    ``floor((t - start) * fps)``. Packets come in decoding order, but their timestamps are known
+    before decoding: a packet whose frame is not the earliest of its period among the packets seen
+    so far cannot be taken (the earlier one, shown before it, is taken first, or one earlier still).
+    Frames near a period's end, before ``start`` or without a timestamp are never called unneeded.
+    Skipping is left to the decoder (``skip_frame = "NONREF"``, FFmpeg's own test of whether any
+    other frame refers to this one), so reference frames are always decoded and every frame
+    that is kept is bit-identical: on H.264 with B-frames at 1 fps about a quarter of the decoding
+    time goes (trailer_bbb.mp4: 2.4 s -> 1.8 s).
+    """
+
+    def __init__(self, fps: float, start: float) -> None:
+        self.fps, self.start = fps, start
+        self.earliest: dict[int, float] = {}  # sample period -> earliest frame time seen in it
+
+    def __call__(self, t: float) -> bool:
+        """Whether the frame at ``t`` seconds (a packet's time) is certainly not sampled; records ``t``."""
+        x = (t - self.start) * self.fps + 1e-6
+        period = math.floor(x)
+        earliest = self.earliest.get(period)
+        if earliest is None or t < earliest:
+            self.earliest[period] = t
+            if len(self.earliest) > 64:  # packets are at most a few frames out of display order
+                del self.earliest[min(self.earliest)]
+        return earliest is not None and earliest < t and t >= self.start and x < period + 1 - 1e-3
+
+
+def _decode(container: av.container.InputContainer, stream, codec, unneeded: _UnsampledFrames | None,
+            time_base: float) -> Iterator[av.VideoFrame]:
+    """The frames of ``stream`` in display order, decoding packet by packet; a non-reference frame
+    that ``unneeded`` rules out is not decoded (see :class:`_UnsampledFrames`)."""
+    t0 = float(stream.start_time * time_base) if unneeded is not None else 0.0
+    for packet in container.demux(stream):
+        if unneeded is not None:
+            skip = packet.pts is not None and unneeded(packet.pts * time_base - t0)
+            codec.skip_frame = "NONREF" if skip else "DEFAULT"
+        yield from packet.decode()
 
 
 class _Raised:

@@ -248,3 +248,47 @@ def test_answer_streams_a_frame_folder(tmp_path, capsys):
 ])
 def test_encoder_threads_leave_the_decoder_a_core_on_the_cpu(device, ahead, cores, threads):
     assert encoder_threads(device, ahead, cores) == threads
+
+
+def _every_frame_then_sampled(path, fps, start=0.0):
+    """An independent reference: decode every frame with PyAV, then sample with FrameSampler."""
+    import av
+
+    from videollama3.video import FrameSampler
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        time_base = float(stream.time_base)
+        t0 = float(stream.start_time * time_base)
+        sampler = FrameSampler(fps, start)
+        return [(round(frame.pts * time_base - t0, 6), frame.to_ndarray(format="rgb24"))
+                for frame in container.decode(stream) if sampler.take(frame.pts * time_base - t0)]
+
+
+@pytest.mark.parametrize("fps, start", [(1.0, 0.0), (2.5, 0.0), (0.7, 1.3), (25.0, 0.0)])
+def test_frames_not_sampled_are_not_decoded_and_the_sampled_ones_are_unchanged(videos, fps, start, monkeypatch):
+    """Non-reference frames that the sampler cannot take are left undecoded (bikes.mp4 is H.264 with
+    B-frames); the frames yielded are bit-identical to decoding everything, at the same times."""
+    import videollama3.video as video
+
+    calls = []
+    decide = video._UnsampledFrames.__call__
+    monkeypatch.setattr(video._UnsampledFrames, "__call__", lambda self, t: calls.append(decide(self, t)) or calls[-1])
+    got = list(video.open_video(videos / "bikes.mp4").frames(fps=fps, start=start))
+    want = _every_frame_then_sampled(videos / "bikes.mp4", fps, start)
+    assert [t for _, t in got] == [t for t, _ in want]
+    assert all(np.array_equal(a, b) for (a, _), (_, b) in zip(got, want))
+    if fps == 25.0:  # every frame of the 25 fps video is a sample: nothing may be ruled out
+        assert calls and not any(calls)
+    else:
+        assert sum(calls) > 100
+
+
+def test_unsampled_frames_rule_out_only_later_frames_of_a_period():
+    from videollama3.video import _UnsampledFrames
+
+    unneeded = _UnsampledFrames(fps=1.0, start=0.0)
+    # decoding order of an IPBB... stream at 4 fps: 0.0, 0.75 (P), 0.25, 0.5 (B), 1.5, 1.0, 1.25, ...
+    assert [unneeded(t) for t in (0.0, 0.75, 0.25, 0.5, 1.5, 1.0, 1.25)] == \
+        [False, True, True, True, False, False, True]
+    assert not unneeded(2.9999999)  # at a period's end: never ruled out
