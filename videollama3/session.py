@@ -197,18 +197,14 @@ class StreamingSession:
             raise ValueError(f"frames of one batch must share a size, got {sorted({tuple(f.shape) for f, _ in frames})}")
         clock, timings = time.perf_counter, self.timings
         t0 = clock()
-        if all(isinstance(f, PreparedFrame) for f, _ in frames):
-            prepared = [f for f, _ in frames]
+        # frame by frame (a frame at a time stays in cache: faster than one batch), then one encoder call
+        prepared = [f if isinstance(f, PreparedFrame) else self.prepare(f) for f, _ in frames]
+        if len(prepared) == 1:
+            pixel_values, grid_thw, merge_sizes = prepared[0].pixel_values, prepared[0].grid_thw, prepared[0].merge_sizes
+        else:
             pixel_values, grid_thw, merge_sizes = (
                 torch.cat([getattr(p, name) for p in prepared]) for name in ("pixel_values", "grid_thw", "merge_sizes"))
-            frames = [(p.frame, t) for p, (_, t) in zip(prepared, frames)]
-        else:
-            frames = [(f.frame if isinstance(f, PreparedFrame) else f, t) for f, t in frames]
-            images = frames[0][0] if len(frames) == 1 else (
-                torch.stack([torch.as_tensor(f) for f, _ in frames]) if isinstance(frames[0][0], torch.Tensor)
-                else np.stack([f for f, _ in frames]))
-            pixel_values, grid_thw, merge_sizes = preprocess_frames(
-                images, self.frame_tokens, device=self.model.device, dtype=self.model.vision_dtype)
+        frames = [(p.frame, t) for p, (_, t) in zip(prepared, frames)]
         t1 = clock()
         grids = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
         t2 = clock()
@@ -397,8 +393,10 @@ def pipelined(session: StreamingSession, frames: Iterator[tuple[np.ndarray, floa
 
 def default_encode_batch(device: torch.device | str) -> int:
     """Frames encoded together by default on ``device``: 8 on a GPU (one launch for several frames),
-    1 on the CPU (measured there, batches were slower: 8.7 vs 6.9 ms a frame with the tiny model,
-    ``vl3mem bench pipeline --encode-batch``)."""
+    1 on the CPU, where a frame reaches the memory as soon as it is encoded. Batches are not slower
+    there since frames are preprocessed one at a time (with the tiny model, 2 cores, pipelined:
+    encode 7.0-7.3 vs 9.4-11.7 ms a frame, frames/s within noise on vtest.avi, +10 % on
+    trailer_bbb.mp4; ``vl3mem bench pipeline --encode-batch 8``): ``--encode-batch`` is there to try."""
     return 8 if torch.device(device).type == "cuda" else 1
 
 
