@@ -56,7 +56,8 @@ class DataConfig:
         video_root: folder the records' video paths are relative to.
         fps: frames sampled per second where a record gives none.
         frame_tokens: token budget per frame; frames keep their aspect ratio within it.
-        decode_ahead: frames decoded ahead in a background thread while samples are built (0: in turn).
+        decode_ahead: frames decoded and preprocessed ahead, in two background threads, while samples are built
+            (0: in turn; :func:`videollama3.session.pipelined`).
         dialogue: earlier turns of a conversation are the dialogue the model sees
             (False: every question is asked on its own, as ``vl3mem eval`` asks them).
         prompt_style: how multiple-choice options are written (``jsonl``, ``ovo``,

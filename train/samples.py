@@ -24,8 +24,8 @@ import torch
 from videollama3.errors import AnnotationError, QuestionError, VideoError
 from videollama3.modeling import memory_tokens
 from videollama3.processing import IGNORE_INDEX
-from videollama3.session import StreamingSession, question_schedule
-from videollama3.video import decode_ahead, iter_frames
+from videollama3.session import StreamingSession, pipelined, question_schedule
+from videollama3.video import iter_frames
 
 
 @dataclass
@@ -96,9 +96,7 @@ class StreamingSampler:
         session.reset()
         video = turns[0]["video"]
         # decode no further than the last turn: later frames cannot reach any sample
-        frames = iter_frames(video, fps=turns[0]["fps"], end=turns[-1]["time"])
-        if self.decode_ahead:
-            frames = decode_ahead(frames, self.decode_ahead)
+        frames = pipelined(session, iter_frames(video, fps=turns[0]["fps"], end=turns[-1]["time"]), self.decode_ahead)
         history: list[tuple[str, str]] = []
         try:
             for k in question_schedule(session, frames, [turn["time"] for turn in turns]):
