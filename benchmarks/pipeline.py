@@ -2,7 +2,8 @@
 
 For each video, the same stream (``--fps``, questions at 25 / 50 / 75 % of the video and at its
 end) runs twice in one process: *sequential* (decode, then preprocess, encode, add, in turn) and
-*pipelined* (decoding ahead in a background thread, :func:`videollama3.video.decode_ahead`), then
+*pipelined* (decoding and preprocessing ahead in two background threads, :func:`videollama3.session.pipelined`),
+then
 a third time pipelined with frames encoded in batches of ``--encode-batch`` (same tokens). The
 pipelined paths run with the threads ``vl3mem answer`` gives them (:func:`videollama3.video.encoder_threads`:
 on the CPU, one core left to the decoding thread), the sequential one with torch's default.
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.new_tokens} new tokens per question")
     default_threads = torch.get_num_threads()
     pipelined_threads = encoder_threads(args.device, args.decode_ahead) or default_threads
-    print(f"sequential: {default_threads} torch threads; pipelined: {pipelined_threads} torch threads + the decoding "
-          "thread")
+    print(f"sequential: {default_threads} torch threads; pipelined: {pipelined_threads} torch threads, with decoding "
+          "and preprocessing in two more threads")
     header = ("| video | path | frames/s | cores busy | decode ms | preprocess ms | encode ms | add ms | prompt ms | "
               "generate ms | prefill ms | ms/token |")
     print(header)
