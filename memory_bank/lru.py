@@ -44,9 +44,9 @@ def quantize_uint8(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
         ``(q uint8 same shape, scale 0-d float32, offset 0-d float32)`` on ``tokens``' device.
     """
     x = tokens.float()
-    lo, hi = x.amin(), x.amax()
+    lo, hi = torch.aminmax(x)  # one pass for both
     scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
-    q = ((x - lo) / scale).round_().clamp_(0, 255).to(torch.uint8)
+    q = torch.sub(x, lo).div_(scale).round_().clamp_(0, 255).to(torch.uint8)  # one buffer, in place
     return q, scale, lo
 
 
@@ -209,7 +209,8 @@ class LRUQuantizedMemory(MemoryBackend):
         if level == HALF:
             if data.element_size() > 2:
                 half = data.to(torch.float16)
-                if bool(data.abs().amax() > _FP16_MAX):  # out of float16 range: keep the exponent
+                lo, hi = torch.aminmax(data)  # largest magnitude in one pass: max(|min|, |max|)
+                if bool(torch.maximum(lo.abs(), hi.abs()) > _FP16_MAX):  # out of float16 range: keep the exponent
                     half = data.to(torch.bfloat16)
                 data = half
         else:
