@@ -122,7 +122,7 @@ class VideoReader:
         t0 = None
         sampler = FrameSampler(fps, start)
         unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and stream.start_time is not None \
-            else None
+            and _INDEXED_FORMATS & set(container.format.name.split(",")) else None
         codec = stream.codec_context
         last_time = None
         yielded = 0
@@ -161,6 +161,11 @@ class VideoReader:
                 path, stopped_at=last_time)
 
 
+_INDEXED_FORMATS = {"mp4", "mov", "matroska", "webm"}
+"""Containers whose packets carry the presentation time their frames get (from the container's
+index), which :class:`_UnsampledFrames` decides on; elsewhere every frame is decoded."""
+
+
 class _UnsampledFrames:
     """Which packets hold a frame that :class:`FrameSampler` will certainly not take, so that a
     non-reference one need not be decoded at all.
@@ -169,7 +174,8 @@ class _UnsampledFrames:
     ``floor((t - start) * fps)``. Packets come in decoding order, but their timestamps are known
     before decoding: a packet whose frame is not the earliest of its period among the packets seen
     so far cannot be taken (the earlier one, shown before it, is taken first, or one earlier still).
-    Frames near a period's end, before ``start`` or without a timestamp are never called unneeded.
+    Frames near a period's end, before ``start`` or without a timestamp are never called unneeded,
+    and only containers with an index of presentation times are read this way (``_INDEXED_FORMATS``).
     Skipping is left to the decoder (``skip_frame = "NONREF"``, FFmpeg's own test of whether any
     other frame refers to this one), so reference frames are always decoded and every frame
     that is kept is bit-identical: on H.264 with B-frames at 1 fps about a quarter of the decoding

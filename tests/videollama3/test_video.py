@@ -292,3 +292,13 @@ def test_unsampled_frames_rule_out_only_later_frames_of_a_period():
     assert [unneeded(t) for t in (0.0, 0.75, 0.25, 0.5, 1.5, 1.0, 1.25)] == \
         [False, True, True, True, False, False, True]
     assert not unneeded(2.9999999)  # at a period's end: never ruled out
+
+
+def test_containers_without_an_index_of_presentation_times_decode_every_frame(videos, monkeypatch):
+    """vtest.avi (AVI: packets need not carry their frame's presentation time) is decoded whole."""
+    import videollama3.video as video
+
+    made = []
+    monkeypatch.setattr(video._UnsampledFrames, "__init__", lambda self, *a: made.append(a))
+    frames = list(video.open_video(videos / "vtest.avi").frames(fps=1.0, end=3.0))
+    assert [t for _, t in frames] == [0.0, 1.0, 2.0, 3.0] and made == []
