@@ -10,7 +10,6 @@ area averaging (keeping their aspect ratio: a tier's size is a token budget), an
 from __future__ import annotations
 
 import bisect
-import functools
 import heapq
 import json
 from dataclasses import dataclass
@@ -106,11 +105,11 @@ class MemoryBankConfig(MemoryConfig):
         """Number of tiers."""
         return len(self.memory_capacities)
 
-    def tier_grids(self, grid: tuple[int, int]) -> tuple[tuple[int, int], ...]:
-        """The grid a frame of token grid ``grid`` has in each tier, as it moves down the cascade:
-        ``((12, 12), (8, 8), (6, 6))`` for 12x12, ``((9, 16), (6, 10), (5, 7))`` for 9x16."""
-        grids = [fit_grid(grid, self.memory_reduced_sizes[0])]
-        for budget in self.memory_reduced_sizes[1:]:
+    def tier_grids(self, grid: tuple[int, int], tier: int = 0) -> tuple[tuple[int, int], ...]:
+        """The grid a frame of token grid ``grid`` has in each tier from ``tier`` on, as it moves down the
+        cascade: ``((12, 12), (8, 8), (6, 6))`` for 12x12, ``((9, 16), (6, 10), (5, 7))`` for 9x16."""
+        grids = [fit_grid(grid, self.memory_reduced_sizes[tier])]
+        for budget in self.memory_reduced_sizes[tier + 1:]:
             grids.append(fit_grid(grids[-1], budget))
         return tuple(grids)
 
@@ -118,15 +117,6 @@ class MemoryBankConfig(MemoryConfig):
     def max_tokens(self) -> int:
         """Upper bound of visual tokens held: ``sum(capacity_i * size_i)`` (1444 by default)."""
         return sum(c * s for c, s in zip(self.memory_capacities, self.memory_reduced_sizes))
-
-
-@functools.lru_cache(maxsize=256)
-def _chain_weights(grid: tuple[int, int], budgets: tuple[int, ...], mode: str, device: torch.device) -> torch.Tensor:
-    """:func:`~memory_bank.resize.sum_weights` of ``grid`` shrunk through the token ``budgets`` of the later tiers."""
-    grids = [grid]
-    for budget in budgets:
-        grids.append(fit_grid(grids[-1], budget))
-    return sum_weights(tuple(grids), mode, device)
 
 
 class _Chain(NamedTuple):
@@ -167,8 +157,7 @@ class _Tier:
     """One tier: entries in time order, their descriptors, and the cosine similarity of every
     temporally adjacent pair (``sims[i]`` for entries ``i`` and ``i + 1``).
 
-    Each entry comes with its descriptor :class:`_Chain`; ``sums[i]`` / ``norms[i]`` are entry ``i``'s
-    token sum in this tier and its norm. The similarities are kept up to date as entries come and go:
+    Each entry comes with its descriptor :class:`_Chain` (``chains[i]``). The similarities are kept up to date as entries come and go:
     an insert or a pop computes only the one or two pairs it creates (a dot product each), so finding
     the most similar pair reads a list of at most ``capacity`` numbers.
     """
@@ -179,15 +168,14 @@ class _Tier:
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
         self.chains: list[_Chain] = []
-        self.sums: list[torch.Tensor] = []
-        self.norms: list[float] = []
         self.sims: list[float] = []
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def _sim(self, i: int) -> float:
-        return float(torch.dot(self.sums[i], self.sums[i + 1])) / max(self.norms[i] * self.norms[i + 1], _EPS * _EPS)
+        a, b = self.chains[i], self.chains[i + 1]
+        return float(torch.dot(a.sums[0], b.sums[0])) / max(a.norms[0] * b.norms[0], _EPS * _EPS)
 
     def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
         """Insert ``entry`` (descriptor chain ``chain``) in time order; compute the one or two pairs it makes."""
@@ -196,8 +184,6 @@ class _Tier:
         self.entries.insert(pos, entry)
         self.keys.insert(pos, key)
         self.chains.insert(pos, chain)
-        self.sums.insert(pos, chain.sums[0])
-        self.norms.insert(pos, chain.norms[0])
         n = len(self.entries)
         if n == 1:
             return
@@ -211,7 +197,7 @@ class _Tier:
     def pop(self, pos: int) -> tuple[MemoryEntry, _Chain]:
         """Remove the entry at ``pos`` and return it with its chain; its two neighbours become one adjacent pair."""
         n = len(self.entries)
-        del self.keys[pos], self.sums[pos], self.norms[pos]
+        del self.keys[pos]
         entry, chain = self.entries.pop(pos), self.chains.pop(pos)
         if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
             self.sims[pos - 1: pos + 1] = [self._sim(pos - 1)]
@@ -336,10 +322,8 @@ class HierarchicalMemoryBank(MemoryBackend):
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
         ``(k, h * w) @ (h * w, C)`` product (``k = num_tiers - tier``), moved to the host in one copy (the
         one device sync of an add; no copy on the CPU)."""
-        cfg = self.config
-        weights = _chain_weights(grid, cfg.memory_reduced_sizes[tier + 1:], cfg.memory_resize_mode, flat.device)
-        sums = weights @ (flat if flat.dtype == torch.float32 else flat.float())
-        return _Chain.of(sums if sums.device.type == "cpu" else sums.cpu())
+        weights = sum_weights(self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
+        return _Chain.of((weights @ flat.float()).cpu())
 
     def _cascade(self) -> None:
         cfg = self.config
@@ -370,10 +354,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         a_tokens, b_tokens = (a.tokens, b.tokens) if same_grid else \
             (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
         # (a * n_a + b * n_b) / total, as a + (b - a) * n_b / total in float32: one fused op
-        if a_tokens.dtype == torch.float32 and b_tokens.dtype == torch.float32:
-            tokens = torch.lerp(a_tokens, b_tokens, weight)
-        else:
-            tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight).to(a.tokens.dtype)
+        tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight).to(a.tokens.dtype)
         merged = MemoryEntry(
             tokens,
             grid,

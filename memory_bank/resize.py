@@ -86,8 +86,6 @@ def resize_token_grid(
     if size == (h, w):
         return tokens
     indices, offsets, weights = pooling_operator((h, w), size, mode, tokens.device)
-    if tokens.dtype == torch.float32:
-        return F.embedding_bag(indices, tokens, offsets, mode="sum", per_sample_weights=weights)
     y = F.embedding_bag(indices, tokens.float(), offsets, mode="sum", per_sample_weights=weights)
     return y.to(tokens.dtype)
 

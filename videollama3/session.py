@@ -47,6 +47,7 @@ class Answer:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
 class PreparedFrame:
     """A decoded frame together with its vision-encoder inputs, made ahead of encoding
     (:meth:`StreamingSession.prepared`, in a thread of its own while earlier frames are encoded).
@@ -58,11 +59,10 @@ class PreparedFrame:
         merge_sizes: ``(1,)`` long.
     """
 
-    __slots__ = ("frame", "pixel_values", "grid_thw", "merge_sizes")
-
-    def __init__(self, frame: np.ndarray | torch.Tensor, pixel_values: torch.Tensor, grid_thw: torch.Tensor,
-                 merge_sizes: torch.Tensor) -> None:
-        self.frame, self.pixel_values, self.grid_thw, self.merge_sizes = frame, pixel_values, grid_thw, merge_sizes
+    frame: np.ndarray | torch.Tensor
+    pixel_values: torch.Tensor
+    grid_thw: torch.Tensor
+    merge_sizes: torch.Tensor
 
     @property
     def shape(self) -> tuple[int, ...]:

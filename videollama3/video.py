@@ -123,13 +123,12 @@ class VideoReader:
         sampler = FrameSampler(fps, start)
         unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and stream.start_time is not None \
             and _INDEXED_FORMATS & set(container.format.name.split(",")) else None
-        codec = stream.codec_context
         last_time = None
         yielded = 0
         stopped_by_end = False
         try:
             try:
-                for frame in _decode(container, stream, codec, unneeded, time_base):
+                for frame in _decode(container, stream, unneeded, time_base):
                     if frame.pts is None:
                         continue
                     if t0 is None:  # streams may not start at pts 0
@@ -198,7 +197,7 @@ class _UnsampledFrames:
         return earliest is not None and earliest < t and t >= self.start and x < period + 1 - 1e-3
 
 
-def _decode(container: av.container.InputContainer, stream, codec, unneeded: _UnsampledFrames | None,
+def _decode(container: av.container.InputContainer, stream, unneeded: _UnsampledFrames | None,
             time_base: float) -> Iterator[av.VideoFrame]:
     """The frames of ``stream`` in display order, decoding packet by packet; a non-reference frame
     that ``unneeded`` rules out is not decoded (see :class:`_UnsampledFrames`)."""
@@ -206,7 +205,7 @@ def _decode(container: av.container.InputContainer, stream, codec, unneeded: _Un
     for packet in container.demux(stream):
         if unneeded is not None:
             skip = packet.pts is not None and unneeded(packet.pts * time_base - t0)
-            codec.skip_frame = "NONREF" if skip else "DEFAULT"
+            stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
         yield from packet.decode()
 
 
