@@ -42,10 +42,18 @@ def frame_size(height: int, width: int, max_tokens: int = FRAME_TOKENS, patch_si
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``(T, 3, H, W)`` uint8 frames to ``(T, 3, *size)``: float32 whole numbers in 0..255.
+    """Resize ``(T, 3, H, W)`` uint8 frames to ``(T, 3, *size)`` uint8.
 
-    Antialiased bicubic interpolation in float32, rounded and clamped to 0..255, as torchvision's
-    ``resize`` does for uint8 tensors (without its final cast to uint8, which changes no value).
+    Antialiased bicubic interpolation in float32, rounded and clamped back to
+    uint8, as torchvision's ``resize`` does for uint8 tensors.
+    """
+    return _resized_values(frames, size).to(torch.uint8)
+
+
+def _resized_values(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`resize_frames` before the cast: float32 ``(T, 3, *size)`` holding whole numbers in 0..255
+    (what :func:`preprocess_frames` normalises: the cast to uint8 and back changes no value).
+
     The frames are made channels-first before the float conversion (a decoded frame is
     channels-last, ``(H, W, 3)``): the interpolation is faster on that layout, with the same values.
     """
@@ -100,7 +108,7 @@ def preprocess_frames(
     height, width = frame_size(frames.shape[1], frames.shape[2], max_tokens, patch_size, merge_size)
     # resized values are whole numbers in 0..255, so they are normalised without the round trip
     # through uint8 (same values), in place
-    x = resize_frames(frames.to(device).permute(0, 3, 1, 2), (height, width))
+    x = _resized_values(frames.to(device).permute(0, 3, 1, 2), (height, width))
     mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
     x = x.div_(255.0).sub_(mean).div_(std)
