@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .base import (
     _EPS,
@@ -32,7 +33,7 @@ from .base import (
 from .config import MAX_FRAMES, MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
-from .resize import RESIZE_MODES, fit_grid, resize_token_grid, sum_weights
+from .resize import RESIZE_MODES, arrival_operator, fit_grid, resize_token_grid
 
 _FORMAT = "memory_bank.hierarchical/1"
 
@@ -120,24 +121,30 @@ class MemoryBankConfig(MemoryConfig):
 
 
 class _Chain(NamedTuple):
-    """The descriptors of one entry in its tier and in each later tier it may move to (``k`` rows).
+    """The descriptors of one entry in its tier and in each later tier it may move to (``k`` rows), and
+    its tokens already resized for the next tier.
 
-    Computed once, when a frame enters the memory, from one product with
-    :func:`~memory_bank.resize.sum_weights` (the token sum of each later grid is a fixed weighting
-    of this grid's tokens), so moving an entry down a tier only drops the first row. On the host, in
-    float64: ``sums[j]`` ``(C,)`` is the token sum of the grid in tier ``tier + j`` (its direction is
-    the pooled descriptor) and ``norms[j]`` its norm (NaN or Inf when a token value was). The cosine
-    similarity of two entries is ``sums_a . sums_b / (norm_a * norm_b)``: no division of vectors.
+    Computed once, when a frame enters the memory, by one ``F.embedding_bag`` over its tokens
+    (:func:`~memory_bank.resize.arrival_operator`: the token sum of each later grid is a fixed
+    weighting of this grid's tokens, and so is each resized token), so moving an entry down a tier
+    only drops the first row and takes ``shrunk``. On the host, in float64: ``sums[j]`` ``(C,)`` is the
+    token sum of the grid in tier ``tier + j`` (its direction is the pooled descriptor) and
+    ``norms[j]`` its norm (NaN or Inf when a token value was). The cosine similarity of two entries is
+    ``sums_a . sums_b / (norm_a * norm_b)``: no division of vectors. ``shrunk`` is the entry's
+    ``(h' * w', C)`` tokens on its grid in the next tier, in the tokens' dtype and device (None when
+    that grid is its own, in the last tier, and once the entry has moved: an entry moving again is
+    resized then).
     """
 
     sums: tuple[torch.Tensor, ...]
     norms: list[float]
+    shrunk: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, sums: torch.Tensor) -> _Chain:
+    def of(cls, sums: torch.Tensor, shrunk: torch.Tensor | None = None) -> _Chain:
         """The chain of ``(k, C)`` host sums (any float dtype; kept as float64)."""
         sums = sums.double()
-        return cls(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist())
+        return cls(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), shrunk)
 
     @classmethod
     def of_sum(cls, total: torch.Tensor) -> _Chain:
@@ -157,9 +164,10 @@ class _Tier:
     """One tier: entries in time order, their descriptors, and the cosine similarity of every
     temporally adjacent pair (``sims[i]`` for entries ``i`` and ``i + 1``).
 
-    Each entry comes with its descriptor :class:`_Chain` (``chains[i]``). The similarities are kept up to date as entries come and go:
-    an insert or a pop computes only the one or two pairs it creates (a dot product each), so finding
-    the most similar pair reads a list of at most ``capacity`` numbers.
+    Each entry comes with its descriptor :class:`_Chain` (``chains[i]``). A similarity is computed
+    (a dot product) when it is first needed, to pick the pair to evict, and kept until the pair is
+    broken: an insert or a pop marks only the one or two pairs it creates as unknown (None). A tier
+    whose one pair is forced (two entries) computes none.
     """
 
     def __init__(self, capacity: int, budget: int) -> None:
@@ -168,7 +176,7 @@ class _Tier:
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
         self.chains: list[_Chain] = []
-        self.sims: list[float] = []
+        self.sims: list[float | None] = []
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -178,7 +186,7 @@ class _Tier:
         return float(torch.dot(a.sums[0], b.sums[0])) / max(a.norms[0] * b.norms[0], _EPS * _EPS)
 
     def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
-        """Insert ``entry`` (descriptor chain ``chain``) in time order; compute the one or two pairs it makes."""
+        """Insert ``entry`` (descriptor chain ``chain``) in time order; the one or two pairs it makes are unknown."""
         key = (entry.timestamp, entry.frame_index)
         pos = bisect.bisect_right(self.keys, key)
         self.entries.insert(pos, entry)
@@ -188,11 +196,11 @@ class _Tier:
         if n == 1:
             return
         if pos == 0:
-            self.sims.insert(0, self._sim(0))
+            self.sims.insert(0, None)
         elif pos == n - 1:
-            self.sims.append(self._sim(pos - 1))
+            self.sims.append(None)
         else:  # between two: their pair becomes (pos - 1, pos) and (pos, pos + 1)
-            self.sims[pos - 1: pos] = [self._sim(pos - 1), self._sim(pos)]
+            self.sims[pos - 1: pos] = [None, None]
 
     def pop(self, pos: int) -> tuple[MemoryEntry, _Chain]:
         """Remove the entry at ``pos`` and return it with its chain; its two neighbours become one adjacent pair."""
@@ -200,14 +208,20 @@ class _Tier:
         del self.keys[pos]
         entry, chain = self.entries.pop(pos), self.chains.pop(pos)
         if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
-            self.sims[pos - 1: pos + 1] = [self._sim(pos - 1)]
+            self.sims[pos - 1: pos + 1] = [None]
         elif self.sims:
             del self.sims[0 if pos == 0 else -1]
         return entry, chain
 
     def most_similar_adjacent_pair(self) -> int:
         """Position ``i`` of the adjacent pair ``(i, i + 1)`` with the highest cosine similarity (the first on ties)."""
-        return max(range(len(self.sims)), key=self.sims.__getitem__)
+        sims = self.sims
+        if len(sims) == 1:
+            return 0
+        for i, sim in enumerate(sims):
+            if sim is None:
+                sims[i] = self._sim(i)
+        return max(range(len(sims)), key=sims.__getitem__)
 
 
 class HierarchicalMemoryBank(MemoryBackend):
@@ -231,14 +245,19 @@ class HierarchicalMemoryBank(MemoryBackend):
     The bank keeps a reference to the added tensor (no copy unless it is a view
     into a larger buffer): do not modify it in place afterwards.
 
-    Cost of an add: a frame's pooled descriptor in every tier it may reach is
-    computed when it arrives, in one ``(tiers, h*w) @ (h*w, C)`` product while its
-    tokens are at hand (:func:`~memory_bank.resize.sum_weights`), and copied to the
-    host (``tiers x C`` float32: the one device sync of an add); all similarity
-    bookkeeping then runs on the host, so the cascade decides every move without
-    touching tokens again. The token work is one sparse shrink per moved entry
+    Cost of an add: when a frame arrives, one ``F.embedding_bag`` over its tokens, while
+    they are in cache (:func:`~memory_bank.resize.arrival_operator`), gives both its pooled
+    descriptor in every tier it may reach and its tokens already shrunk for the second
+    tier. The descriptors are copied to the host (``tiers x C`` float32: the one device
+    sync of an add) and all similarity bookkeeping runs there, so the cascade decides
+    every move without touching tokens; a frame leaving the first tier takes its
+    shrunk tokens, so its full grid is never read again. The rest of the token work is
+    one sparse shrink per entry leaving a later tier
     (:func:`~memory_bank.resize.resize_token_grid`) and one ``lerp`` per merge; a merged
     entry's descriptor is the merge of the two descriptors' sums (both are linear).
+    The shrunk copies are the price: the first tier's entries hold their second-tier
+    tokens too (``capacity_0 * size_1`` tokens: 512 by default, beside the 1444 a
+    readout holds; not counted in :meth:`stats`).
 
     Args:
         config: a :class:`MemoryBankConfig` (defaults when None).
@@ -320,10 +339,13 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
-        ``(k, h * w) @ (h * w, C)`` product (``k = num_tiers - tier``), moved to the host in one copy (the
+        ``F.embedding_bag`` (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for
+        the next tier and ``k = num_tiers - tier`` token sums; the sums go to the host in one copy (the
         one device sync of an add; no copy on the CPU)."""
-        weights = sum_weights(self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
-        return _Chain.of((weights @ flat.float()).cpu())
+        indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, tier),
+                                                        self.config.memory_resize_mode, flat.device)
+        out = F.embedding_bag(indices, flat.float(), offsets, mode="sum", per_sample_weights=weights)
+        return _Chain.of(out[n:].cpu(), out[:n].to(flat.dtype) if n else None)
 
     def _cascade(self) -> None:
         cfg = self.config
@@ -339,7 +361,8 @@ class HierarchicalMemoryBank(MemoryBackend):
             e, chain = tier.pop(pos)
             self._evictions[i] += 1
             grid = fit_grid(e.grid, self._tiers[i + 1].budget)
-            tokens = resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
+            tokens = chain.shrunk if chain.shrunk is not None else \
+                resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
             moved = MemoryEntry(tokens, grid, e.frame_index, e.timestamp, i + 1, e.last_frame_index, e.end_timestamp,
                                 e.num_frames)
             self._tiers[i + 1].insert(moved, chain.down())
@@ -396,7 +419,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.
 
-        ``bytes`` counts the token tensors held (not the descriptor buffers).
+        ``bytes`` counts the token tensors a readout holds (not the descriptors, nor the
+        first tier's tokens already shrunk for the second).
         """
         tiers = {}
         for name, tier, ev, mg in zip(self.config.memory_tier_names, self._tiers, self._evictions, self._merges):

@@ -129,7 +129,12 @@ def pooling_operator(
     Raises:
         MemoryBankError: for an unknown mode, or an output grid larger than the input.
     """
-    matrix = resize_matrix(grid, size, mode)
+    return _bags(resize_matrix(grid, size, mode), device)
+
+
+def _bags(matrix: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A dense ``(rows, n)`` float64 matrix as ``F.embedding_bag`` arguments ``(indices, offsets,
+    weights)``: bag ``k`` is row ``k``'s nonzero entries, in column order."""
     rows, cols = matrix.nonzero(as_tuple=True)  # row-major: grouped by output token, inputs in order
     offsets = torch.searchsorted(rows, torch.arange(matrix.shape[0]))
     return cols.to(device), offsets.to(device), matrix[rows, cols].to(torch.float32).to(device)
@@ -151,10 +156,44 @@ def sum_weights(grids: tuple[tuple[int, int], ...], mode: str, device: torch.dev
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
     """
+    return _sum_rows(grids, mode).to(torch.float32).to(device)
+
+
+@functools.lru_cache(maxsize=256)
+def _sum_rows(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
+    """:func:`sum_weights` in float64 on the CPU."""
     n = grids[0][0] * grids[0][1]
     chain = torch.eye(n, dtype=torch.float64)
     rows = [chain.sum(dim=0)]
     for src, dst in zip(grids, grids[1:]):
         chain = resize_matrix(src, dst, mode) @ chain
         rows.append(chain.sum(dim=0))
-    return torch.stack(rows).to(torch.float32).to(device)
+    return torch.stack(rows)
+
+
+@functools.lru_cache(maxsize=256)
+def arrival_operator(
+    grids: tuple[tuple[int, int], ...], mode: str, device: torch.device = torch.device("cpu")
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One ``F.embedding_bag`` that gives, from a grid's ``(n_0, C)`` tokens, both the tokens resized to
+    the next grid of the chain and the token sums of :func:`sum_weights`.
+
+    For ``grids = (g_0, g_1, ..., g_k)`` the bags are the rows of ``resize_matrix(g_0, g_1)`` (none when
+    ``k == 0`` or ``g_1 == g_0``), then the ``k + 1`` rows of :func:`sum_weights`. A memory applies it
+    once, when a frame arrives and its tokens are still in cache, instead of a product for the sums now
+    and a second read of the tokens when the frame moves to the next tier (project-specific; see
+    :class:`~memory_bank.HierarchicalMemoryBank`). The resized rows equal :func:`resize_token_grid`'s
+    (the same bags); the sums equal ``sum_weights(grids) @ x`` to float32 rounding.
+
+    Returns:
+        ``(indices, offsets, weights, n)`` as :func:`pooling_operator` gives them, and ``n``, the number
+        of leading output rows that are resized tokens (``h_1 * w_1``, or 0), on ``device`` (cached).
+
+    Raises:
+        MemoryBankError: for an unknown mode, or a grid larger than the one before it.
+    """
+    parts = [_sum_rows(grids, mode)]
+    if len(grids) > 1 and grids[1] != grids[0]:
+        parts.insert(0, resize_matrix(grids[0], grids[1], mode))
+    n = parts[0].shape[0] if len(parts) == 2 else 0
+    return (*_bags(torch.cat(parts), device), n)

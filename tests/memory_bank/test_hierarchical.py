@@ -226,6 +226,35 @@ def test_sum_weights_give_the_token_sum_of_each_resized_grid(mode, grids):
         torch.testing.assert_close(sums[j], tokens.sum(dim=0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+@pytest.mark.parametrize("grids", [((12, 12), (8, 8), (6, 6)), ((9, 16), (6, 10), (4, 9)), ((4, 4), (4, 4)), ((5, 5),)])
+def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grids):
+    from memory_bank.resize import arrival_operator, sum_weights
+
+    x = torch.randn(grids[0][0] * grids[0][1], 16)
+    indices, offsets, weights, n = arrival_operator(grids, mode)
+    out = F.embedding_bag(indices, x, offsets, mode="sum", per_sample_weights=weights)
+    shrinks = len(grids) > 1 and grids[1] != grids[0]
+    assert n == (grids[1][0] * grids[1][1] if shrinks else 0) and out.shape == (n + len(grids), 16)
+    if shrinks:  # the same bags as resize_token_grid: the same values
+        assert torch.equal(out[:n], resize_token_grid(x, grids[0], grids[1], mode))
+    torch.testing.assert_close(out[n:], sum_weights(grids, mode) @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_a_frame_moves_down_with_the_tokens_resized_when_it_arrived():
+    """The first tier's entries carry their next-tier tokens (made at arrival, with the descriptors):
+    what reaches the second tier is exactly the resize of the frame's tokens."""
+    g = torch.Generator().manual_seed(5)
+    frames = [torch.randn(144, 32, generator=g) for _ in range(12)]
+    bank = HierarchicalMemoryBank(mm_hidden_size=32)
+    for i, x in enumerate(frames):
+        bank.add(x, i, float(i))
+    mid = bank.tiers()["mid"]
+    assert mid and all(e.grid == (8, 8) for e in mid)
+    for e in mid:
+        assert torch.equal(e.tokens, resize_token_grid(frames[e.frame_index], (12, 12), (8, 8)))
+
+
 @pytest.mark.parametrize("shape", [(12, 12, 32), (9, 16, 32)])
 def test_descriptors_kept_for_every_entry_are_its_pooled_tokens(shape):
     """Descriptors are computed when a frame arrives (and merged linearly); after a long stream with
