@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,12 +118,13 @@ class VideoReader:
             raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
         path, container = self.path, self._container
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         time_base = float(stream.time_base) if stream.time_base else 0.0
         t0 = None
         sampler = FrameSampler(fps, start)
         unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and stream.start_time is not None \
             and _INDEXED_FORMATS & set(container.format.name.split(",")) else None
+        stream.thread_type = "AUTO"
+        stream.thread_count = decoder_threads(skipping=unneeded is not None)
         last_time = None
         yielded = 0
         stopped_by_end = False
@@ -163,6 +165,33 @@ class VideoReader:
 _INDEXED_FORMATS = {"mp4", "mov", "matroska", "webm"}
 """Containers whose packets carry the presentation time their frames get (from the container's
 index), which :class:`_UnsampledFrames` decides on; elsewhere every frame is decoded."""
+
+
+def decoder_threads(skipping: bool, cores: int | None = None) -> int:
+    """FFmpeg threads for decoding a file: 0 (FFmpeg's own choice: one frame thread per core, plus
+    one, at most 16) unless frames are skipped undecoded (:class:`_UnsampledFrames`); then
+    ``max(8, cores + 1)``, at most 16.
+
+    A skipped frame still passes through one of the decoder's frame threads, so with FFmpeg's count
+    fewer frames than there are cores are decoded at once and cores stand idle. Measured on 2 cores,
+    trailer_bbb.mp4 (H.264, 720p), best of 5: at 2 fps 1.87 s with FFmpeg's 3 threads, 1.61 s with 8;
+    at 1 fps 1.57 s, 1.25 s with 8 (1.12 s with 16, for 40 MiB more memory than 3); every frame:
+    no difference (4.2 s and 4.0 s).
+
+    Args:
+        skipping: whether packets may be skipped without decoding.
+        cores: cores this process may use (default: its CPU affinity).
+    """
+    if not skipping:
+        return 0
+    return min(16, max(8, _cores(cores) + 1))
+
+
+def _cores(cores: int | None = None) -> int:
+    """``cores``, or the cores this process may use (its CPU affinity) when None."""
+    if cores is not None:
+        return cores
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class _UnsampledFrames:
@@ -297,11 +326,7 @@ def encoder_threads(device: str | None, decode_ahead: int, cores: int | None = N
     """
     if decode_ahead <= 0 or (device is not None and not str(device).startswith("cpu")):
         return None
-    if cores is None:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return max(1, _cores(cores) - 1)
 
 
 def upright(image: np.ndarray, rotation: float) -> np.ndarray:

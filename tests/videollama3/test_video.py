@@ -302,3 +302,31 @@ def test_containers_without_an_index_of_presentation_times_decode_every_frame(vi
     monkeypatch.setattr(video._UnsampledFrames, "__init__", lambda self, *a: made.append(a))
     frames = list(video.open_video(videos / "vtest.avi").frames(fps=1.0, end=3.0))
     assert [t for _, t in frames] == [0.0, 1.0, 2.0, 3.0] and made == []
+
+
+@pytest.mark.parametrize("skipping, cores, threads", [
+    (False, 2, 0),     # FFmpeg's own choice
+    (True, 2, 8),      # skipped frames hold frame threads: at least 8
+    (True, 12, 13),    # FFmpeg's cores + 1 ...
+    (True, 64, 16),    # ... at most 16, as FFmpeg's own
+])
+def test_decoder_threads(skipping, cores, threads):
+    from videollama3.video import decoder_threads
+
+    assert decoder_threads(skipping, cores) == threads
+
+
+@pytest.mark.parametrize("name, fps, skipping", [("bikes.mp4", 1.0, True), ("bikes.mp4", None, False),
+                                                 ("vtest.avi", 1.0, False)])
+def test_a_decoder_that_skips_frames_gets_more_threads(videos, monkeypatch, name, fps, skipping):
+    import videollama3.video as video
+
+    asked = []
+    real = video.decoder_threads
+    monkeypatch.setattr(video, "decoder_threads", lambda skipping: asked.append(skipping) or real(skipping, cores=2))
+    reader = video.open_video(videos / name)
+    stream = reader._container.streams.video[0]
+    next(reader.frames(fps=fps))
+    assert asked == [skipping]
+    if skipping:  # otherwise FFmpeg's own count (cores + 1 on this machine)
+        assert stream.codec_context.thread_count == 8
