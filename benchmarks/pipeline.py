@@ -3,8 +3,9 @@
 For each video, the same stream (``--fps``, questions at 25 / 50 / 75 % of the video and at its
 end) runs twice in one process: *sequential* (decode, then preprocess, encode, add, in turn) and
 *pipelined* (decoding and preprocessing ahead in two background threads,
-:func:`videollama3.session.pipelined`), then a third time pipelined with frames encoded in batches
-of ``--encode-batch`` (same tokens). The
+:func:`videollama3.session.pipelined`), both with frames encoded one at a time, then a third time
+pipelined with frames encoded in batches of ``--encode-batch`` (same tokens; the default path of
+``vl3mem answer`` and ``eval``, :data:`videollama3.session.ENCODE_BATCH`). The
 pipelined paths run with the threads ``vl3mem answer`` gives them (:func:`videollama3.video.encoder_threads`:
 on the CPU, one core left to the decoding thread), the sequential one with torch's default.
 Prints, per frame, the ms of decode (the wait the pipeline could not hide), preprocess, encode and

@@ -366,7 +366,7 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
                         "on the CPU with --decode-ahead, one core is left to the decoding thread)")
     p.add_argument("--encode-batch", type=int, default=None, metavar="N",
                    help="frames between two question times encoded in batches of N, with the same tokens as one "
-                        "at a time (default: 8 on a GPU, 1 on the CPU)")
+                        "at a time (default 8)")
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:

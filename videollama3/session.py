@@ -107,7 +107,7 @@ class StreamingSession:
         frame_tokens: token budget per frame: frames keep their aspect ratio within it
             (:func:`~videollama3.preprocess.frame_size`; 144: a 16:9 frame is a 9x16 grid).
         encode_batch: frames encoded together by :func:`question_schedule` between two question
-            times (None: :func:`default_encode_batch` of the model's device).
+            times (None: :data:`ENCODE_BATCH`).
 
     Raises:
         MemoryConfigError: when the memory's tokens do not fit the model.
@@ -126,7 +126,7 @@ class StreamingSession:
         self.processor = processor
         self.memory = memory
         self.frame_tokens = frame_tokens
-        self.encode_batch = encode_batch or default_encode_batch(model.device)
+        self.encode_batch = encode_batch or ENCODE_BATCH
         self.history: list[tuple[str, str]] = []
         self.timings: dict[str, float] = dict.fromkeys(TIMED_STAGES, 0.0)
         """Seconds spent per stage since the session was made (host time: on a GPU, work queued but
@@ -391,13 +391,13 @@ def pipelined(session: StreamingSession, frames: Iterator[tuple[np.ndarray, floa
     return session.timed(decode_ahead(session.prepared(decode_ahead(frames, depth)), depth))
 
 
-def default_encode_batch(device: torch.device | str) -> int:
-    """Frames encoded together by default on ``device``: 8 on a GPU (one launch for several frames),
-    1 on the CPU, where a frame reaches the memory as soon as it is encoded. Batches are not slower
-    there since frames are preprocessed one at a time (with the tiny model, 2 cores, pipelined:
-    encode 7.0-7.3 vs 9.4-11.7 ms a frame, frames/s within noise on vtest.avi, +10 % on
-    trailer_bbb.mp4; ``vl3mem bench pipeline --encode-batch 8``): ``--encode-batch`` is there to try."""
-    return 8 if torch.device(device).type == "cuda" else 1
+ENCODE_BATCH = 8
+"""Frames :func:`question_schedule` encodes together by default, on every device: on a GPU one launch
+for several frames; on the CPU too, frames being preprocessed one at a time (2 cores, tiny model,
+``vl3mem bench pipeline --encode-batch 8``: pipelined, vtest.avi 82 against 67 frames/s one at a time,
+trailer_bbb.mp4 28.6 against 25.4; decoding in turn, 62-73 against 56-62 and 24-26 against 21-25).
+A batch is cut where a question falls due, so it changes nothing a question sees. Live sources and
+``vl3mem serve`` encode one frame at a time (``encode_batch = 1``): a question may come at any moment."""
 
 
 def question_schedule(

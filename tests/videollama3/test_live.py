@@ -44,6 +44,7 @@ def test_a_slow_encoder_drops_frames_and_never_queues_them(tiny, videos):
     put = source._put
     source._put = lambda item: (put(item), held.append(len(source._buffer)))
     session = build_session(*tiny)
+    session.encode_batch = 1  # as `vl3mem answer` on a live source: frames are not held back for a batch
     push, pushed = session.push_frames, []
 
     def slow(frames):

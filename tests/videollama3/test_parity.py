@@ -79,14 +79,16 @@ def test_memory_on_all_frames_in_short_tier_gives_the_native_input_embeddings(ti
 def test_each_frame_is_encoded_once(tiny, bikes_frames):
     model, tokenizer = tiny
     session = build_session(model, tokenizer)
-    calls = []
-    handle = model.model.vision_model.register_forward_hook(lambda *a: calls.append(1))
+    encoded = []  # the frames of each encoder call (one grid_thw row per frame)
+    handle = model.model.vision_model.register_forward_hook(
+        lambda module, args, kwargs, out: encoded.append(kwargs["grid_thw"].shape[0]), with_kwargs=True)
     try:
         questions = [("first?", 1.0), ("second?", 1.0), ("third?", 3.5), ("last?", None)]
         result = run_stream(session, iter(bikes_frames), questions, max_new_tokens=2)
     finally:
         handle.remove()
-    assert len(calls) == len(bikes_frames) == session.frames_seen
+    # batches cut where a question falls due (after 1.0 s, after 3.5 s, at the end), each frame once
+    assert encoded == [2, 2, 2] and sum(encoded) == len(bikes_frames) == session.frames_seen
     assert [result.answers[i].frames_seen for i in range(4)] == [2, 2, 4, 6]
 
 
