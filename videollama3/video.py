@@ -174,7 +174,7 @@ def decoder_threads(skipping: bool, cores: int | None = None) -> int:
 
     A skipped frame still passes through one of the decoder's frame threads, so with FFmpeg's count
     fewer frames than there are cores are decoded at once and cores stand idle. Measured on 2 cores,
-    trailer_bbb.mp4 (H.264, 720p), best of 5: at 2 fps 1.87 s with FFmpeg's 3 threads, 1.61 s with 8;
+    trailer_bbb.mp4 (H.264, 720p), best of 3 to 5 runs: at 2 fps 1.87 s with FFmpeg's 3 threads, 1.61 s with 8;
     at 1 fps 1.57 s, 1.25 s with 8 (1.12 s with 16, for 40 MiB more memory than 3); every frame:
     no difference (4.2 s and 4.0 s).
 
