@@ -142,8 +142,7 @@ class _Chain(NamedTuple):
 
     @classmethod
     def of(cls, sums: torch.Tensor, shrunk: torch.Tensor | None = None) -> _Chain:
-        """The chain of ``(k, C)`` host sums (any float dtype; kept as float64)."""
-        sums = sums.double()
+        """The chain of ``(k, C)`` float64 host sums."""
         return cls(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), shrunk)
 
     @classmethod
@@ -345,7 +344,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, tier),
                                                         self.config.memory_resize_mode, flat.device)
         out = F.embedding_bag(indices, flat.float(), offsets, mode="sum", per_sample_weights=weights)
-        return _Chain.of(out[n:].cpu(), out[:n].to(flat.dtype) if n else None)
+        return _Chain.of(out[n:].to("cpu", torch.float64), out[:n].to(flat.dtype) if n else None)
 
     def _cascade(self) -> None:
         cfg = self.config

@@ -141,27 +141,22 @@ def _bags(matrix: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, tor
 
 
 @functools.lru_cache(maxsize=256)
-def sum_weights(grids: tuple[tuple[int, int], ...], mode: str, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+def sum_weights(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
     """Weights that give, from a grid's tokens, the token sum of that grid after each resize of a chain.
 
     For ``grids = (g_0, g_1, ..., g_k)``, row ``j`` of the result, times the ``(n_0, C)`` tokens of
     ``g_0``, is the per-channel sum of the tokens the grid has once resized ``g_0 -> g_1 -> ... -> g_j``
-    (the resizes are linear, so the sum is ``ones @ P_j ... P_1``): row 0 is all ones. One
-    ``(k + 1, n_0) @ (n_0, C)`` product gives a frame's pooled descriptor in every later tier of a
-    memory, while its tokens are at hand (project-specific; see :class:`~memory_bank.HierarchicalMemoryBank`).
+    (the resizes are linear, so the sum is ``ones @ P_j ... P_1``): row 0 is all ones. So a frame's
+    pooled descriptor in every later tier of a memory comes from its tokens while they are at hand
+    (:func:`arrival_operator` applies these rows; project-specific, see
+    :class:`~memory_bank.HierarchicalMemoryBank`).
 
     Returns:
-        ``(k + 1, n_0)`` float32 on ``device`` (cached per grids, mode and device).
+        ``(k + 1, n_0)`` float64 on the CPU (cached per grids and mode).
 
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
     """
-    return _sum_rows(grids, mode).to(torch.float32).to(device)
-
-
-@functools.lru_cache(maxsize=256)
-def _sum_rows(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
-    """:func:`sum_weights` in float64 on the CPU."""
     n = grids[0][0] * grids[0][1]
     chain = torch.eye(n, dtype=torch.float64)
     rows = [chain.sum(dim=0)]
@@ -192,7 +187,7 @@ def arrival_operator(
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
     """
-    parts = [_sum_rows(grids, mode)]
+    parts = [sum_weights(grids, mode)]
     if len(grids) > 1 and grids[1] != grids[0]:
         parts.insert(0, resize_matrix(grids[0], grids[1], mode))
     n = parts[0].shape[0] if len(parts) == 2 else 0

@@ -218,7 +218,7 @@ def test_sum_weights_give_the_token_sum_of_each_resized_grid(mode, grids):
     from memory_bank.resize import sum_weights
 
     x = torch.randn(grids[0][0] * grids[0][1], 16)
-    sums = sum_weights(grids, mode) @ x
+    sums = sum_weights(grids, mode).float() @ x
     assert sums.shape == (len(grids), 16)
     tokens = x
     for j, (src, dst) in enumerate(zip((grids[0], *grids), grids)):
@@ -238,7 +238,7 @@ def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grid
     assert n == (grids[1][0] * grids[1][1] if shrinks else 0) and out.shape == (n + len(grids), 16)
     if shrinks:  # the same bags as resize_token_grid: the same values
         assert torch.equal(out[:n], resize_token_grid(x, grids[0], grids[1], mode))
-    torch.testing.assert_close(out[n:], sum_weights(grids, mode) @ x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[n:], sum_weights(grids, mode).float() @ x, rtol=1e-5, atol=1e-5)
 
 
 def test_a_frame_moves_down_with_the_tokens_resized_when_it_arrived():
