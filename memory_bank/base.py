@@ -6,6 +6,7 @@ import abc
 import functools
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -180,6 +181,29 @@ def check_frame(
     return flat, (h, w), frame_index, timestamp, pooled / norm.clamp_min(_EPS)
 
 
+def check_batch(
+    tokens: Any, frame_indices: Sequence[Any], timestamps: Sequence[Any], frames: Sequence[Any] | None
+) -> Sequence[Any]:
+    """Check that a batch of :meth:`MemoryBackend.add_frames` has one index, time (and raw frame) per
+    frame; return ``frames``, or B Nones when None.
+
+    Raises:
+        MemoryBankError: for a tensor of the wrong rank, or sequences of different lengths.
+    """
+    if isinstance(tokens, torch.Tensor) and tokens.dim() not in (3, 4):
+        raise MemoryBankError(f"a batch of tokens must be a (B, h*w, C) or (B, h, w, C) tensor or a list of frames' "
+                              f"tokens, got shape {tuple(tokens.shape)}; add one frame with add()")
+    try:
+        sizes = [len(tokens), len(frame_indices), len(timestamps)] + ([] if frames is None else [len(frames)])
+    except TypeError as e:
+        raise MemoryBankError(f"add_frames takes sequences (one item per frame): {e}") from None
+    if len(set(sizes)) != 1:
+        raise MemoryBankError(f"add_frames got {sizes[0]} frames' tokens, {sizes[1]} frame indices and {sizes[2]} "
+                              f"timestamps{'' if frames is None else f' and {sizes[3]} raw frames'}; give one of each "
+                              "per frame")
+    return [None] * sizes[0] if frames is None else frames
+
+
 def check_finite_norm(norm: float, frame_index: int) -> None:
     """Raise :class:`MemoryBankError` when ``norm`` (of a frame's per-channel sum, or of a sum
     weighted by positive weights) is NaN or Inf: some token value was, or they were too large to
@@ -332,6 +356,34 @@ class MemoryBackend(abc.ABC):
         Raises:
             MemoryBankError: on bad input; the backend is then unchanged.
         """
+
+    def add_frames(
+        self,
+        tokens: torch.Tensor | Sequence[torch.Tensor],
+        frame_indices: Sequence[int],
+        timestamps: Sequence[float],
+        frames: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[bool]:
+        """Offer several frames in time order: the same as :meth:`add` for each in turn (a backend may do
+        the work of the whole batch at once, with the same result).
+
+        Args:
+            tokens: ``(B, h, w, C)`` or ``(B, h*w, C)`` tensor (frames of one grid: one batch of the vision
+                encoder), or ``B`` per-frame tensors as :meth:`add` takes them.
+            frame_indices: ``B`` increasing integers, each larger than every index added before.
+            timestamps: ``B`` times in seconds, in time order.
+            frames: ``B`` raw frames (or Nones), as :meth:`add` takes them; None: no raw frames.
+
+        Returns:
+            For each frame, whether the backend stored it.
+
+        Raises:
+            MemoryBankError: when ``tokens``, ``frame_indices``, ``timestamps`` and ``frames`` differ in
+                length; or, as :meth:`add`, for the first bad frame: the frames before it are added, it and
+                the later ones are not.
+        """
+        frames = check_batch(tokens, frame_indices, timestamps, frames)
+        return [self.add(t, i, s, f) for t, i, s, f in zip(tokens, frame_indices, timestamps, frames)]
 
     @abc.abstractmethod
     def readout(self) -> list[MemoryEntry]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +25,10 @@ from .base import (
     MemoryBackend,
     MemoryEntry,
     StreamCursor,
+    check_batch,
+    check_device,
     check_finite_norm,
+    check_frame,
     check_state_format,
     entries_from_state,
     own_storage,
@@ -141,11 +145,6 @@ class _Chain(NamedTuple):
     shrunk: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, sums: torch.Tensor, shrunk: torch.Tensor | None = None) -> _Chain:
-        """The chain of ``(k, C)`` float64 host sums."""
-        return cls(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), shrunk)
-
-    @classmethod
     def of_sum(cls, total: torch.Tensor) -> _Chain:
         """The one-row chain of a ``(C,)`` float64 host sum (an entry of the last tier)."""
         return cls((total,), [float(torch.linalg.vector_norm(total))])
@@ -248,7 +247,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     they are in cache (:func:`~memory_bank.resize.arrival_operator`), gives both its pooled
     descriptor in every tier it may reach and its tokens already shrunk for the second
     tier. The descriptors are copied to the host (``tiers x C`` float32: the one device
-    sync of an add) and all similarity bookkeeping runs there, so the cascade decides
+    sync of an add, or of a whole batch with :meth:`add_frames`, the path of a stream
+    encoded in batches) and all similarity bookkeeping runs there, so the cascade decides
     every move without touching tokens; a frame leaving the first tier takes its
     shrunk tokens, so its full grid is never read again. The rest of the token work is
     one sparse shrink per entry leaving a later tier
@@ -328,23 +328,85 @@ class HierarchicalMemoryBank(MemoryBackend):
         fitted = fit_grid(grid, cfg.memory_reduced_sizes[0])
         if fitted != grid:  # more tokens than the first tier's budget: shrink on the way in
             flat, grid = resize_token_grid(flat, grid, fitted, cfg.memory_resize_mode), fitted
-        chain = self._descriptor_chain(flat, grid, 0)
-        if cfg.memory_check_finite:
+        (chain,) = self._descriptor_chains(flat, grid, 0)
+        self._take(flat, grid, frame_index, timestamp, chain)
+        return True
+
+    def add_frames(
+        self,
+        tokens: torch.Tensor | Sequence[torch.Tensor],
+        frame_indices: Sequence[int],
+        timestamps: Sequence[float],
+        frames: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[bool]:
+        """:meth:`MemoryBackend.add_frames`: the same memory as :meth:`add` for each frame in turn.
+
+        Frames given as one ``(B, h, w, C)`` / ``(B, h*w, C)`` tensor (a batch of the vision encoder)
+        arrive together: one ``F.embedding_bag`` over the batch gives every frame's descriptors and
+        shrunk tokens (:func:`~memory_bank.resize.arrival_operator` with ``count = B``), and the
+        descriptors reach the host in one copy: one device sync for the batch instead of one per frame.
+        Then each frame is inserted and cascaded in turn, as :meth:`add` does. A sequence of per-frame
+        tensors, or a grid over the first tier's budget, is added frame by frame.
+
+        Returns:
+            B Trues (this backend stores every frame).
+
+        Raises:
+            MemoryBankError: as :meth:`MemoryBackend.add_frames`: for the first bad frame, after adding
+                the frames before it.
+        """
+        check_batch(tokens, frame_indices, timestamps, frames)
+        cfg = self.config
+        if not isinstance(tokens, torch.Tensor) or len(tokens) < 2:
+            return super().add_frames(tokens, frame_indices, timestamps, frames)
+        accepted: list[tuple[torch.Tensor, int, float]] = []
+        error, index, timestamp = None, self._cursor.frame_index, self._cursor.timestamp
+        for frame_tokens, given_index, given_time in zip(tokens, frame_indices, timestamps):
+            try:  # each frame against the one before it; nothing changes yet
+                flat, grid, index, timestamp, _ = check_frame(
+                    frame_tokens, given_index, given_time, hidden_size=cfg.mm_hidden_size, last_frame_index=index,
+                    last_timestamp=timestamp, describe=False)
+                check_device(flat, self._cursor.device, index)
+            except MemoryBankError as e:
+                error = e
+                break
+            accepted.append((flat, index, timestamp))
+        if accepted and fit_grid(grid, cfg.memory_reduced_sizes[0]) != grid:  # shrunk on the way in, one by one
+            return super().add_frames(tokens, frame_indices, timestamps, frames)
+        if accepted:
+            batch = tokens[: len(accepted)].reshape(-1, cfg.mm_hidden_size)  # a view of the encoder's output
+            for (flat, index, timestamp), chain in zip(accepted, self._descriptor_chains(batch, grid, 0, len(accepted))):
+                self._take(flat, grid, index, timestamp, chain)
+        if error is not None:
+            raise error
+        return [True] * len(accepted)
+
+    def _take(self, flat: torch.Tensor, grid: tuple[int, int], frame_index: int, timestamp: float, chain: _Chain) -> None:
+        """Insert a checked frame's ``(h * w, C)`` tokens with their :class:`_Chain` in the first tier and
+        cascade; the finite check first, so a bad frame changes nothing."""
+        if self.config.memory_check_finite:
             check_finite_norm(chain.norms[0], frame_index)
         self._tiers[0].insert(MemoryEntry(own_storage(flat), grid, frame_index, timestamp, tier=0), chain)
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
-        return True
 
-    def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
-        """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
-        ``F.embedding_bag`` (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for
-        the next tier and ``k = num_tiers - tier`` token sums; the sums go to the host in one copy (the
-        one device sync of an add; no copy on the CPU)."""
+    def _descriptor_chains(self, flat: torch.Tensor, grid: tuple[int, int], tier: int, count: int = 1) -> list[_Chain]:
+        """The :class:`_Chain` of each of ``count`` entries on ``grid`` in ``tier``, whose tokens are stacked
+        in ``flat`` ``(count * h * w, C)``: one ``F.embedding_bag``
+        (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for the next tier and
+        ``k = num_tiers - tier`` token sums of each; all sums go to the host in one copy (the one device
+        sync of an add, or of a batch; no copy on the CPU). The resized tokens of a batch are copied out of
+        its output buffer, which an entry would otherwise keep alive."""
         indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, tier),
-                                                        self.config.memory_resize_mode, flat.device)
+                                                        self.config.memory_resize_mode, flat.device, count)
         out = F.embedding_bag(indices, flat.float(), offsets, mode="sum", per_sample_weights=weights)
-        return _Chain.of(out[n:].to("cpu", torch.float64), out[:n].to(flat.dtype) if n else None)
+        out = out.view(count, -1, flat.shape[1])
+        sums = out[:, n:].to("cpu", torch.float64)
+        norms = torch.linalg.vector_norm(sums, dim=2).tolist()
+        shrunk = out[:, :n].to(flat.dtype) if n else None
+        if shrunk is not None and count > 1:
+            shrunk = [frame.clone() for frame in shrunk.unbind(0)]
+        return [_Chain(sums[j].unbind(0), norms[j], None if shrunk is None else shrunk[j]) for j in range(count)]
 
     def _cascade(self) -> None:
         cfg = self.config
@@ -391,7 +453,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
             chain = _Chain.of_sum(torch.lerp(tier.chains[pos].sums[0], b_chain.sums[0], weight))
         else:
-            chain = self._descriptor_chain(tokens, grid, a.tier)
+            (chain,) = self._descriptor_chains(tokens, grid, a.tier)
         tier.pop(pos)
         tier.insert(merged, chain)
 
@@ -478,7 +540,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             if isinstance(entry.tier, bool) or not isinstance(entry.tier, int) or not 0 <= entry.tier < len(tiers) \
                     or entry.num_tokens > tiers[entry.tier].budget:
                 raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {entry.tier}")
-            tiers[entry.tier].insert(entry, self._descriptor_chain(entry.tokens, entry.grid, entry.tier))
+            tiers[entry.tier].insert(entry, self._descriptor_chains(entry.tokens, entry.grid, entry.tier)[0])
         if any(len(t) > t.capacity for t in tiers):
             raise MemoryBankError("state holds more entries than a tier's capacity")
         counters = [int(x) for x in state["evictions"]], [int(x) for x in state["merges"]]

@@ -168,7 +168,7 @@ def sum_weights(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=256)
 def arrival_operator(
-    grids: tuple[tuple[int, int], ...], mode: str, device: torch.device = torch.device("cpu")
+    grids: tuple[tuple[int, int], ...], mode: str, device: torch.device = torch.device("cpu"), count: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """One ``F.embedding_bag`` that gives, from a grid's ``(n_0, C)`` tokens, both the tokens resized to
     the next grid of the chain and the token sums of :func:`sum_weights`.
@@ -178,11 +178,14 @@ def arrival_operator(
     once, when a frame arrives and its tokens are still in cache, instead of a product for the sums now
     and a second read of the tokens when the frame moves to the next tier (project-specific; see
     :class:`~memory_bank.HierarchicalMemoryBank`). The resized rows equal :func:`resize_token_grid`'s
-    (the same bags); the sums equal ``sum_weights(grids) @ x`` to float32 rounding.
+    (the same bags); the sums equal ``sum_weights(grids) @ x`` to float32 rounding. With ``count > 1``
+    the input is ``count`` such grids stacked, ``(count * n_0, C)`` (a batch of frames), and the output
+    holds each frame's rows in turn: ``(count * (n + k + 1), C)``.
 
     Returns:
-        ``(indices, offsets, weights, n)`` as :func:`pooling_operator` gives them, and ``n``, the number
-        of leading output rows that are resized tokens (``h_1 * w_1``, or 0), on ``device`` (cached).
+        ``(indices, offsets, weights)`` as :func:`pooling_operator` gives them, and ``n``, the number
+        of leading output rows of each frame that are resized tokens (``h_1 * w_1``, or 0), on ``device``
+        (cached).
 
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
@@ -191,4 +194,10 @@ def arrival_operator(
     if len(grids) > 1 and grids[1] != grids[0]:
         parts.insert(0, resize_matrix(grids[0], grids[1], mode))
     n = parts[0].shape[0] if len(parts) == 2 else 0
-    return (*_bags(torch.cat(parts), device), n)
+    indices, offsets, weights = _bags(torch.cat(parts), torch.device("cpu"))
+    if count > 1:  # frame j reads rows j * n_0 ... and writes bags j * rows ...
+        shift, nnz = torch.arange(count)[:, None], indices.numel()
+        indices = (indices + shift * (grids[0][0] * grids[0][1])).flatten()
+        offsets = (offsets + shift * nnz).flatten()
+        weights = weights.repeat(count)
+    return indices.to(device), offsets.to(device), weights.to(device), n

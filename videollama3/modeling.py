@@ -111,7 +111,9 @@ class VideoLlama3WithMemory(nn.Module):
 
     # ------------------------------------------------------------ encoding
     @torch.no_grad()
-    def encode_frames(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, merge_sizes: torch.Tensor) -> list[torch.Tensor]:
+    def encode_frames(
+        self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, merge_sizes: torch.Tensor
+    ) -> torch.Tensor | list[torch.Tensor]:
         """Pre-projector tokens of each frame.
 
         Args:
@@ -121,9 +123,12 @@ class VideoLlama3WithMemory(nn.Module):
             merge_sizes: ``(F,)`` long.
 
         Returns:
-            ``F`` token grids of shape ``(gh / merge, gw / merge, C_vis)`` (9 x 16 x 1152 for a
-            16:9 frame of a real checkpoint at 144 tokens), in the vision model's dtype and on
-            its device: views into one output buffer (a memory backend copies what it keeps).
+            The ``F`` token grids of shape ``(gh / merge, gw / merge, C_vis)`` (9 x 16 x 1152 for a
+            16:9 frame of a real checkpoint at 144 tokens), in the vision model's dtype and on its
+            device: one ``(F, h, w, C_vis)`` tensor when the frames share a grid (the encoder's output
+            buffer, as :meth:`~memory_bank.MemoryBackend.add_frames` takes a batch), else a list of
+            views into that buffer. Either way ``result[i]`` is frame ``i``'s grid (a memory backend
+            copies what it keeps).
         """
         out = self.model.model.vision_model(
             pixel_values=pixel_values.to(self.device, self.vision_dtype),
@@ -131,6 +136,8 @@ class VideoLlama3WithMemory(nn.Module):
             merge_sizes=merge_sizes.to(self.device),
         ).last_hidden_state
         grids = (grid_thw[:, 1:] // merge_sizes[:, None]).tolist()
+        if all(grid == grids[0] for grid in grids):
+            return out.view(len(grids), grids[0][0], grids[0][1], -1)
         return [t.view(h, w, -1) for t, (h, w) in zip(out.split([h * w for h, w in grids]), grids)]
 
     # ----------------------------------------------------------- embedding

@@ -164,8 +164,9 @@ class StreamingSession:
         self.push_frames([(frame, timestamp)])
 
     def push_frames(self, frames: Sequence[tuple[np.ndarray | torch.Tensor, float]]) -> None:
-        """Preprocess and encode ``frames`` in one batch, then add them to the memory one by one in
-        time order. The tokens equal one-at-a-time encoding: the vision encoder attends within each
+        """Preprocess and encode ``frames`` in one batch, then add them to the memory in time order
+        (:meth:`~memory_bank.MemoryBackend.add_frames`: one device sync for the batch in the hierarchical
+        bank). The tokens equal one-at-a-time encoding: the vision encoder attends within each
         frame only (``grid_thw`` has one row per frame).
 
         Args:
@@ -208,8 +209,8 @@ class StreamingSession:
         t1 = clock()
         grids = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)
         t2 = clock()
-        for tokens, (frame, timestamp) in zip(grids, frames):
-            self.memory.add(tokens, self.frames_seen, timestamp, frame=frame)
+        first = self.frames_seen
+        self.memory.add_frames(grids, range(first, first + len(frames)), [t for _, t in frames], [f for f, _ in frames])
         t3 = clock()
         timings["preprocess"] += t1 - t0
         timings["encode"] += t2 - t1

@@ -26,11 +26,18 @@ def stream(h: int, w: int, c: int, seed: int = 0):
         yield x.clone(), i, 0.5 * i
 
 
-def readout(case: str) -> list:
+def readout(case: str, batch: int = 1) -> list:
+    """The readout after the stream of ``case``, its frames added one at a time (``batch`` 1, how the
+    fixture was made) or ``batch`` at a time with ``add_frames`` (one ``(batch, h, w, c)`` tensor each)."""
     h, w, c = CASES[case]
     bank = HierarchicalMemoryBank(mm_hidden_size=c)
-    for tokens, i, t in stream(h, w, c):
-        bank.add(tokens, i, t)
+    frames = list(stream(h, w, c))
+    for first in range(0, len(frames), batch):
+        part = frames[first: first + batch]
+        if batch == 1:
+            bank.add(*part[0])
+        else:
+            bank.add_frames(torch.stack([x for x, _, _ in part]), [i for _, i, _ in part], [t for _, _, t in part])
     return bank.readout()
 
 

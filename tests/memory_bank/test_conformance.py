@@ -419,3 +419,69 @@ def test_non_square_grids_stream_and_round_trip(key):
 def test_absurd_or_missing_sizes_are_refused(name, options):
     with pytest.raises(MemoryConfigError):
         build_memory(name, **options)
+
+
+def feed_batches(memory, stream, start, stop, batch, stacked=True):
+    """:func:`feed` through ``add_frames``: frames in batches of ``batch`` (one ``(B, 16, C)`` tensor when
+    ``stacked``, else a list), a question after the batch holding each 7th frame (as ``feed`` asks)."""
+    for first in range(start, stop, batch):
+        items = [stream.frame(i) for i in range(first, min(first + batch, stop))]
+        tokens = torch.stack([t for t, _, _, _ in items]) if stacked else [t for t, _, _, _ in items]
+        stored = memory.add_frames(tokens, [i for _, i, _, _ in items], [t for _, _, t, _ in items],
+                                   [image for _, _, _, image in items])
+        assert len(stored) == len(items) and all(isinstance(s, bool) for s in stored)
+        for _, index, _, _ in items:
+            if index % 7 == 6 and index == items[-1][1]:
+                memory.readout()
+                memory.on_question(index)
+
+
+@backends
+@pytest.mark.parametrize("batch, stacked", [(1, True), (3, True), (7, True), (7, False)])
+def test_add_frames_ends_where_adding_in_turn_does(key, batch, stacked):
+    """Questions fall after batches of 7 only at batch ends, so both streams see the same questions."""
+    a, b, stream = make(key), make(key), Stream()
+    feed_batches(a, stream, 0, 140, batch, stacked)
+    for first in range(0, 140, batch):
+        stop = min(first + batch, 140)
+        for i in range(first, stop):
+            tokens, index, t, image = stream.frame(i)
+            b.add(tokens, index, t, frame=image)
+        if (stop - 1) % 7 == 6:
+            b.readout()
+            b.on_question(stop - 1)
+    assert_same_state(a.state_dict(), b.state_dict())
+    assert a.stats() == b.stats()
+
+
+@backends
+@pytest.mark.parametrize("case", ["nan", "repeated index", "earlier time", "wrong width"])
+def test_add_frames_stops_at_the_first_bad_frame(key, case):
+    """The frames before the bad one are added (as by add() in turn), the bad one and those after are not."""
+    memory, reference, stream = make(key), make(key), Stream()
+    feed(memory, stream, 0, 20)
+    feed(reference, stream, 0, 20)
+    good = [stream.frame(i) for i in range(20, 23)]
+    bad_tokens, bad_index, bad_t, image = bad_inputs(22, 11.0)[case]
+    frames = [*good, (bad_tokens, bad_index, bad_t, image), stream.frame(24)]
+    tokens = [t for t, _, _, _ in frames]
+    if case != "wrong width":
+        tokens = torch.stack(tokens)
+    with pytest.raises(MemoryBankError):
+        memory.add_frames(tokens, [i for _, i, _, _ in frames], [t for _, _, t, _ in frames], [f for *_, f in frames])
+    for tokens, index, t, image in good:
+        reference.add(tokens, index, t, frame=image)
+    assert_same_state(reference.state_dict(), memory.state_dict())
+
+
+@backends
+def test_add_frames_refuses_a_batch_whose_parts_disagree(key):
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 5)
+    before = copy.deepcopy(memory.state_dict())
+    tokens = torch.stack([stream.frame(i)[0] for i in (5, 6)])
+    for args in [(tokens, [5], [2.5, 3.0]), (tokens, [5, 6], [2.5]), (tokens, [5, 6], [2.5, 3.0], [None]),
+                 (tokens[0], [5] * 16, [2.5] * 16), (tokens.flatten(0, 1), [5], [2.5]), (tokens, 5, 2.5)]:
+        with pytest.raises(MemoryBankError):
+            memory.add_frames(*args)
+    assert_same_state(before, memory.state_dict())

@@ -241,6 +241,44 @@ def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grid
     torch.testing.assert_close(out[n:], sum_weights(grids, mode).float() @ x, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("count", [2, 5])
+@pytest.mark.parametrize("grids", [((12, 12), (8, 8), (6, 6)), ((9, 16), (6, 10), (4, 9)), ((4, 4), (4, 4)), ((5, 5),)])
+def test_arrival_operator_of_a_batch_gives_each_frame_its_own_rows(grids, count):
+    from memory_bank.resize import arrival_operator
+
+    x = torch.randn(count, grids[0][0] * grids[0][1], 16)
+    one = arrival_operator(grids, "area")
+    indices, offsets, weights, n = arrival_operator(grids, "area", torch.device("cpu"), count)
+    assert n == one[3]
+    out = F.embedding_bag(indices, x.flatten(0, 1), offsets, mode="sum", per_sample_weights=weights)
+    each = [F.embedding_bag(one[0], frame, one[1], mode="sum", per_sample_weights=one[2]) for frame in x]
+    assert torch.equal(out, torch.cat(each))
+
+
+@pytest.mark.parametrize("shape, dtype", [((12, 12, 32), torch.float32), ((9, 16, 32), torch.bfloat16),
+                                          ((16, 16, 32), torch.float32)])
+def test_add_frames_equals_adding_in_turn(shape, dtype):
+    """One batch tensor per call (a 16x16 grid, over the first tier's budget, is added frame by frame):
+    the same entries, tokens, descriptors and counters as add() in turn, and no entry keeps a batch's
+    buffers alive (at most its own rows and the 3 rows of descriptor sums computed beside them)."""
+    g = torch.Generator().manual_seed(11)
+    frames = (torch.randn(30, *shape, generator=g).cumsum(0) * 0.3).to(dtype)
+    one, batched = HierarchicalMemoryBank(mm_hidden_size=32), HierarchicalMemoryBank(mm_hidden_size=32)
+    for i, x in enumerate(frames):
+        one.add(x, i, 0.5 * i)
+    for first in range(0, 30, 8):
+        batch = frames[first: first + 8]
+        indices = range(first, first + len(batch))
+        assert batched.add_frames(batch, indices, [0.5 * i for i in indices]) == [True] * len(batch)
+    assert same(snapshot(one), snapshot(batched)) and one.stats() == batched.stats()
+    for a, b in zip(one.readout(), batched.readout()):
+        assert a.metadata() == b.metadata() and a.tokens.dtype == dtype and torch.equal(a.tokens, b.tokens)
+        assert b.tokens.untyped_storage().nbytes() <= (b.num_tokens + 3) * 32 * b.tokens.element_size()
+    query = frames[3].flatten(0, 1).float()
+    assert [(e.frame_index, s) for e, s in one.retrieve(query, threshold=-1)] == \
+        [(e.frame_index, s) for e, s in batched.retrieve(query, threshold=-1)]
+
+
 def test_a_frame_moves_down_with_the_tokens_resized_when_it_arrived():
     """The first tier's entries carry their next-tier tokens (made at arrival, with the descriptors):
     what reaches the second tier is exactly the resize of the frame's tokens."""
@@ -489,10 +527,12 @@ def test_a_frame_larger_than_the_first_budget_is_shrunk_on_the_way_in():
     assert entry.grid == fit_grid((12, 16), 144) == (10, 14) and torch.allclose(entry.tokens, torch.ones(140, 4))
 
 
+@pytest.mark.parametrize("batch", [1, 8, 13])
 @pytest.mark.parametrize("case", ["square", "wide"])
-def test_readout_after_1000_frames_equals_the_pinned_implementation(case):
+def test_readout_after_1000_frames_equals_the_pinned_implementation(case, batch):
     """data/readout_1000.safetensors was written by the implementation before the faster add
-    (make_readout_fixture.py): the faster one must give the same memory to 1e-6."""
+    (make_readout_fixture.py): the faster one must give the same memory to 1e-6, frames added one at
+    a time or in batches (``add_frames``)."""
     import json
     from pathlib import Path
 
@@ -503,7 +543,7 @@ def test_readout_after_1000_frames_equals_the_pinned_implementation(case):
     with safe_open(str(Path(__file__).parent / "data" / "readout_1000.safetensors"), "pt") as f:
         expected_meta = json.loads(f.metadata()["entries"])[case]
         expected = [f.get_tensor(f"{case}.{k}") for k in range(len(expected_meta))]
-    entries = readout(case)
+    entries = readout(case, batch)
     assert [e.metadata() for e in entries] == expected_meta
     for e, tokens in zip(entries, expected):
         torch.testing.assert_close(e.tokens, tokens, rtol=0, atol=1e-6)
