@@ -13,7 +13,8 @@ def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
         {"id": "q", "time": 5.5, "question": "What?", "options": ["a", "b"], "answer": "A", "evidence": [2, 3]},
         {"id": "late", "time": 9.5, "question": "What?", "options": ["a", "b"], "answer": "A", "evidence": [0, 0.5]}]}))
     code = main(["bench", "memory", "--all", "--videos", str(videos / "bikes.mp4"), "--fps", "1",
-                 "--backends", "hierarchical", "fifo", "unbounded", "--plot", str(plot), "--json", str(numbers),
+                 "--backends", "hierarchical", "fifo", "unbounded", "significance:criterion=ssim:buffer_size=3",
+                 "--plot", str(plot), "--json", str(numbers),
                  "--evidence", str(evidence), "--video-root", str(videos)])
     out, _ = capsys.readouterr()
     assert code == 0
@@ -21,17 +22,29 @@ def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
     # at 5.5 s every backend holds frames 0-5 as their own entries: 2 of 6 equal frames are evidence; at 9.5 s
     # fifo has let frame 0 go, unbounded holds it as 1 of 10 frames, hierarchical as a 60-token mid-tier frame of
     # the 8 * 126 + 2 * 60 tokens it holds
-    assert json.loads(numbers.read_text())["evidence"] == {
+    evidence_kept = json.loads(numbers.read_text())["evidence"]
+    assert evidence_kept.pop("significance:criterion=ssim:buffer_size=3")["questions"] == 2
+    assert evidence_kept == {
         "hierarchical": {"questions": 2, "kept_own_pct": 100.0, "kept_any_pct": 100.0,
                          "weight_pct": round(100 * (2 / 6 + 60 / (8 * 126 + 2 * 60)) / 2, 2)},
         "fifo": {"questions": 2, "kept_own_pct": 50.0, "kept_any_pct": 50.0, "weight_pct": round(100 / 6, 2)},
         "unbounded": {"questions": 2, "kept_own_pct": 100.0, "kept_any_pct": 100.0,
                       "weight_pct": round(100 * (2 / 6 + 1 / 10) / 2, 2)}}
     results = json.loads(numbers.read_text())["bikes.mp4"]
+    ssim = results.pop("significance:criterion=ssim:buffer_size=3")  # compares raw frames: it was given them
+    assert 1 <= ssim["frames_stored"] <= 10 and ssim["entries"] == min(3, ssim["frames_stored"])
     assert {k: (r["frames"], r["frames_stored"], r["tokens"]) for k, r in results.items()} == {
         "hierarchical": (10, 10, 8 * 126 + 2 * 60), "fifo": (10, 10, 6 * 126), "unbounded": (10, 10, 10 * 126)}
     assert results["unbounded"]["tokens_held"] == [126 * (i + 1) for i in range(10)]  # bikes.mp4: 7x18 a frame
     assert "| fifo " in out and "mean add ms" in out
+
+
+@pytest.mark.parametrize("spec, message", [("significance:criterion", "is not key=value"),
+                                           ("significance:criterion=colour", "criterion"), ("nosuch", "nosuch")])
+def test_bench_memory_all_names_a_bad_backend_spec(videos, capsys, spec, message):
+    code = main(["bench", "memory", "--all", "--videos", str(videos / "bikes.mp4"), "--backends", spec])
+    _, err = capsys.readouterr()
+    assert code != 0 and message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv, flag", [(["memory", "--all", "--videos", "nowhere/vtest.avi"], "--videos"),

@@ -104,3 +104,39 @@ def test_numpy_frames_are_accepted():
     assert memory.add(torch.randn(144, C), 0, 0.0, frame=np.zeros((10, 12, 3), dtype=np.uint8))
     with pytest.raises(MemoryBankError, match="uint8"):
         memory.add(torch.randn(144, C), 1, 1.0, frame=np.zeros((10, 12, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("shape", [(360, 640), (576, 768), (63, 65), (16, 16), (100, 7), (1, 1)])
+@pytest.mark.parametrize("size", [64, 8])
+def test_area_pool_is_adaptive_avg_pool2d_bit_for_bit(shape, size):
+    """The pixel criteria's downsampling (two embedding_bag passes) gives the torch kernel's exact values,
+    for frames larger and smaller than the signature, and for a frame that is a strided view."""
+    from memory_bank.significance import area_pool
+
+    g = torch.Generator().manual_seed(shape[0] * 7 + size)
+    frame = torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=g)
+    for f in (frame, torch.randint(0, 256, (2 * shape[0], 2 * shape[1], 3), dtype=torch.uint8, generator=g)[::2, 1::2]):
+        want = torch.nn.functional.adaptive_avg_pool2d(f.permute(2, 0, 1).float()[None], (size, size))[0]
+        got = area_pool(f, size)
+        assert got.shape == (3, size, size) and got.dtype == torch.float32 and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("size", [64, 16, 8])
+def test_ssim_equals_the_2d_gaussian_convolution_of_wang_et_al(size):
+    """ssim() filters with the separable window as two matrix products; the textbook form convolves
+    with the 11x11 (or SxS) Gaussian window g g^T. Same value to float32 rounding."""
+    from memory_bank.significance import ssim
+
+    g = torch.Generator().manual_seed(size)
+    a = torch.rand(1, size, size, generator=g)
+    b = (a + 0.2 * torch.rand(1, size, size, generator=g)).clamp(0, 1)
+    k = min(11, size)
+    x = torch.arange(k, dtype=torch.float32) - (k - 1) / 2
+    w = torch.exp(-(x**2) / (2 * 1.5**2))
+    w = (w / w.sum())[:, None] * (w / w.sum())[None, :]
+    mu_a, mu_b, aa, bb, ab = torch.nn.functional.conv2d(torch.stack([a, b, a * a, b * b, a * b]), w[None, None]).unbind(0)
+    c1, c2 = 0.01**2, 0.03**2
+    var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
+    want = (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))).mean()
+    assert ssim(a, b) == pytest.approx(float(want), abs=1e-6) and 0.0 < ssim(a, b) < 1.0
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-6)
