@@ -66,10 +66,13 @@ def frame_signature(frame: torch.Tensor, criterion: str, size: int = 64, bins: i
     if criterion == "histogram":
         h, w = frame.shape[:2]
         step = max(1, math.ceil(max(h, w) / 256))
-        px = frame[::step, ::step].reshape(-1, 3).long()
-        index = (px * bins) // 256 + torch.arange(3, device=frame.device) * bins
-        counts = torch.bincount(index.flatten(), minlength=3 * bins).float().reshape(3, bins)
-        return counts / px.shape[0]
+        px = frame[::step, ::step].reshape(-1, 3)
+        # a 256-level histogram per channel on the uint8 values, then its levels summed into `bins` bins
+        # (level v into bin v * bins // 256): the same counts as binning each pixel, without an int64 copy
+        counts = torch.stack([torch.bincount(px[:, c], minlength=256) for c in range(3)])  # (3, 256)
+        bin_of_level = (torch.arange(256, device=frame.device) * bins) // 256
+        binned = torch.zeros(3, bins, dtype=counts.dtype, device=frame.device).index_add_(1, bin_of_level, counts)
+        return binned.float() / px.shape[0]
     image = area_pool(frame, size) / 255.0
     if criterion == "ssim":
         return (image * torch.tensor([0.299, 0.587, 0.114], device=image.device)[:, None, None]).sum(0, keepdim=True)

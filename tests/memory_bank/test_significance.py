@@ -140,3 +140,17 @@ def test_ssim_equals_the_2d_gaussian_convolution_of_wang_et_al(size):
     want = (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))).mean()
     assert ssim(a, b) == pytest.approx(float(want), abs=1e-6) and 0.0 < ssim(a, b) < 1.0
     assert ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(360, 640), (10, 12), (513, 7)])
+@pytest.mark.parametrize("bins", [16, 7, 2])
+def test_histogram_signature_counts_each_sampled_pixel_in_its_bin(shape, bins):
+    """Per channel, the share of the sampled pixels (every step-th row and column, step = ceil(max(H, W) / 256))
+    whose value v falls in bin v * bins // 256: exactly the counts of binning each pixel."""
+    g = torch.Generator().manual_seed(bins)
+    frame = torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=g)
+    step = max(1, -(-max(shape) // 256))
+    px = frame[::step, ::step].reshape(-1, 3).long()
+    want = torch.stack([torch.bincount(px[:, c] * bins // 256, minlength=bins) for c in range(3)]).float() / len(px)
+    got = frame_signature(frame, "histogram", bins=bins)
+    assert got.shape == (3, bins) and torch.equal(got, want) and torch.allclose(got.sum(1), torch.ones(3))
