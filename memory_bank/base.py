@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 import functools
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
