@@ -394,10 +394,10 @@ def pipelined(session: StreamingSession, frames: Iterator[tuple[np.ndarray, floa
 
 ENCODE_BATCH = 8
 """Frames :func:`question_schedule` encodes together by default, on every device: on a GPU one launch
-for several frames; on the CPU too, frames being preprocessed one at a time (2 cores, tiny model,
-``vl3mem bench pipeline --encode-batch 8``: pipelined, vtest.avi 82 against 67 frames/s one at a time,
-trailer_bbb.mp4 28.6 against 25.4; decoding in turn, 62-73 against 56-62 and 24-26 against 21-25).
-A batch is cut where a question falls due, so it changes nothing a question sees. Live sources and
+for several frames and one memory sync (:meth:`~memory_bank.MemoryBackend.add_frames`). On this 2-core
+CPU with the tiny model it is about even (``vl3mem bench pipeline``, medians of 3 rounds, pipelined:
+vtest.avi 85-89 against 83-88 frames/s one at a time, trailer_bbb.mp4 26-30 against 26-32), so one
+default serves every device. A batch is cut where a question falls due, so it changes nothing a question sees. Live sources and
 ``vl3mem serve`` encode one frame at a time (``encode_batch = 1``): a question may come at any moment."""
 
 
