@@ -165,3 +165,20 @@ def test_the_session_counts_frames_in_one_place_the_memory(tiny, bikes_frames):
     assert (restored.frames_seen, restored.time) == (session.frames_seen, session.time) == (3, 2.0)
     restored.reset()
     assert (restored.frames_seen, restored.time, restored.memory.readout()) == (0, None, [])
+
+
+def test_encode_frames_gives_a_batch_of_one_grid_as_one_tensor(tiny, bikes_frames):
+    """Frames of one size come back as the encoder's (F, h, w, C) output (what memory.add_frames takes whole),
+    frames of two sizes as a list of grids; each frame's tokens equal encoding it alone."""
+    session = build_session(*tiny)
+    model = session.model
+    frames = [f for f, _ in bikes_frames[:3]]
+    alone = [model.encode_frames(*preprocess_frames(f))[0] for f in frames]
+    batch = model.encode_frames(*preprocess_frames(np.stack(frames)))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (3, *alone[0].shape)
+    assert all(torch.equal(batch[i], alone[i]) for i in range(3))
+    small = np.ascontiguousarray(frames[0][:136, :320])  # another size: another grid
+    parts = [preprocess_frames(frames[1]), preprocess_frames(small)]
+    mixed = model.encode_frames(*(torch.cat([p[k] for p in parts]) for k in range(3)))
+    assert isinstance(mixed, list) and len(mixed) == 2 and mixed[0].shape != mixed[1].shape
+    assert torch.equal(mixed[0], alone[1]) and torch.equal(mixed[1], model.encode_frames(*preprocess_frames(small))[0])
