@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import functools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -148,9 +149,11 @@ def check_frame(
             "set mm_hidden_size to the encoder width"
         )
     if isinstance(frame_index, bool) or not isinstance(frame_index, int):
-        try:
-            frame_index = int(frame_index)  # accepts numpy / 0-d tensor integers
-        except (TypeError, ValueError):
+        try:  # numpy and 0-d tensor integers; not floats (1.5 would silently become frame 1), not bools
+            if isinstance(frame_index, bool):
+                raise TypeError
+            frame_index = operator.index(frame_index)
+        except (TypeError, ValueError, RuntimeError):
             raise MemoryBankError(f"frame_index must be an integer, got {frame_index!r}") from None
     if frame_index < 0:
         raise MemoryBankError(f"frame_index must be >= 0, got {frame_index}")

@@ -178,6 +178,8 @@ def bad_inputs(last_index, last_t):
         "repeated index": (good, last_index, last_t + 1, image),
         "earlier time": (good, last_index + 1, last_t - 0.25, image),
         "negative index": (good, -1, last_t + 1, image),
+        "fractional index": (good, last_index + 1.5, last_t + 1, image),
+        "boolean index": (good, True, last_t + 1, image),
         "nan time": (good, last_index + 1, float("nan"), image),
         "text time": (good, last_index + 1, "soon", image),
     }
