@@ -328,7 +328,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         fitted = fit_grid(grid, cfg.memory_reduced_sizes[0])
         if fitted != grid:  # more tokens than the first tier's budget: shrink on the way in
             flat, grid = resize_token_grid(flat, grid, fitted, cfg.memory_resize_mode), fitted
-        (chain,) = self._descriptor_chains(flat, grid, 0)
+        chain = self._descriptor_chain(flat, grid, 0)
         self._take(flat, grid, frame_index, timestamp, chain)
         return True
 
@@ -375,7 +375,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             return super().add_frames(tokens, frame_indices, timestamps, frames)
         if accepted:
             batch = tokens[: len(accepted)].reshape(-1, cfg.mm_hidden_size)  # a view of the encoder's output
-            for (flat, index, timestamp), chain in zip(accepted, self._descriptor_chains(batch, grid, 0, len(accepted))):
+            for (flat, index, timestamp), chain in zip(accepted, self._descriptor_chains(batch, grid, len(accepted))):
                 self._take(flat, grid, index, timestamp, chain)
         if error is not None:
             raise error
@@ -390,23 +390,30 @@ class HierarchicalMemoryBank(MemoryBackend):
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
 
-    def _descriptor_chains(self, flat: torch.Tensor, grid: tuple[int, int], tier: int, count: int = 1) -> list[_Chain]:
-        """The :class:`_Chain` of each of ``count`` entries on ``grid`` in ``tier``, whose tokens are stacked
-        in ``flat`` ``(count * h * w, C)``: one ``F.embedding_bag``
-        (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for the next tier and
-        ``k = num_tiers - tier`` token sums of each; all sums go to the host in one copy (the one device
-        sync of an add, or of a batch; no copy on the CPU). The resized tokens of a batch are copied out of
-        its output buffer, which an entry would otherwise keep alive."""
+    def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
+        """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
+        ``F.embedding_bag`` (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for
+        the next tier and ``k = num_tiers - tier`` token sums; the sums go to the host in one copy (the
+        one device sync of an add; no copy on the CPU)."""
         indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, tier),
-                                                        self.config.memory_resize_mode, flat.device, count)
+                                                        self.config.memory_resize_mode, flat.device)
         out = F.embedding_bag(indices, flat.float(), offsets, mode="sum", per_sample_weights=weights)
-        out = out.view(count, -1, flat.shape[1])
+        sums = out[n:].to("cpu", torch.float64)
+        return _Chain(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), out[:n].to(flat.dtype) if n else None)
+
+    def _descriptor_chains(self, batch: torch.Tensor, grid: tuple[int, int], count: int) -> list[_Chain]:
+        """:meth:`_descriptor_chain` of ``count`` frames arriving in the first tier, whose tokens are stacked
+        in ``batch`` ``(count * h * w, C)``, in one ``F.embedding_bag`` and one host copy of all the sums
+        (one device sync for the batch). Each frame's resized tokens are copied out of the batch's output,
+        which an entry would otherwise keep alive."""
+        indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, 0),
+                                                        self.config.memory_resize_mode, batch.device, count)
+        out = F.embedding_bag(indices, batch.float(), offsets, mode="sum", per_sample_weights=weights)
+        out = out.view(count, -1, batch.shape[1])
         sums = out[:, n:].to("cpu", torch.float64)
         norms = torch.linalg.vector_norm(sums, dim=2).tolist()
-        shrunk = out[:, :n].to(flat.dtype) if n else None
-        if shrunk is not None and count > 1:
-            shrunk = [frame.clone() for frame in shrunk.unbind(0)]
-        return [_Chain(sums[j].unbind(0), norms[j], None if shrunk is None else shrunk[j]) for j in range(count)]
+        shrunk = [own_storage(frame.to(batch.dtype)) for frame in out[:, :n].unbind(0)] if n else [None] * count
+        return [_Chain(sums[j].unbind(0), norms[j], shrunk[j]) for j in range(count)]
 
     def _cascade(self) -> None:
         cfg = self.config
@@ -453,7 +460,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
             chain = _Chain.of_sum(torch.lerp(tier.chains[pos].sums[0], b_chain.sums[0], weight))
         else:
-            (chain,) = self._descriptor_chains(tokens, grid, a.tier)
+            chain = self._descriptor_chain(tokens, grid, a.tier)
         tier.pop(pos)
         tier.insert(merged, chain)
 
@@ -540,7 +547,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             if isinstance(entry.tier, bool) or not isinstance(entry.tier, int) or not 0 <= entry.tier < len(tiers) \
                     or entry.num_tokens > tiers[entry.tier].budget:
                 raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {entry.tier}")
-            tiers[entry.tier].insert(entry, self._descriptor_chains(entry.tokens, entry.grid, entry.tier)[0])
+            tiers[entry.tier].insert(entry, self._descriptor_chain(entry.tokens, entry.grid, entry.tier))
         if any(len(t) > t.capacity for t in tiers):
             raise MemoryBankError("state holds more entries than a tier's capacity")
         counters = [int(x) for x in state["evictions"]], [int(x) for x in state["merges"]]
