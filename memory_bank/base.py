@@ -113,9 +113,10 @@ def check_frame(
             :func:`check_finite_norm`.
 
     Returns:
-        ``(tokens (h*w, C), (h, w), frame_index, timestamp, descriptor (C,) float32)``:
-        ``descriptor`` is the unit pooled descriptor (:func:`pooled_descriptor`), on the tokens'
-        device; None when ``describe`` is False.
+        ``(tokens (h*w, C), (h, w), frame_index, timestamp, descriptor (C,) float32)``: ``tokens``
+        detached from autograd (a memory keeps no graph: a merge of tokens that required grad would
+        chain the graphs of every frame it summarises); ``descriptor`` is the unit pooled descriptor
+        (:func:`pooled_descriptor`), on the tokens' device; None when ``describe`` is False.
 
     Raises:
         MemoryBankError: naming the problem and what to do about it.
@@ -143,6 +144,8 @@ def check_frame(
         raise MemoryBankError(
             f"tokens must have shape (h*w, C) or (h, w, C), got rank {tokens.dim()} with shape {tuple(tokens.shape)}"
         )
+    if flat.requires_grad:
+        flat = flat.detach()
     if c != hidden_size:
         raise MemoryBankError(
             f"tokens have {c} channels but the memory is configured for mm_hidden_size={hidden_size}; "

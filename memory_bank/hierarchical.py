@@ -359,6 +359,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         cfg = self.config
         if not isinstance(tokens, torch.Tensor) or len(tokens) < 2:
             return super().add_frames(tokens, frame_indices, timestamps, frames)
+        tokens = tokens.detach()  # as check_frame does for one frame: the memory keeps no autograd graph
         accepted: list[tuple[torch.Tensor, int, float]] = []
         error, index, timestamp = None, self._cursor.frame_index, self._cursor.timestamp
         for frame_tokens, given_index, given_time in zip(tokens, frame_indices, timestamps):

@@ -487,3 +487,22 @@ def test_add_frames_refuses_a_batch_whose_parts_disagree(key):
         with pytest.raises(MemoryBankError):
             memory.add_frames(*args)
     assert_same_state(before, memory.state_dict())
+
+
+@backends
+def test_tokens_that_require_grad_leave_no_autograd_history(key):
+    """A memory holds values, not graphs: fed tokens that require grad (an encoder being trained), it ends
+    exactly as when fed the same values detached, and nothing it holds or returns has a grad_fn."""
+    weight = torch.eye(C, requires_grad=True)
+    with_grad, detached, stream = make(key), make(key), Stream()
+    for i in range(60):
+        tokens, index, t, image = stream.frame(i)
+        with_grad.add(tokens @ weight, index, t, frame=image)
+        detached.add(tokens, index, t, frame=image)
+    assert_same_state(with_grad.state_dict(), detached.state_dict())
+    held = [e.tokens for e in with_grad.readout()] + [v for v in with_grad.state_dict().values()
+                                                       if isinstance(v, torch.Tensor)]
+    assert held and not any(x.requires_grad or x.grad_fn is not None for x in held)
+    stacked = torch.stack([stream.frame(i)[0] for i in (60, 61)]) @ weight
+    with_grad.add_frames(stacked, [60, 61], [30.0, 30.5], [stream.frame(i)[3] for i in (60, 61)])
+    assert not any(e.tokens.requires_grad for e in with_grad.readout())
