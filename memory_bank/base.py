@@ -125,6 +125,11 @@ def check_frame(
         raise MemoryBankError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
     if not tokens.is_floating_point():
         raise MemoryBankError(f"tokens must be a floating-point tensor, got dtype {tokens.dtype}")
+    if tokens.layout != torch.strided or tokens.is_meta or tokens.is_nested:
+        kind = "a meta tensor (no data)" if tokens.is_meta else "a nested tensor" if tokens.is_nested else \
+            f"layout {tokens.layout}"
+        raise MemoryBankError(f"tokens must be a dense tensor holding values, got {kind}; pass tokens.to_dense() or "
+                              "the encoder's output itself")
     if tokens.dim() == 3:
         h, w, c = tokens.shape
         if h == 0 or w == 0:

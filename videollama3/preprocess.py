@@ -95,12 +95,17 @@ def preprocess_frames(
         ``(gh / merge, gw / merge)``.
 
     Raises:
-        ValueError: for a wrong shape or dtype, an empty frame, or a bad ``max_tokens``.
+        ValueError: for a wrong shape or dtype, a sparse or meta tensor, an empty frame, or a bad
+            ``max_tokens``.
     """
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
+        # a read-only array (np.frombuffer of a pipe's bytes) is copied: torch may not wrap it without a warning
+        frames = torch.from_numpy(np.require(frames, requirements=("C", "W")))
     if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8:
         raise ValueError(f"frames must be uint8 RGB arrays, got {getattr(frames, 'dtype', type(frames))}")
+    if frames.layout != torch.strided or frames.is_meta:
+        raise ValueError(f"frames must be dense uint8 arrays holding pixels, got a {frames.layout}"
+                         f"{' meta' if frames.is_meta else ''} tensor")
     if frames.dim() == 3:
         frames = frames.unsqueeze(0)
     if frames.dim() != 4 or frames.shape[-1] != 3:

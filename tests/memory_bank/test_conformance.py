@@ -175,6 +175,8 @@ def bad_inputs(last_index, last_t):
         "rank 1": (good.flatten(), last_index + 1, last_t + 1, image),
         "not square": (good[:15], last_index + 1, last_t + 1, image),
         "not a tensor": (good.tolist(), last_index + 1, last_t + 1, image),
+        "sparse tokens": (good.to_sparse(), last_index + 1, last_t + 1, image),
+        "meta tokens": (torch.empty(SIDE * SIDE, C, device="meta"), last_index + 1, last_t + 1, image),
         "repeated index": (good, last_index, last_t + 1, image),
         "earlier time": (good, last_index + 1, last_t - 0.25, image),
         "negative index": (good, -1, last_t + 1, image),
@@ -200,13 +202,15 @@ def test_bad_input_is_rejected_and_changes_nothing(key, case):
 
 
 @pytest.mark.parametrize("key", ["significance_pixel", "significance_ssim"])
-@pytest.mark.parametrize("frame", [None, "float", "gray", "empty"])
+@pytest.mark.parametrize("frame", [None, "float", "gray", "empty", "sparse", "meta"])
 def test_pixel_criteria_reject_a_missing_or_bad_raw_frame(key, frame):
     memory, stream = make(key), Stream()
     feed(memory, stream, 0, 5)
     before = copy.deepcopy(memory.state_dict())
     bad = {None: None, "float": torch.zeros(16, 16, 3), "gray": torch.zeros(16, 16, dtype=torch.uint8),
-           "empty": torch.zeros(0, 16, 3, dtype=torch.uint8)}[frame]
+           "empty": torch.zeros(0, 16, 3, dtype=torch.uint8),
+           "sparse": torch.zeros(16, 16, 3, dtype=torch.uint8).to_sparse(),
+           "meta": torch.empty(16, 16, 3, dtype=torch.uint8, device="meta")}[frame]
     with pytest.raises(MemoryBankError, match="frame"):
         memory.add(torch.randn(SIDE * SIDE, C), 5, 2.5, frame=bad)
     assert_same_state(before, memory.state_dict())

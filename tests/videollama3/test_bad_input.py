@@ -153,3 +153,25 @@ def test_loading_a_truncated_or_foreign_bank_file_raises_the_documented_error(tm
         with pytest.raises(MemoryBankError):
             HierarchicalMemoryBank.load(tmp_path / name)
     assert len(HierarchicalMemoryBank.load(path).readout()) == len(bank.readout())
+
+
+def test_push_frame_rejects_frames_without_pixels_and_takes_read_only_arrays(tiny, bikes_frames):
+    """A sparse or meta tensor is a ValueError naming it (not a torch error from inside the resize); a read-only
+    array (np.frombuffer of a pipe's bytes) is encoded as its writable copy would be, without a warning."""
+    import warnings
+
+    session, reference = build_session(*tiny), build_session(*tiny)
+    frame, t = bikes_frames[0]
+    for bad, name in [(torch.from_numpy(frame).to_sparse(), "sparse"), (torch.empty(frame.shape, dtype=torch.uint8,
+                                                                                    device="meta"), "meta")]:
+        with pytest.raises(ValueError, match=name):
+            session.push_frame(bad, t)
+    assert session.frames_seen == 0
+    read_only = np.frombuffer(frame.tobytes(), np.uint8).reshape(frame.shape)
+    assert not read_only.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        session.push_frame(read_only, t)
+    reference.push_frame(frame.copy(), t)
+    (a,), (b,) = session.memory.readout(), reference.memory.readout()
+    assert torch.equal(a.tokens, b.tokens)
