@@ -125,11 +125,7 @@ def check_frame(
         raise MemoryBankError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
     if not tokens.is_floating_point():
         raise MemoryBankError(f"tokens must be a floating-point tensor, got dtype {tokens.dtype}")
-    if tokens.layout != torch.strided or tokens.is_meta or tokens.is_nested:
-        kind = "a meta tensor (no data)" if tokens.is_meta else "a nested tensor" if tokens.is_nested else \
-            f"layout {tokens.layout}"
-        raise MemoryBankError(f"tokens must be a dense tensor holding values, got {kind}; pass tokens.to_dense() or "
-                              "the encoder's output itself")
+    check_dense(tokens, "tokens")
     if tokens.dim() == 3:
         h, w, c = tokens.shape
         if h == 0 or w == 0:
@@ -215,6 +211,15 @@ def check_batch(
     return [None] * sizes[0] if frames is None else frames
 
 
+def check_dense(tensor: torch.Tensor, what: str) -> None:
+    """Raise :class:`MemoryBankError` unless ``tensor`` is a dense tensor holding values: not sparse,
+    not meta (no data), not nested. ``what`` names it in the message."""
+    if tensor.layout != torch.strided or tensor.is_meta or tensor.is_nested:
+        kind = "a meta tensor (no data)" if tensor.is_meta else "a nested tensor" if tensor.is_nested else \
+            f"layout {tensor.layout}"
+        raise MemoryBankError(f"{what} must be a dense tensor holding values, got {kind}; pass .to_dense() of it")
+
+
 def check_finite_norm(norm: float, frame_index: int) -> None:
     """Raise :class:`MemoryBankError` when ``norm`` (of a frame's per-channel sum, or of a sum
     weighted by positive weights) is NaN or Inf: some token value was, or they were too large to
@@ -272,14 +277,21 @@ def check_query(query: Any, hidden_size: int, k: Any) -> torch.Tensor:
         k: None or a positive integer.
 
     Raises:
-        MemoryBankError: for a query of the wrong type or shape, or a bad ``k``.
+        MemoryBankError: for a query of the wrong type or shape, no tokens, NaN or Inf values (a ranking
+            by NaN scores would be arbitrary), a sparse or meta tensor, or a bad ``k``.
     """
     if not isinstance(query, torch.Tensor) or query.dim() not in (1, 2) or query.shape[-1] != hidden_size:
         shape = tuple(query.shape) if isinstance(query, torch.Tensor) else type(query).__name__
         raise MemoryBankError(f"query must be a ({hidden_size},) vector or (n, {hidden_size}) tokens, got {shape}")
+    check_dense(query, "query")
+    if query.numel() == 0:
+        raise MemoryBankError(f"query of shape {tuple(query.shape)} holds no tokens")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise MemoryBankError(f"k must be a positive integer or None, got {k!r}")
-    return pooled_descriptor(query.reshape(-1, hidden_size))
+    descriptor = pooled_descriptor(query.detach().reshape(-1, hidden_size))
+    if not bool(torch.isfinite(descriptor).all()):
+        raise MemoryBankError("query holds NaN or Inf values (or values too large to add up in float32)")
+    return descriptor
 
 
 def rank_by_similarity(

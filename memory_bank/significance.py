@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .base import (
     MemoryBackend,
     StreamCursor,
+    check_dense,
     rejects_malformed_states,
     MemoryEntry,
     own_storage,
@@ -48,9 +49,7 @@ def check_raw_frame(frame: Any) -> torch.Tensor:
             frame = torch.as_tensor(frame)
         except (TypeError, ValueError, RuntimeError):
             raise MemoryBankError(f"frame must be an (H, W, 3) uint8 array, got {type(frame).__name__}") from None
-    if frame.layout != torch.strided or frame.is_meta:
-        raise MemoryBankError(f"frame must be a dense (H, W, 3) uint8 array holding pixels, got a {frame.layout} "
-                              f"{'meta ' if frame.is_meta else ''}tensor")
+    check_dense(frame, "frame")
     if frame.dim() != 3 or frame.shape[-1] != 3 or frame.dtype != torch.uint8 or frame.numel() == 0:
         raise MemoryBankError(
             f"frame must be an (H, W, 3) uint8 RGB array, got shape {tuple(frame.shape)} dtype {frame.dtype}"

@@ -245,6 +245,23 @@ def test_retrieve_finds_the_entry_a_query_was_taken_from(key):
         memory.retrieve(torch.randn(C), k=0)
 
 
+@backends
+@pytest.mark.parametrize("case", ["nan", "inf", "no tokens", "sparse", "meta"])
+def test_a_query_without_usable_values_is_refused_and_changes_nothing(key, case):
+    """NaN scores would rank arbitrarily and an empty query has no direction: both are errors, as are tensors
+    without values; a backend that counts retrievals as uses (lru_quantized) counts none."""
+    memory, stream = make(key), Stream()
+    feed(memory, stream, 0, 12)
+    before = copy.deepcopy(memory.state_dict())
+    nan, inf = torch.randn(C), torch.randn(3, C)
+    nan[2], inf[1, 0] = float("nan"), float("inf")
+    query = {"nan": nan, "inf": inf, "no tokens": torch.randn(0, C), "sparse": torch.randn(3, C).to_sparse(),
+             "meta": torch.empty(C, device="meta")}[case]
+    with pytest.raises(MemoryBankError, match="query"):
+        memory.retrieve(query, k=2)
+    assert_same_state(before, memory.state_dict())
+
+
 # ------------------------------------------------------------------ registry
 def test_unknown_backend_lists_the_known_ones():
     with pytest.raises(MemoryConfigError) as e:
