@@ -96,7 +96,11 @@ def resize_matrix(grid: tuple[int, int], size: tuple[int, int], mode: str) -> to
 
     Built once per (grid, size, mode) by resizing the identity with the defining torch function
     (``adaptive_avg_pool2d`` for ``area``, antialiased ``interpolate`` for ``bilinear``):
-    :func:`resize_token_grid` of ``x`` is ``matrix @ x`` up to rounding.
+    :func:`resize_token_grid` of ``x`` is ``matrix @ x`` up to rounding. The identity of a grid of
+    ``n`` tokens takes ``8 n^2`` bytes, so above :data:`IDENTITY_TOKENS` tokens (a 100x100 grid would
+    take 800 MB, a 300x300 one 65 GB) the matrix is the Kronecker product of the two axes' resizes,
+    each built the same way: both modes are separable, so the weights are the same to float64
+    rounding, and the memory is that of the matrix itself.
 
     Raises:
         MemoryBankError: for an unknown mode, or an output grid larger than the input.
@@ -106,13 +110,35 @@ def resize_matrix(grid: tuple[int, int], size: tuple[int, int], mode: str) -> to
         raise MemoryBankError(f"unknown resize mode {mode!r}; use 'area' or 'bilinear'")
     if not (1 <= oh <= h and 1 <= ow <= w):
         raise MemoryBankError(f"cannot resize a {h}x{w} token grid to {oh}x{ow}: the memory only shrinks grids")
+    if h * w > IDENTITY_TOKENS:
+        return separable_resize_matrix(grid, size, mode)
     # column k of the identity is input token k: resizing it gives column k of the matrix
     eye = torch.eye(h * w, dtype=torch.float64).reshape(h * w, 1, h, w)
+    return _resize(eye, size, mode).reshape(h * w, oh * ow).T.contiguous()
+
+
+def separable_resize_matrix(grid: tuple[int, int], size: tuple[int, int], mode: str) -> torch.Tensor:
+    """:func:`resize_matrix` as the Kronecker product of the two axes' resizes, each measured with the
+    defining torch function on a one-hot image of the other axis' width (2, or 1 when the grid is 1
+    wide: torch resizes a 1-wide image differently, and so does this). Equal to the 2-D identity's
+    matrix to float64 rounding (a test compares them), in the memory of the result only."""
+    (h, w), (oh, ow) = grid, size
+    rows = torch.eye(h, dtype=torch.float64).reshape(h, 1, h, 1).expand(h, 1, h, min(w, 2))
+    cols = torch.eye(w, dtype=torch.float64).reshape(w, 1, 1, w).expand(w, 1, min(h, 2), w)
+    along_h = _resize(rows, (oh, min(w, 2)), mode)[:, 0, :, 0].T  # (oh, h)
+    along_w = _resize(cols, (min(h, 2), ow), mode)[:, 0, 0, :].T  # (ow, w)
+    return torch.kron(along_h.contiguous(), along_w.contiguous())
+
+
+def _resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """The defining torch function of ``mode`` on ``(N, 1, h, w)`` float64 images."""
     if mode == "area":
-        columns = F.adaptive_avg_pool2d(eye, size)
-    else:
-        columns = F.interpolate(eye, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return columns.reshape(h * w, oh * ow).T.contiguous()
+        return F.adaptive_avg_pool2d(images, size)
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+IDENTITY_TOKENS = 4096
+"""Grids up to this many tokens (64x64; 32 MB of identity) get :func:`resize_matrix` from the 2-D identity."""
 
 
 @functools.lru_cache(maxsize=256)

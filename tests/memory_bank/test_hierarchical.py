@@ -547,3 +547,29 @@ def test_readout_after_1000_frames_equals_the_pinned_implementation(case, batch)
     assert [e.metadata() for e in entries] == expected_meta
     for e, tokens in zip(entries, expected):
         torch.testing.assert_close(e.tokens, tokens, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+@pytest.mark.parametrize("grid, size", [((12, 12), (8, 8)), ((9, 16), (6, 10)), ((1, 40), (1, 7)), ((40, 1), (13, 1)),
+                                        ((2, 9), (1, 4)), ((23, 17), (23, 17)), ((64, 64), (12, 12))])
+def test_separable_resize_matrix_equals_the_identity_one(mode, grid, size):
+    """Large grids get their resize as the Kronecker product of the two axes' (the identity of a 300x300 grid
+    would take 65 GB); it is the 2-D identity's matrix to float64 rounding, 1-wide grids included."""
+    from memory_bank.resize import resize_matrix, separable_resize_matrix
+
+    torch.testing.assert_close(separable_resize_matrix(grid, size, mode), resize_matrix(grid, size, mode),
+                               rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear"])
+def test_a_frame_of_90000_tokens_is_shrunk_on_the_way_in(mode):
+    """A 300x300 grid is resized with the torch function's values, without the 2-D identity's 65 GB."""
+    x = torch.randn(300, 300, 4, generator=torch.Generator().manual_seed(3))
+    bank = HierarchicalMemoryBank(mm_hidden_size=4, memory_resize_mode=mode)
+    bank.add(x, 0, 0.0)
+    (entry,) = bank.readout()
+    grid = x.permute(2, 0, 1)[None]
+    want = F.adaptive_avg_pool2d(grid, entry.grid) if mode == "area" else \
+        F.interpolate(grid, size=entry.grid, mode="bilinear", align_corners=False, antialias=True)
+    assert entry.grid == (12, 12)
+    torch.testing.assert_close(entry.tokens, want[0].permute(1, 2, 0).reshape(144, 4), rtol=0, atol=1e-5)
