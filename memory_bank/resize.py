@@ -183,11 +183,11 @@ def sum_weights(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
     """
-    n = grids[0][0] * grids[0][1]
-    chain = torch.eye(n, dtype=torch.float64)
-    rows = [chain.sum(dim=0)]
+    rows = [torch.ones(grids[0][0] * grids[0][1], dtype=torch.float64)]
+    chain = None  # P_j ... P_1, without the identity of g_0 (8 n_0^2 bytes) that it would multiply, exactly
     for src, dst in zip(grids, grids[1:]):
-        chain = resize_matrix(src, dst, mode) @ chain
+        step = resize_matrix(src, dst, mode)
+        chain = step if chain is None else step @ chain
         rows.append(chain.sum(dim=0))
     return torch.stack(rows)
 

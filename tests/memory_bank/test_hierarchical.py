@@ -573,3 +573,19 @@ def test_a_frame_of_90000_tokens_is_shrunk_on_the_way_in(mode):
         F.interpolate(grid, size=entry.grid, mode="bilinear", align_corners=False, antialias=True)
     assert entry.grid == (12, 12)
     torch.testing.assert_close(entry.tokens, want[0].permute(1, 2, 0).reshape(144, 4), rtol=0, atol=1e-5)
+
+
+def test_a_first_tier_of_image_sized_frames_needs_no_identity_of_its_grid():
+    """A 128x128 first-tier grid (VideoLLaMA3's image budget is 16384 tokens): the descriptor weights of its
+    later tiers come from the resize matrices alone (the identity would be 2 GB); the cascade still holds
+    the exact pooled tokens of each entry."""
+    g = torch.Generator().manual_seed(4)
+    bank = HierarchicalMemoryBank(mm_hidden_size=4, memory_capacities=(2, 1), memory_reduced_sizes=(16384, 36),
+                                  memory_tier_names=("short", "mid"))
+    frames = [torch.randn(128, 128, 4, generator=g) for _ in range(3)]
+    for i, x in enumerate(frames):
+        bank.add(x, i, float(i))
+    tiers = bank.tiers()
+    assert [e.grid for e in tiers["short"]] == [(128, 128)] * 2 and tiers["mid"][0].grid == (6, 6)
+    want = F.adaptive_avg_pool2d(frames[tiers["mid"][0].frame_index].permute(2, 0, 1)[None], (6, 6))
+    torch.testing.assert_close(tiers["mid"][0].tokens, want[0].permute(1, 2, 0).reshape(36, 4), rtol=0, atol=1e-5)
