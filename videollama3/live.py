@@ -102,11 +102,17 @@ class LiveSource:
         target: Any = sys.stdin.buffer if source == "-" else source
         if source != "-" and not source.startswith(URL_SCHEMES) and not Path(source).exists():
             raise VideoError(f"no such video source: {source}", source)
+        # the first bytes of a pipe, read before FFmpeg consumes them: an MP4 box header names an MP4
+        head = target.peek(12)[:12] if source == "-" and hasattr(target, "peek") else b""
         try:
             container = av.open(target, format=input_format, options=options, timeout=self.read_timeout)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
             name = "standard input" if source == "-" else source
-            raise VideoError(f"cannot open {name} as a video stream ({e.__class__.__name__}: {e})", source) from None
+            hint = ("; an MP4 read from a pipe needs its index first: remux it with ffmpeg -i IN -c copy -movflags "
+                    "+faststart+frag_keyframe+empty_moov -f mp4 -, stream MPEG-TS (-f mpegts), or pass the file's "
+                    "path") if head[4:8] == b"ftyp" else ""
+            raise VideoError(f"cannot open {name} as a video stream ({e.__class__.__name__}: {e}){hint}",
+                             source) from None
         if not container.streams.video:
             container.close()
             raise VideoError(f"{source} has no video stream", source)
