@@ -10,6 +10,7 @@ frame, ``answer`` after each question) that server-sent-event clients receive as
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import threading
 import time
@@ -223,7 +224,9 @@ class SessionManager:
 
         Raises:
             ServeError: 409 for a session that reads its own source; 413 for a frame too large;
-                422 for bytes that are not an image, or a timestamp before the last frame's.
+                422 for bytes that are not an image, a frame the model cannot take (an aspect ratio
+                over 200), or a timestamp that is not finite seconds >= 0 or is before the last frame's.
+                The session is unchanged.
         """
         from PIL import Image, UnidentifiedImageError
 
@@ -242,10 +245,15 @@ class SessionManager:
             raise ServeError(422, f"the frame is not a JPEG or PNG image ({e.__class__.__name__})") from None
         last = served.session.time
         t = (last + 1.0 if last is not None else 0.0) if timestamp is None else float(timestamp)
+        if not math.isfinite(t) or t < 0:
+            raise ServeError(422, f"frame time {t} s is not a finite number of seconds >= 0")
         if last is not None and t < last:
             raise ServeError(422, f"frame time {t} s is before the last frame's ({last} s); push frames in time order")
-        with self.model_lock:
-            served.session.push_frame(frame, t)
+        try:
+            with self.model_lock:
+                served.session.push_frame(frame, t)
+        except (ValueError, MemoryBankError) as e:  # checked before the session changes
+            raise ServeError(422, f"the frame cannot be encoded: {e}") from None
         state = served.state()
         served.emit("status", **state)
         return state

@@ -151,3 +151,17 @@ def test_serve_refuses_a_media_root_that_is_not_a_folder(tmp_path, capsys):
     assert main(["serve", "--media-root", str(tmp_path / "none"), "--model", "tiny"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--media-root" in err and "is not a folder" in err
+
+
+def test_pushed_frames_the_model_cannot_take_are_422_and_change_nothing(client):
+    """Not-finite or negative times and a frame of aspect ratio over 200 were 500s; now each is a 422 with the
+    reason, the session unchanged, and the next good frame is taken."""
+    sid = client.post("/api/sessions", json={}).json()["id"]
+    for t, body, detail in [("nan", jpeg(10), "not a finite number"), ("inf", jpeg(10), "not a finite number"),
+                            ("-1", jpeg(10), "not a finite number"), ("0", jpeg(10, size=(400, 1), fmt="PNG"),
+                                                                     "aspect ratio")]:
+        r = client.post(f"/api/sessions/{sid}/frames?t={t}", content=body)
+        assert r.status_code == 422 and detail in r.json()["detail"], (t, r.text)
+        assert client.get(f"/api/sessions/{sid}").json()["frames_seen"] == 0
+    r = client.post(f"/api/sessions/{sid}/frames?t=0.5", content=jpeg(10))
+    assert r.status_code == 200 and r.json()["frames_seen"] == 1 and r.json()["time"] == 0.5
