@@ -304,11 +304,15 @@ class SessionManager:
 
         if served.source is not None:
             raise ServeError(409, "restore into a session opened without a source")
-        try:
+        try:  # weights_only: a file from the network unpickles tensors and plain values only
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (RuntimeError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as e:
+            raise ServeError(422, f"not a memory file saved by GET /api/sessions/{{id}}/memory ({len(data)} bytes that "
+                                  f"do not load as one: {e.__class__.__name__})") from None
+        try:
             with self.model_lock:
                 served.session.memory.load_state_dict(state)
-        except (MemoryBankError, RuntimeError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as e:
+        except (MemoryBankError, RuntimeError, ValueError, TypeError) as e:
             raise ServeError(422, f"not a saved memory of this service's backend ({str(e)[:200]})") from None
         state = served.state()
         served.emit("status", **state)

@@ -110,6 +110,14 @@ def test_bad_requests_are_4xx_with_a_reason(client, method, path, kwargs, status
     assert r.status_code == status and detail in r.json()["detail"]
 
 
+def _saved(state) -> bytes:
+    import torch
+
+    out = io.BytesIO()
+    torch.save(state, out)
+    return out.getvalue()
+
+
 def test_limits_are_4xx_with_a_reason(client, manager, tmp_path):
     pushed = client.post("/api/sessions", json={}).json()["id"]
     cases = [
@@ -124,7 +132,9 @@ def test_limits_are_4xx_with_a_reason(client, manager, tmp_path):
         (client.post(f"/api/sessions/{pushed}/questions", json={"question": "x" * 51}), 422, "over the limit of 50"),
         (client.post(f"/api/sessions/{pushed}/questions", json={"question": "  "}), 422, "empty"),
         (client.post(f"/api/sessions/{pushed}/questions", json={"question": "a <|video_pad|>"}), 422, "special token"),
-        (client.put(f"/api/sessions/{pushed}/memory", content=b"garbage"), 422, "not a saved memory"),
+        (client.put(f"/api/sessions/{pushed}/memory", content=b"garbage"), 422, "not a memory file saved by GET"),
+        (client.put(f"/api/sessions/{pushed}/memory", content=_saved({"format": "memory_bank.fifo/1"})), 422,
+         "not a saved memory of this service's backend"),
         (client.post("/api/sessions/upload", files={"file": ("big.mp4", b"0" * 3_000_001)}), 413, "over the limit"),
         (client.post("/api/sessions/upload", files={"file": ("x.mp4", b"not a video")}), 422, "cannot open"),
     ]
