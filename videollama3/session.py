@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -308,11 +309,22 @@ class StreamingSession:
             **generate_kwargs: passed to the native ``generate`` (greedy by default).
 
         Raises:
-            QuestionError: for an empty question, or one holding a special token.
+            QuestionError: for an empty question, one holding a special token, or a ``max_new_tokens``
+                that is not an integer from 1 to the language model's context length; checked before
+                the readout, so the memory is unchanged.
         """
         if not isinstance(question, str) or not question.strip():
             raise QuestionError("the question is empty; give some text to ask")
         self.processor.check_text(question)
+        context = self.model.model.config.get_text_config().max_position_embeddings
+        try:  # numpy integers too; not bools, floats or text
+            budget = -1 if isinstance(max_new_tokens, bool) else operator.index(max_new_tokens)
+        except TypeError:
+            budget = -1
+        if not 1 <= budget <= context:
+            raise QuestionError(f"max_new_tokens must be an integer from 1 to the model's context of {context} tokens, "
+                                f"got {max_new_tokens!r}")
+        max_new_tokens = budget
         start = time.perf_counter()
         if entries is None:
             entries = self.question_readout()

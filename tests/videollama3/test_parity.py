@@ -182,3 +182,22 @@ def test_encode_frames_gives_a_batch_of_one_grid_as_one_tensor(tiny, bikes_frame
     mixed = model.encode_frames(*(torch.cat([p[k] for p in parts]) for k in range(3)))
     assert isinstance(mixed, list) and len(mixed) == 2 and mixed[0].shape != mixed[1].shape
     assert torch.equal(mixed[0], alone[1]) and torch.equal(mixed[1], model.encode_frames(*preprocess_frames(small))[0])
+
+
+@pytest.mark.parametrize("budget", [0, -1, 2.5, "3", True, 10**9])
+def test_a_bad_generation_budget_is_refused_before_the_memory_sees_the_question(tiny, bikes_frames, budget):
+    """0 and -1 failed inside transformers, 2.5 was taken, 10**9 generated until memory ran out; and each after
+    the question's readout had already marked the newest frame (fifo) as prompted."""
+    import copy
+
+    from videollama3.errors import QuestionError
+
+    session = build_session(*tiny, "fifo")
+    for frame, t in bikes_frames[:3]:
+        session.push_frame(frame, t)
+    before = copy.deepcopy(session.memory.state_dict())
+    with pytest.raises(QuestionError, match="max_new_tokens must be an integer from 1 to the model's context"):
+        session.ask("What moves?", max_new_tokens=budget)
+    assert session.memory.state_dict()["prompted"] == before["prompted"] == []
+    answer = session.ask("What moves?", max_new_tokens=np.int64(2))
+    assert session.memory.state_dict()["prompted"] == [2] and answer.frames_seen == 3
