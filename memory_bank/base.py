@@ -152,15 +152,13 @@ def check_frame(
             f"tokens have {c} channels but the memory is configured for mm_hidden_size={hidden_size}; "
             "set mm_hidden_size to the encoder width"
         )
-    if isinstance(frame_index, bool) or not isinstance(frame_index, int):
-        try:  # numpy and 0-d tensor integers; not floats (1.5 would silently become frame 1), not bools
-            if isinstance(frame_index, bool):
-                raise TypeError
-            frame_index = operator.index(frame_index)
-        except (TypeError, ValueError, RuntimeError):
-            raise MemoryBankError(f"frame_index must be an integer, got {frame_index!r}") from None
-    if frame_index < 0:
-        raise MemoryBankError(f"frame_index must be >= 0, got {frame_index}")
+    try:  # ints, numpy and 0-d tensor integers; not floats (1.5 would silently become frame 1), not bools
+        index = -1 if isinstance(frame_index, bool) else operator.index(frame_index)
+    except (TypeError, ValueError, RuntimeError):
+        index = -1
+    if index < 0:
+        raise MemoryBankError(f"frame_index must be an integer >= 0, got {frame_index!r}")
+    frame_index = index
     if last_frame_index is not None and frame_index <= last_frame_index:
         raise MemoryBankError(
             f"frame index {frame_index} was already added (last frame index {last_frame_index}); "
