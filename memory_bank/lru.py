@@ -29,6 +29,7 @@ from .registry import register_memory
 
 FULL, HALF, INT8 = 0, 1, 2
 _FP16_MAX = torch.finfo(torch.float16).max
+_FP32_MAX = torch.finfo(torch.float32).max
 
 
 def quantize_uint8(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -38,15 +39,26 @@ def quantize_uint8(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     is at most ``scale / 2 = (max - min) / 510`` (0.2% of the tensor's range).
 
     Args:
-        tokens: any floating tensor.
+        tokens: any floating tensor whose range ``max - min`` is finite in float32 (at most 3.4e38;
+            beyond, ``x - min`` overflows and values come back NaN: :class:`LRUQuantizedMemory` holds
+            such an entry at 16 bits instead).
 
     Returns:
         ``(q uint8 same shape, scale 0-d float32, offset 0-d float32)`` on ``tokens``' device.
     """
     x = tokens.float()
-    lo, hi = torch.aminmax(x)  # one pass for both
+    return _quantize_uint8(x, *torch.aminmax(x))  # one pass for both
+
+
+def _quantize_uint8(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`quantize_uint8` of float32 ``x`` whose exact min and max are the 0-d tensors ``lo`` and ``hi``.
+
+    No clamp to ``[0, 255]`` is needed: ``x - lo >= 0``, and ``(x - lo) / scale <= 255`` up to three float32
+    roundings (``scale`` is ``(hi - lo) / 255`` rounded; a clamped ``scale`` only makes it smaller), so
+    it rounds to 255 at most.
+    """
     scale = ((hi - lo) / 255).clamp_min(torch.finfo(torch.float32).tiny)
-    q = torch.sub(x, lo).div_(scale).round_().clamp_(0, 255).to(torch.uint8)  # one buffer, in place
+    q = torch.sub(x, lo).div_(scale).round_().to(torch.uint8)  # one buffer, in place
     return q, scale, lo
 
 
@@ -115,7 +127,10 @@ class LRUQuantizedMemory(MemoryBackend):
     its use count earns: 32 bits (as added) from ``full_precision_uses`` uses,
     16 bits from ``half_precision_uses``, 8 bits below that (uint8 with one
     float32 scale and offset per entry; error at most 0.2% of the entry's
-    range). Precision only goes down: an entry that later earns more uses keeps
+    range). 16 bits are float16, or bfloat16 for an entry with a value beyond
+    float16's range; an entry whose values span more than float32 can subtract
+    (over 3.4e38) is held at 16 bits (bfloat16) instead of 8, where the
+    arithmetic would overflow. Precision only goes down: an entry that later earns more uses keeps
     the precision it has, since widening a rounded tensor would cost bytes and
     restore nothing. When the memory is full, the entry with the fewest uses
     (then the least recently used, then the oldest) is evicted; the
@@ -203,18 +218,26 @@ class LRUQuantizedMemory(MemoryBackend):
         return True
 
     def _lower_precision(self, slot: _Slot, level: int) -> None:
+        """Hold ``slot`` at ``level`` if that is lower than its own: 16 bits as float16, or as bfloat16 when a
+        value is beyond float16's range (65504); 8 bits by :func:`quantize_uint8`, unless the values span
+        more than a float32 difference holds (over 3.4e38, where the 8-bit arithmetic overflows and the
+        entry would read NaN): then bfloat16 at 16 bits, where it stays. The choice reads the tokens' min
+        and max on the host (one pass, one host sync on a GPU), which the 8-bit scale needs anyway."""
         if level <= slot.level:
             return
         data = slot.entry.tokens
+        extremes = torch.aminmax(data)
+        lo, hi = torch.stack(extremes).tolist()
+        if level == INT8 and hi - lo > _FP32_MAX:  # Python floats: the difference itself does not overflow
+            if slot.level == HALF:
+                return
+            level = HALF
         if level == HALF:
             if data.element_size() > 2:
-                half = data.to(torch.float16)
-                lo, hi = torch.aminmax(data)  # largest magnitude in one pass: max(|min|, |max|)
-                if bool(torch.maximum(lo.abs(), hi.abs()) > _FP16_MAX):  # out of float16 range: keep the exponent
-                    half = data.to(torch.bfloat16)
-                data = half
+                data = data.to(torch.bfloat16 if max(-lo, hi) > _FP16_MAX else torch.float16)
         else:
-            data, slot.scale, slot.offset = quantize_uint8(slot.tokens())
+            lo_t, hi_t = extremes  # of the values as held: as added, or as rounded to 16 bits (exact in float32)
+            data, slot.scale, slot.offset = _quantize_uint8(slot.tokens().float(), lo_t.float(), hi_t.float())
         slot.entry = replace(slot.entry, tokens=data, tier=level)
         slot.level = level
         self._requantizations += 1

@@ -97,3 +97,70 @@ def test_bfloat16_tokens_stay_bfloat16_at_16_bits():
     (e,) = m.readout()
     assert e.tokens.dtype == torch.bfloat16 and torch.equal(e.tokens, x)
     assert m.stats()["bytes_per_precision"] == {"32": 0, "16": 16 * C * 2, "8": 0}
+
+
+def test_values_beyond_float16_are_held_as_bfloat16_at_16_bits():
+    m = LRUQuantizedMemory(mm_hidden_size=C, capacity=3, grace_frames=0, half_precision_uses=0)
+    small, large = frames(2)
+    large = large.clone()
+    large[0, 0] = -1e5  # beyond float16's 65504: float16 would hold -inf
+    m.add(small, 0, 0.0)
+    m.add(large, 1, 1.0)
+    first, second = m.readout()
+    assert m.state_dict()["entries"][0]["tokens"].dtype == torch.float16
+    assert m.state_dict()["entries"][1]["tokens"].dtype == torch.bfloat16
+    assert torch.equal(first.tokens, small.half().float())
+    assert torch.equal(second.tokens, large.bfloat16().float()) and second.tokens[0, 0] == -99840.0
+
+
+def test_a_range_beyond_float32_arithmetic_stays_at_16_bits_not_nan():
+    """(x - min) / scale overflows float32 when max - min > 3.4e38, and the 8-bit entry read NaN; such an
+    entry is held at 16 bits (bfloat16) instead, and its 8-bit neighbours are unaffected."""
+    m = LRUQuantizedMemory(mm_hidden_size=C, capacity=5, grace_frames=1)
+    extreme = torch.zeros(16, C)
+    extreme[0, 0], extreme[1, 0], extreme[2, 1] = 3e38, -3e38, 1.5
+    plain = frames(1)[0]
+    for i, x in enumerate([extreme, plain, plain * 2]):
+        m.add(x, i, float(i))
+    (a, b, c) = m.readout()
+    assert [a.tier, b.tier, c.tier] == [1, 2, 0]
+    assert m.state_dict()["entries"][0]["tokens"].dtype == torch.bfloat16
+    assert torch.isfinite(a.tokens).all() and torch.equal(a.tokens, extreme.bfloat16().float())
+    assert float((b.tokens - plain).abs().max()) <= float(plain.max() - plain.min()) / 510 * 1.001
+    for i in (3, 4):  # later adds leave it at 16 bits, without counting a requantization each time
+        m.add(plain * (i + 1), i, float(i))
+    assert m.stats()["requantizations"] == 4 and torch.equal(m.readout()[0].tokens, extreme.bfloat16().float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("scale", [1e-40, 1e-3, 7.0, 1e30])
+def test_quantize_uint8_spans_0_to_255_without_a_clamp(dtype, scale):
+    """The extremes land on 0 and 255 and nothing falls outside (the clamp the arithmetic does not need)."""
+    g = torch.Generator().manual_seed(11)
+    scale = min(scale, torch.finfo(dtype).max / 100)  # finite in the dtype
+    x = ((torch.randn(64, 33, generator=g) * scale) + scale / 3).to(dtype)
+    q, s, offset = quantize_uint8(x)
+    xf = x.float()
+    reference = ((xf - xf.min()) / ((xf.max() - xf.min()) / 255).clamp_min(torch.finfo(torch.float32).tiny)).round()
+    assert torch.equal(q, reference.clamp(0, 255).to(torch.uint8)) and torch.equal(reference, reference.clamp(0, 255))
+    assert int(q.min()) == 0 and (int(q.max()) == 255 or float(xf.max() - xf.min()) < 255 * torch.finfo().tiny)
+
+
+def test_8_bit_entries_after_16_bits_and_from_unchecked_frames_equal_the_direct_quantization():
+    """An entry at 16 bits that later falls to 8 bits is quantised over its 16-bit values' range, with or
+    without the finite check."""
+    xs = frames(3, seed=5)
+    for check_finite in (True, False):
+        m = LRUQuantizedMemory(mm_hidden_size=C, capacity=4, grace_frames=1, full_precision_uses=2,
+                               half_precision_uses=1, check_finite=check_finite)
+        m.add(xs[0], 0, 0.0)
+        m.readout()  # one use: 16 bits
+        m.add(xs[1], 1, 1.0)
+        m.add(xs[2], 2, 2.0)
+        assert m.state_dict()["entries"][0]["tokens"].dtype == torch.float16
+        m._slots[0].uses = 0  # forget the use (as a decay would): the next add lowers it to 8 bits
+        m.add(xs[2] * 2, 3, 3.0)
+        q, scale, offset = quantize_uint8(xs[0].half())
+        slot = m._slots[0]
+        assert slot.level == 2 and torch.equal(slot.entry.tokens, q)
+        assert torch.equal(slot.scale, scale) and torch.equal(slot.offset, offset)
