@@ -9,6 +9,7 @@ clear error naming the flag that gives another.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 VIDEO_FOLDERS = (Path.cwd() / "data" / "videos", Path(__file__).resolve().parents[1] / "data" / "videos")
@@ -47,3 +48,12 @@ def add_video_arguments(parser: argparse.ArgumentParser, videos: list[str], fps:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fps", type=float, default=fps, help=f"frames sampled per second (default {fps:g})")
+
+
+def run_as_script(target: str, *extra: str) -> int:
+    """``python -m benchmarks.NAME ARGS`` as ``vl3mem bench TARGET ARGS`` (``extra``: ``--all`` for the
+    backends): a bad input is one line on stderr and exit status 2, as the command prints it, not a
+    traceback. Returns the exit status."""
+    from vl3mem.cli import main
+
+    return main(["bench", target, *extra, *sys.argv[1:]])

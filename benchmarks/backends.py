@@ -22,6 +22,7 @@ weight (:func:`eval.runner.evidence_weight`).
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
@@ -32,11 +33,11 @@ import torch
 from memory_bank import MEMORY_BACKENDS, build_memory
 from videollama3.loading import load_model
 from videollama3.modeling import VideoLlama3WithMemory
-from videollama3.options import parse_pairs
+from videollama3.options import check_device, parse_pairs
 from videollama3.preprocess import preprocess_frames
 from videollama3.video import iter_frames
 
-from . import BenchmarkInputError, add_video_arguments, existing_video, sample_video
+from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script, sample_video
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 PIXEL_VARIANTS = ["significance:criterion=pixel", "significance:criterion=ssim"]
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--video-root", default=None,
                         help="folder of --evidence's videos (default: data/videos, else the folder of the first --videos)")
     args = parser.parse_args(argv)
+    check_device(args.device, "--device")
     for video in args.videos:
         existing_video(video, "--videos")
     for spec in args.backends:  # a bad name or option fails before any video is decoded
@@ -204,4 +206,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_as_script("memory", "--all"))

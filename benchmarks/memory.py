@@ -18,6 +18,7 @@ while the reference's means over whole tiers do.
 from __future__ import annotations
 
 import argparse
+import sys
 import gc
 import resource
 import time
@@ -25,9 +26,10 @@ import time
 import torch
 
 from memory_bank import HierarchicalMemoryBank, MemoryBankConfig
+from videollama3.options import check_device
 from videollama3.video import encoder_threads
 
-from . import BenchmarkInputError
+from . import BenchmarkInputError, run_as_script
 
 
 def resident_mib() -> float:
@@ -139,10 +141,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pool", type=int, default=256, help="distinct frames generated, then cycled")
     parser.add_argument("--min-adds", type=int, default=2000, help="short streams are repeated up to this many adds")
     args = parser.parse_args(argv)
+    check_device(args.device, "--device")
     if min(args.frames) < 1 or args.pool < 1 or args.min_adds < 1:
         raise BenchmarkInputError(f"--frames, --pool and --min-adds must be at least 1, got {args.frames}, "
                                   f"{args.pool}, {args.min_adds}")
-    device = torch.device(args.device)
+    device = torch.device(args.device)  # checked above
     config = MemoryBankConfig()
     g = torch.Generator().manual_seed(0)
     c, n = config.mm_hidden_size, config.memory_reduced_sizes[0]
@@ -231,4 +234,4 @@ def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_as_script("memory"))

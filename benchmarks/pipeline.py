@@ -20,6 +20,7 @@ frames/s, and the ratios are given of the medians and of the best rounds.
 from __future__ import annotations
 
 import argparse
+import sys
 import resource
 import time
 from pathlib import Path
@@ -27,10 +28,11 @@ from pathlib import Path
 import torch
 
 from videollama3.loading import build_session, load_model
+from videollama3.options import check_device
 from videollama3.session import pipelined, run_stream
 from videollama3.video import encoder_threads, open_video
 
-from . import BenchmarkInputError, add_video_arguments, existing_video
+from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--encode-batch", type=int, default=8, help="frames encoded together in the batched path")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the three paths, interleaved (median shown)")
     args = parser.parse_args(argv)
+    check_device(args.device, "--device")
     if min(args.decode_ahead, args.new_tokens, args.encode_batch, args.repeats) < 1 or not args.fps > 0:
         raise BenchmarkInputError("--decode-ahead, --new-tokens, --encode-batch and --repeats must be at least 1, "
                                   "--fps positive")
@@ -133,4 +136,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_as_script("pipeline"))

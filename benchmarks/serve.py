@@ -11,13 +11,16 @@ per number of sessions: sustained frames/s per session, frames dropped, question
 from __future__ import annotations
 
 import argparse
+import sys
 import io
 import threading
 import time
 
 import numpy as np
 
-from . import add_video_arguments, existing_video
+from videollama3.options import check_device
+
+from . import add_video_arguments, existing_video, run_as_script
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4", "bikes.mp4"]
 
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=20.0, help="stream time each client pushes")
     parser.add_argument("--ask-every", type=float, default=5.0, help="seconds of stream time between questions")
     args = parser.parse_args(argv)
+    check_device(args.device, "--device")
     for video in args.videos:
         existing_video(video, "--videos")
     model, tokenizer = load_model(args.model, device=args.device)
@@ -118,4 +122,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_as_script("serve"))

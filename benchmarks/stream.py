@@ -17,6 +17,7 @@ Both answers generate exactly ``--new-tokens`` tokens, so latencies compare.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -26,11 +27,12 @@ import torch
 from memory_bank import UnboundedMemory
 from videollama3.loading import build_session, load_model
 from videollama3.modeling import memory_tokens
+from videollama3.options import check_device
 from videollama3.preprocess import preprocess_frames
 from videollama3.session import StreamingSession
 from videollama3.video import iter_frames, probe_video
 
-from . import existing_video, sample_video
+from . import existing_video, run_as_script, sample_video
 
 
 def looped_frames(path: str | Path, num_frames: int, fps: float | None):
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="memory-path asks per checkpoint (median)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive path")
     args = parser.parse_args(argv)
+    check_device(args.device, "--device")
     existing_video(args.video, "--video")
 
     session = build_session(*load_model(args.model, device=args.device))
@@ -124,4 +127,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_as_script("stream"))

@@ -33,10 +33,12 @@ def build_manager(args: argparse.Namespace):
     from videollama3.cli import load_spec_from_args
     from videollama3.errors import UsageError
     from videollama3.loading import load_session
+    from videollama3.options import check_device
     from videollama3.preprocess import FRAME_TOKENS
 
     from .sessions import Limits, SessionManager
 
+    check_device(args.device, "--device")
     if not Path(args.media_root).is_dir():
         raise UsageError(f"--media-root {args.media_root} is not a folder")
     if args.max_sessions < 1 or not args.max_upload_mb > 0:

@@ -23,7 +23,7 @@ from typing import Any
 from memory_bank import MemoryBankError
 
 from .errors import CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
-from .options import check_output_path
+from .options import check_device, check_output_path
 
 
 def _quiet_libraries() -> None:
@@ -377,8 +377,6 @@ def check_run_arguments(args: argparse.Namespace) -> None:
             not positive and finite, ``--max-new-tokens`` below 1, ``--limit`` below 0, a ``--device`` torch does not
             know or CUDA where there is none.
     """
-    import torch
-
     from .preprocess import MIN_FRAME_TOKENS
 
     if args.frame_tokens < MIN_FRAME_TOKENS:
@@ -402,13 +400,7 @@ def check_run_arguments(args: argparse.Namespace) -> None:
     if getattr(args, "limit", None) is not None and args.limit < 0:
         raise UsageError(f"--limit must be a number of questions >= 0, got {args.limit}")
     if args.device is not None:
-        try:
-            device = torch.device(args.device)
-        except (RuntimeError, ValueError):
-            raise UsageError(f"--device {args.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: this machine has no CUDA GPU (or torch is a CPU build); "
-                             "use --device cpu")
+        check_device(args.device, "--device")
 
 
 def apply_torch_threads(args: argparse.Namespace, device: str | None = None) -> None:

@@ -27,7 +27,7 @@ from memory_bank import MEMORY_BACKENDS, UnboundedMemory, build_memory
 from .checkpoint import CheckpointInfo, load_adapter, resolve_checkpoint
 from .errors import ModelLoadError, UsageError
 from .modeling import VideoLlama3WithMemory
-from .options import read_memory_config
+from .options import check_device, read_memory_config
 from .preprocess import FRAME_TOKENS
 from .processing import MemoryProcessor
 from .session import StreamingSession
@@ -136,8 +136,11 @@ def load_checkpoint(
 
     Raises:
         ModelLoadError: see :func:`load_model`.
+        UsageError: for a device there is not (:func:`check_device`), before anything loads.
     """
     from .conversion import DAMO_SYSTEM_PROMPT, KEY_MAPPING, checkpoint_kind, convert_config, shard_files, token_ids
+
+    device = check_device(device)
 
     if name_or_path == "tiny":
         from .tiny import build_tiny_model

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from memory_bank import MemoryConfigError
 
 from .errors import UsageError
@@ -138,3 +140,27 @@ def check_output_path(path: str | Path, flag: str, folder: bool = False, error: 
         raise error(f"{flag} {path}: {blocker} is a file, not a folder")
     if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
         raise error(f"{flag} {path}: {blocker} is not writable")
+
+
+def check_device(device: str | torch.device, what: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device`, checked before anything is loaded onto it.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, a :class:`torch.device`...
+        what: how the message names it (``"--device"`` on the command line).
+
+    Raises:
+        UsageError: for a name torch does not know, CUDA where torch has none (a CPU build, or no GPU),
+            or a GPU index beyond the GPUs there are.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"{what} {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{what} {device}: this machine has no CUDA GPU (or torch is a CPU build); use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise UsageError(f"{what} {device}: there are {torch.cuda.device_count()} GPUs (cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+    return resolved

@@ -58,6 +58,24 @@ def test_a_missing_video_is_one_line_naming_the_flag(capsys, argv, flag):
     assert "scripts/get_sample_videos.sh" in lines[0]
 
 
+@pytest.mark.parametrize("target", [["memory"], ["memory", "--all"], ["stream"], ["pipeline"], ["serve"]])
+def test_every_benchmark_refuses_a_device_there_is_not_in_one_line(capsys, target):
+    code = main(["bench", *target, "--device", "tpu9"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.strip().splitlines() == [
+        "vl3mem: error: --device 'tpu9' is not a torch device; use cpu, cuda or cuda:N"]
+
+
+def test_a_benchmark_run_as_a_module_prints_errors_as_the_command_does():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--frames", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "vl3mem: error: --frames, --pool and --min-adds must be at least 1, got [0], 256, 2000"]
+
+
 def test_default_videos_are_the_sample_folder_of_a_clone(tmp_path, monkeypatch):
     import benchmarks
 

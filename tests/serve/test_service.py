@@ -163,6 +163,14 @@ def test_serve_refuses_a_media_root_that_is_not_a_folder(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "--media-root" in err and "is not a folder" in err
 
 
+def test_serve_refuses_a_device_there_is_not_before_loading(tmp_path, capsys):
+    from vl3mem.cli import main
+
+    assert main(["serve", "--media-root", str(tmp_path), "--model", "tiny", "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "vl3mem: error: --device 'gpu' is not a torch device; use cpu, cuda or cuda:N"]
+
+
 def test_pushed_frames_the_model_cannot_take_are_422_and_change_nothing(client):
     """Not-finite or negative times and a frame of aspect ratio over 200 were 500s; now each is a 422 with the
     reason, the session unchanged, and the next good frame is taken."""

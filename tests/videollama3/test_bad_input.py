@@ -175,3 +175,21 @@ def test_push_frame_rejects_frames_without_pixels_and_takes_read_only_arrays(tin
     reference.push_frame(frame.copy(), t)
     (a,), (b,) = session.memory.readout(), reference.memory.readout()
     assert torch.equal(a.tokens, b.tokens)
+
+
+def test_check_device_names_what_is_wrong(monkeypatch):
+    from videollama3.errors import UsageError
+    from videollama3.loading import load_checkpoint
+    from videollama3.options import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(UsageError, match="device 'gpu0' is not a torch device; use cpu, cuda or cuda:N"):
+        load_checkpoint("tiny", device="gpu0")  # the library path checks too, before anything loads
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="--device cuda: this machine has no CUDA GPU"):
+        check_device("cuda", "--device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UsageError, match=r"device cuda:2: there are 2 GPUs \(cuda:0 to cuda:1\)"):
+        check_device("cuda:2")
