@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,11 @@ def check_output_path(path: str | Path, flag: str, folder: bool = False, error: 
         raise error(f"{flag} {path}: {blocker} is a file, not a folder")
     if blocker is not None and not os.access(blocker, os.W_OK | os.X_OK):
         raise error(f"{flag} {path}: {blocker} is not writable")
+    if blocker is not None:
+        try:  # os.access answers yes to root anywhere; a read-only or virtual file system (/proc) says no here
+            tempfile.TemporaryFile(dir=blocker).close()
+        except OSError as e:
+            raise error(f"{flag} {path}: cannot write in {blocker} ({e.strerror or e})") from None
 
 
 def check_device(device: str | torch.device, what: str = "device") -> torch.device:

@@ -193,3 +193,13 @@ def test_check_device_names_what_is_wrong(monkeypatch):
     assert check_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(UsageError, match=r"device cuda:2: there are 2 GPUs \(cuda:0 to cuda:1\)"):
         check_device("cuda:2")
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_where_nothing_can_be_written_is_one_line_before_any_work(videos, capsys, tmp_path):
+    """As root, os.access calls every folder writable; /proc takes no new file even then."""
+    line = one_line(capsys, answer(videos, "-q", "x", "--output", "/proc/answers/out.json"))
+    assert line.startswith("vl3mem: error: --output /proc/answers/out.json: cannot write in /proc (")
+    code = vl3mem(["eval", "--benchmark", "jsonl", "--annotations", str(tmp_path / "none.jsonl"), "--video-root",
+                   str(videos), "--model", "tiny", "--output-dir", "/proc/run"])
+    assert "--output-dir /proc/run: cannot write in /proc" in one_line(capsys, code)
