@@ -558,12 +558,22 @@ class HierarchicalMemoryBank(MemoryBackend):
         self._tiers, (self._evictions, self._merges), self._cursor = tiers, counters, cursor
 
     def save(self, path: str | Path) -> None:
-        """Write the state to a safetensors file (tokens as tensors, the rest as JSON metadata)."""
+        """Write the state to a safetensors file (tokens as tensors, the rest as JSON metadata).
+
+        Raises:
+            MemoryBankError: when the file cannot be written (a folder, a missing or read-only folder, a
+                full disk), naming the path and the reason; the bank is unchanged.
+        """
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         state = self.state_dict()
         tensors = {f"entries.{i}.tokens": item.pop("tokens").contiguous() for i, item in enumerate(state["entries"])}
-        save_file(tensors, str(path), metadata={"format": _FORMAT, "state": json.dumps(state)})
+        try:
+            save_file(tensors, str(path), metadata={"format": _FORMAT, "state": json.dumps(state)})
+        except (SafetensorError, OSError) as e:
+            raise MemoryBankError(f"cannot write the memory bank to {path} ({e.__class__.__name__}: "
+                                  f"{' '.join(str(e).split())[:160]})") from None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> HierarchicalMemoryBank:
@@ -573,9 +583,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             FileNotFoundError: when ``path`` does not exist.
             MemoryBankError: when the file is not a saved memory bank, or is truncated or damaged.
         """
-        from safetensors import safe_open
-
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():

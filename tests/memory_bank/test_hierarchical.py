@@ -402,6 +402,17 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
         HierarchicalMemoryBank.load(tmp_path / "other.safetensors")
 
 
+def test_save_where_no_file_can_be_written_is_a_memory_bank_error(tmp_path):
+    bank = _filled_bank()
+    before = snapshot(bank)
+    for path, reason in [(tmp_path, "Is a directory"), (tmp_path / "none" / "bank.safetensors", "No such file")]:
+        with pytest.raises(MemoryBankError, match=f"cannot write the memory bank to {path} .*{reason}"):
+            bank.save(path)
+    assert same(snapshot(bank), before) and list(tmp_path.iterdir()) == []
+    bank.save(tmp_path / "bank.safetensors")  # and where it can, it does
+    assert same(snapshot(HierarchicalMemoryBank.load(tmp_path / "bank.safetensors")), before)
+
+
 def test_clear_empties_the_bank_and_allows_a_new_stream():
     bank = _filled_bank()
     bank.clear()
