@@ -309,11 +309,15 @@ class StreamingSession:
             **generate_kwargs: passed to the native ``generate`` (greedy by default).
 
         Raises:
-            QuestionError: for an empty question, one holding a special token, or a ``max_new_tokens``
-                that is not an integer from 1 to the language model's context length; checked before
-                the readout, so the memory is unchanged.
+            QuestionError: for a question that is not text, is empty, holds a special token or is too long
+                for the language model's context with ``max_new_tokens`` (an integer from 1 to that context):
+                checked before the readout, so the memory is unchanged. Also, after the readout, when the
+                whole prompt (visual tokens, dialogue history and question) and ``max_new_tokens`` exceed
+                the context: nothing is generated, and no turn is added to the history.
         """
-        if not isinstance(question, str) or not question.strip():
+        if not isinstance(question, str):
+            raise QuestionError(f"the question must be text (str), got {type(question).__name__}")
+        if not question.strip():
             raise QuestionError("the question is empty; give some text to ask")
         self.processor.check_text(question)
         context = self.model.model.config.get_text_config().max_position_embeddings
@@ -325,10 +329,21 @@ class StreamingSession:
             raise QuestionError(f"max_new_tokens must be an integer from 1 to the model's context of {context} tokens, "
                                 f"got {max_new_tokens!r}")
         max_new_tokens = budget
+        question_tokens = len(self.processor.tokenize(question))
+        if question_tokens + budget > context:
+            raise QuestionError(f"the question is {question_tokens} tokens: with max_new_tokens={budget} it does not fit "
+                                f"the model's context of {context} tokens, before any visual token; shorten it")
         start = time.perf_counter()
         if entries is None:
             entries = self.question_readout()
         inputs = self.processor(entries, question, self.history)
+        prompt_tokens = inputs["input_ids"].shape[1]
+        if prompt_tokens + budget > context:
+            raise QuestionError(
+                f"the prompt is {prompt_tokens} tokens ({sum(e.num_tokens for e in entries)} of them visual, the rest "
+                f"the question and {len(self.history)} earlier turns): with max_new_tokens={budget} it does not fit "
+                f"the model's context of {context} tokens; shorten the question, ask without keep_history, or use "
+                "a memory that holds fewer tokens")
         tokens, tier_ids = memory_tokens(entries, self.model.memory_width)
         prompted = time.perf_counter()
         generated = self.model.generate(inputs["input_ids"], inputs["attention_mask"], tokens, tier_ids,

@@ -184,6 +184,44 @@ def test_encode_frames_gives_a_batch_of_one_grid_as_one_tensor(tiny, bikes_frame
     assert torch.equal(mixed[0], alone[1]) and torch.equal(mixed[1], model.encode_frames(*preprocess_frames(small))[0])
 
 
+@pytest.mark.parametrize("question, message", [(b"What moves?", r"must be text \(str\), got bytes"),
+                                               (None, r"must be text \(str\), got NoneType"),
+                                               ("   ", "the question is empty")])
+def test_a_question_that_is_not_text_says_so(tiny, question, message):
+    from videollama3.errors import QuestionError
+
+    with pytest.raises(QuestionError, match=message):
+        build_session(*tiny).ask(question)
+
+
+def test_a_prompt_beyond_the_context_is_refused_not_run(tiny, bikes_frames):
+    """The model's positions end at max_position_embeddings (8192 for the tiny one); a longer prompt ran
+    anyway, past the positions the model was trained on. A question too long by itself is refused
+    before the readout (the memory unchanged); one that only overflows with the visual tokens and the
+    history, after it, without generating or adding a turn."""
+    import copy
+
+    from videollama3.errors import QuestionError
+
+    session = build_session(*tiny, "fifo")
+    for frame, t in bikes_frames[:3]:
+        session.push_frame(frame, t)
+    context = session.model.model.config.get_text_config().max_position_embeddings
+    letter = len(session.processor.tokenize("w"))
+    assert letter == 1 and len(session.processor.tokenize("w" * 100)) == 100  # the tiny tokenizer: a token a letter
+    before = copy.deepcopy(session.memory.state_dict())
+    with pytest.raises(QuestionError, match=f"the question is {context} tokens: with max_new_tokens=1 it does not fit"):
+        session.ask("w" * context, max_new_tokens=1)
+    assert session.memory.state_dict()["prompted"] == before["prompted"] == []
+    visual = sum(e.num_tokens for e in session.memory.readout())
+    with pytest.raises(QuestionError, match=rf"the prompt is \d+ tokens \({visual} of them visual, the rest the "
+                                            rf"question and 0 earlier turns\): with max_new_tokens=2 it does not fit"):
+        session.ask("w" * (context - visual), max_new_tokens=2)
+    assert session.history == []
+    answer = session.ask("w" * (context - visual - 200), max_new_tokens=2)  # within the context: answered
+    assert answer.visual_tokens == visual
+
+
 @pytest.mark.parametrize("budget", [0, -1, 2.5, "3", True, 10**9])
 def test_a_bad_generation_budget_is_refused_before_the_memory_sees_the_question(tiny, bikes_frames, budget):
     """0 and -1 failed inside transformers, 2.5 was taken, 10**9 generated until memory ran out; and each after
