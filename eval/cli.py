@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--device", default=None, help="torch device (default: this process's accelerator, else cpu)")
     p.add_argument("--skip-bad", action="store_true",
-                   help="report bad records and videos that cannot be read, and go on instead of stopping")
+                   help="report bad records, videos that cannot be read and questions the model cannot take (a "
+                        "prompt beyond its context), and go on instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

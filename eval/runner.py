@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from memory_bank import MemoryEntry
-from videollama3.errors import AnnotationError, UsageError
+from videollama3.errors import AnnotationError, QuestionError, UsageError
 from videollama3.questions import RecordLog, TimedQuestion, VideoQuestions
 from videollama3.session import StreamingSession, pipelined, run_stream, tier_layout
 from videollama3.video import open_video
@@ -188,6 +188,10 @@ def first_of_each_id(records) -> list[dict[str, Any]]:
     return [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]
 
 
+class _Unanswerable(Exception):
+    """A question the model refused (:class:`~videollama3.errors.QuestionError`), already reported."""
+
+
 class _Poller:
     """The polls of one proactive question (:class:`~videollama3.questions.Poll`) during a pass."""
 
@@ -230,7 +234,8 @@ def evaluate_video(
         no_model: do not call the language model: record only what the memory holds.
         max_new_tokens: generation budget per answer.
         on_frame: progress callback.
-        skip_bad: report a question past the end of the video instead of stopping.
+        skip_bad: report a question past the end of the video, or one the model cannot take (a prompt
+            beyond its context), instead of stopping; it stays unanswered.
         decode_ahead: frames decoded ahead in a background thread (0: in turn with encoding).
         frame_rate: frames per second of a frame-folder video when the annotation gives none.
 
@@ -238,8 +243,9 @@ def evaluate_video(
         ``{"asked": n, "unanswered": [ids], "skipped": [messages], "error": message or None}``.
 
     Raises:
-        AnnotationError: for a question time more than :data:`LATE_S` past the end of the video
-            (unless ``skip_bad``).
+        AnnotationError: for a question time more than :data:`LATE_S` past the end of the video, or a
+            question the model refuses (:meth:`~videollama3.session.StreamingSession.ask`'s
+            QuestionError: a prompt beyond its context), unless ``skip_bad``.
         VideoError: for a video that cannot be opened.
     """
     done = store.load()
@@ -264,6 +270,7 @@ def evaluate_video(
                                [t for t in q.poll.times if not duration or t <= duration + LATE_S])),
                     key=lambda e: (e[0], e[1].order))
     pollers = {q.id: _Poller(q) for q in questions if q.poll is not None and q.id not in done}
+    refused: set[str] = set()  # questions the model could not take (with skip_bad)
     session.reset()
     names = session.memory.memory_tier_names
 
@@ -282,8 +289,14 @@ def evaluate_video(
         store.append(r)
         return r
 
-    def reply(text: str, entries: list[MemoryEntry]) -> str | None:
-        return None if no_model else session.ask(text, max_new_tokens=max_new_tokens, entries=entries).answer
+    def reply(q: TimedQuestion, text: str, entries: list[MemoryEntry]) -> str | None:
+        if no_model:
+            return None
+        try:
+            return session.ask(text, max_new_tokens=max_new_tokens, entries=entries).answer
+        except QuestionError as e:  # e.g. a prompt beyond the model's context: stop, or report it and go on
+            log.bad(f"question {q.id}", str(e))
+            raise _Unanswerable from None
 
     def finish(poller: _Poller, entries: list[MemoryEntry], prediction: str | None, answered_at: float | None):
         poller.finished = True
@@ -291,6 +304,13 @@ def evaluate_video(
                       answered_at=answered_at, last_time=answered_at if answered_at is not None else poller.question.poll.times[-1])
 
     def ask(i: int) -> dict[str, Any] | None:
+        try:
+            return ask_event(i)
+        except _Unanswerable:  # reported in log.skipped; the question stays unanswered, its later polls unasked
+            refused.add(events[i][1].id)
+            return None
+
+    def ask_event(i: int) -> dict[str, Any] | None:
         t, q = events[i]
         if q.id in done:
             if q.poll is None or t in replayed.get(q.id, ()):
@@ -299,17 +319,17 @@ def evaluate_video(
         if q.poll is None:
             start = time.perf_counter()
             entries = session.question_readout()
-            prediction = reply(benchmark.prompt(q), entries)
+            prediction = reply(q, benchmark.prompt(q), entries)
             return record(q, entries, prediction, time.perf_counter() - start)
         poller = pollers[q.id]
-        if poller.finished:
+        if poller.finished or q.id in refused:
             return None
         start = time.perf_counter()
         entries = session.question_readout()
-        said = reply(q.poll.query, entries)
+        said = reply(q, q.poll.query, entries)
         poller.history.append({"time": t, "response": said})
         if said is not None and q.poll.trigger in said.strip().lower():
-            answer = reply(benchmark.prompt(q), entries)
+            answer = reply(q, benchmark.prompt(q), entries)
             poller.latency += time.perf_counter() - start
             return finish(poller, entries, answer, t)
         poller.latency += time.perf_counter() - start
@@ -320,7 +340,7 @@ def evaluate_video(
     result = run_stream(session, frames, [(q.question, t) for t, q in events], on_frame=on_frame, ask=ask)
     if result.error is None:  # polls past the end of the video: the last reply stands, as the official loop
         for poller in pollers.values():  # would get it again from the same last frames
-            if not poller.finished and poller.history:
+            if not poller.finished and poller.history and poller.question.id not in refused:
                 finish(poller, session.memory.readout(), poller.history[-1]["response"], None)
     answered = {r["id"] for r in result.answers.values() if r is not None}
     unanswered = [q.id for q in questions if q.id not in done and q.id not in answered

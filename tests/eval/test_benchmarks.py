@@ -256,3 +256,26 @@ def test_skip_bad_skips_a_video_that_cannot_be_read(tmp_path, videos, capsys):
     (skipped,) = summary["skipped_videos"]
     assert "broken.mp4" in skipped and "1 questions not asked" in skipped
     assert "Videos skipped (--skip-bad)" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_a_question_the_model_cannot_take_stops_the_run_or_is_skipped_and_reported(tmp_path, videos, capsys):
+    """A prompt beyond the language model's context (8192 positions for the tiny model; its tokenizer
+    takes a token a letter) is refused by ask(): the run stops naming the question, or with --skip-bad
+    the question is reported, left unanswered, and the others are answered."""
+    ann = tmp_path / "a.jsonl"
+    ann.write_text(json.dumps({"video": "bikes.mp4", "questions": [
+        {"id": "long", "time": 2, "question": "w" * 9000, "options": ["a", "b"], "answer": "A"},
+        {"id": "short", "time": 3, "question": "What?", "options": ["a", "b"], "answer": "A"}]}))
+    argv = ["eval", "--benchmark", "jsonl", "--annotations", str(ann), "--video-root", str(videos), "--model", "tiny",
+            "--max-new-tokens", "1", "--quiet"]
+    assert main([*argv, "--output-dir", str(tmp_path / "a")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("vl3mem: error: ") and "question long: the question is" in line
+    assert "does not fit the model's context of 8192 tokens" in line and line.endswith("(use --skip-bad to report it and go on)")
+    assert main([*argv, "--output-dir", str(tmp_path / "b"), "--skip-bad"]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["questions"] == 1 and summary["unanswered"] == ["long"]
+    (skipped,) = summary["skipped_records"]
+    assert "question long: the question is" in skipped
+    assert [r["id"] for r in read_records(tmp_path / "b" / "predictions.jsonl")] == ["short"]
+    assert "Records skipped (--skip-bad)" in (tmp_path / "b" / "report.md").read_text()
