@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from videollama3.errors import UsageError, report_errors
 
 VIDEO_FOLDERS = (Path.cwd() / "data" / "videos", Path(__file__).resolve().parents[1] / "data" / "videos")
 
 
-class BenchmarkInputError(ValueError):
+class BenchmarkInputError(UsageError):
     """A benchmark input that is missing or unusable; the message names the flag to pass."""
 
 
@@ -50,10 +54,13 @@ def add_video_arguments(parser: argparse.ArgumentParser, videos: list[str], fps:
     parser.add_argument("--fps", type=float, default=fps, help=f"frames sampled per second (default {fps:g})")
 
 
-def run_as_script(target: str, *extra: str) -> int:
-    """``python -m benchmarks.NAME ARGS`` as ``vl3mem bench TARGET ARGS`` (``extra``: ``--all`` for the
-    backends): a bad input is one line on stderr and exit status 2, as the command prints it, not a
-    traceback. Returns the exit status."""
-    from vl3mem.cli import main
+def run_as_script(main: Callable[[list[str]], Any]) -> int:
+    """``python -m benchmarks.NAME ARGS``: ``main(ARGS)``, with bad input one line on stderr and exit status 2
+    (:func:`videollama3.errors.report_errors`), as ``vl3mem bench`` prints it, not a traceback. Returns the
+    exit status."""
 
-    return main(["bench", target, *extra, *sys.argv[1:]])
+    def run() -> int:
+        main(sys.argv[1:])  # the numbers are printed; what it returns is for callers in Python
+        return 0
+
+    return report_errors(run)

@@ -206,4 +206,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_as_script("memory", "--all"))
+    sys.exit(run_as_script(main))

@@ -234,4 +234,4 @@ def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool:
 
 
 if __name__ == "__main__":
-    sys.exit(run_as_script("memory"))
+    sys.exit(run_as_script(main))

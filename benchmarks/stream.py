@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_as_script("stream"))
+    sys.exit(run_as_script(main))

@@ -20,9 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from memory_bank import MemoryBankError
-
-from .errors import CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
+from .errors import QuestionError, UsageError, VideoError, report_errors
 from .options import check_device, check_output_path
 
 
@@ -479,18 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Parse ``argv`` with ``parser`` (default :func:`build_parser`) and run the command.
 
-    Bad input exits with status 2 and one line on stderr; returns the exit status.
+    Bad input exits with status 2 and one line on stderr (:func:`report_errors`); returns the exit status.
     """
     args = (parser or build_parser()).parse_args(argv)
     _quiet_libraries()
-    try:
-        return args.func(args)
-    except (VideoError, ModelLoadError, QuestionError, MemoryBankError, UsageError, CheckpointError) as e:
-        print(f"vl3mem: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vl3mem: interrupted", file=sys.stderr)
-        return 130
+    return report_errors(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """Errors of the VideoLLaMA3 hook, the streaming session and the CLI.
 
 All are :class:`ValueError` subclasses carrying a one-line message meant for the
-user; the CLI prints it and exits with status 2.
+user; the CLI prints it and exits with status 2 (:func:`report_errors`).
 """
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from memory_bank import MemoryBankError
 
 
 class VideoError(ValueError):
@@ -38,3 +45,21 @@ class UsageError(ValueError):
 
 class AnnotationError(QuestionError):
     """A timed-question file or record that cannot be used; the message names the file and record."""
+
+
+USER_ERRORS = (VideoError, ModelLoadError, QuestionError, MemoryBankError, UsageError, CheckpointError)
+"""What bad input raises (eval's and train's errors, and the benchmarks', derive from these): the command
+line prints each as one line, never a traceback."""
+
+
+def report_errors(run: Callable[[], int | None]) -> int:
+    """``run()``'s exit status (None: 0); bad input (:data:`USER_ERRORS`) is one line ``vl3mem: error: ...``
+    on stderr and status 2, an interrupt one line and status 130."""
+    try:
+        return run() or 0
+    except USER_ERRORS as e:
+        print(f"vl3mem: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vl3mem: interrupted", file=sys.stderr)
+        return 130

@@ -19,32 +19,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark: ``memory`` (add time of the hierarchical bank; ``--all``: every backend on
     real video), ``stream`` (question latency, memory vs naive re-encoding) or ``pipeline`` (time per
     stage, sequential vs decoding ahead)."""
-    from benchmarks import BenchmarkInputError
+    if args.target == "memory" and "--all" in args.rest:
+        from benchmarks.backends import main as bench_backends
 
-    try:
-        if args.target == "memory" and "--all" in args.rest:
-            from benchmarks.backends import main as bench_backends
+        bench_backends([a for a in args.rest if a != "--all"])
+    elif args.target == "memory":
+        from benchmarks.memory import main as bench_memory
 
-            bench_backends([a for a in args.rest if a != "--all"])
-        elif args.target == "memory":
-            from benchmarks.memory import main as bench_memory
+        bench_memory(args.rest)
+    elif args.target == "pipeline":
+        from benchmarks.pipeline import main as bench_pipeline
 
-            bench_memory(args.rest)
-        elif args.target == "pipeline":
-            from benchmarks.pipeline import main as bench_pipeline
+        bench_pipeline(args.rest)
+    elif args.target == "serve":
+        from benchmarks.serve import main as bench_serve
 
-            bench_pipeline(args.rest)
-        elif args.target == "serve":
-            from benchmarks.serve import main as bench_serve
+        bench_serve(args.rest)
+    else:
+        from benchmarks.stream import main as bench_stream
 
-            bench_serve(args.rest)
-        else:
-            from benchmarks.stream import main as bench_stream
-
-            bench_stream(args.rest)
-    except BenchmarkInputError as e:
-        print(f"vl3mem: error: {e}", file=sys.stderr)
-        return 2
+        bench_stream(args.rest)
     return 0
 
 
