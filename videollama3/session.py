@@ -320,7 +320,7 @@ class StreamingSession:
         if not question.strip():
             raise QuestionError("the question is empty; give some text to ask")
         self.processor.check_text(question)
-        context = self.model.model.config.get_text_config().max_position_embeddings
+        context = context_length(self.model.model.config.get_text_config())
         try:  # numpy integers too; not bools, floats or text
             budget = -1 if isinstance(max_new_tokens, bool) else operator.index(max_new_tokens)
         except TypeError:
@@ -364,6 +364,20 @@ class StreamingSession:
             frames_seen=self.frames_seen,
             tiers=tier_layout(self.memory, entries),
         )
+
+
+def context_length(text_config: Any) -> int:
+    """Positions the language model takes: ``max_position_embeddings``, or with a RoPE scaling that has a
+    ``factor`` (YaRN, linear, dynamic NTK: ``rope_parameters`` / ``rope_scaling`` of the config) that
+    factor times ``original_max_position_embeddings`` (else times ``max_position_embeddings``), as the
+    scaling extends it. Qwen2.5's YaRN recipe keeps ``max_position_embeddings = 32768`` with
+    ``factor = 4`` for 131072 positions."""
+    base = int(text_config.max_position_embeddings)
+    scaling = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None) or {}
+    factor = scaling.get("factor") if isinstance(scaling, dict) else None
+    if isinstance(factor, (int, float)) and factor > 1:
+        return max(base, int(factor * (scaling.get("original_max_position_embeddings") or base)))
+    return base
 
 
 def check_question_time(t: float, duration: float) -> float:

@@ -222,6 +222,20 @@ def test_a_prompt_beyond_the_context_is_refused_not_run(tiny, bikes_frames):
     assert answer.visual_tokens == visual
 
 
+@pytest.mark.parametrize("rope, expected", [(None, 32768),
+                                            ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 131072),
+                                            ({"rope_type": "linear", "factor": 2.0}, 65536),
+                                            ({"rope_type": "default"}, 32768)])
+def test_the_context_counts_a_rope_scaling_as_qwen_configures_it(rope, expected):
+    """Qwen2.5's YaRN recipe keeps max_position_embeddings at 32768 and extends it 4x: a prompt of 100k tokens
+    is in its context, not refused."""
+    from transformers import Qwen2Config
+
+    from videollama3.session import context_length
+
+    assert context_length(Qwen2Config(max_position_embeddings=32768, rope_scaling=rope)) == expected
+
+
 @pytest.mark.parametrize("budget", [0, -1, 2.5, "3", True, 10**9])
 def test_a_bad_generation_budget_is_refused_before_the_memory_sees_the_question(tiny, bikes_frames, budget):
     """0 and -1 failed inside transformers, 2.5 was taken, 10**9 generated until memory ran out; and each after
