@@ -49,7 +49,9 @@ def _open(path: str | Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoError(f"cannot open {path} as a video ({e.__class__.__name__}: {e})", str(path)) from None
+        hint = _missing_mp4_index(path)
+        raise VideoError(f"cannot open {path} as a video ({e.__class__.__name__}: {e})"
+                         + (f"; {hint}" if hint else ""), str(path)) from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path} has no video stream", str(path))
@@ -58,6 +60,45 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise VideoError(f"{path} is a still image ({container.format.name}), not a video; give a video file",
                          str(path))
     return container
+
+
+def _missing_mp4_index(path: Path) -> str | None:
+    """Why an MP4 / MOV file that FFmpeg cannot open is unreadable, when its top-level boxes say so: it
+    ends inside a box, or before any ``moov`` box (the index of every frame, which many encoders
+    write last, so a partial download or an interrupted recording has none). None when the file is
+    not such a file or its boxes look whole.
+
+    ISO/IEC 14496-12 box layout: a 32-bit big-endian size (1: a 64-bit size follows the type; 0: to
+    the end of the file) and a 4-letter type.
+    """
+    size_on_disk = path.stat().st_size
+    seen: list[bytes] = []
+    try:
+        with open(path, "rb") as f:
+            offset = 0
+            while offset + 8 <= size_on_disk:
+                f.seek(offset)
+                header = f.read(16)
+                box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
+                if not seen and box_type != b"ftyp":
+                    return None  # not an ISO media file
+                seen.append(box_type)
+                if box_size == 1 and len(header) == 16:
+                    box_size = int.from_bytes(header[8:16], "big")
+                elif box_size == 0:
+                    box_size = size_on_disk - offset
+                if box_size < 8:
+                    return None
+                if offset + box_size > size_on_disk:
+                    return (f"the file is truncated: its {box_type.decode('latin-1')!r} box needs "
+                            f"{offset + box_size} bytes and the file has {size_on_disk}"
+                            + ("" if b"moov" in seen else ", and the frame index (the 'moov' box) is missing"))
+                offset += box_size
+    except OSError:
+        return None
+    if seen and b"moov" not in seen:
+        return "the file has no frame index (no 'moov' box): a partial download or an interrupted recording"
+    return None
 
 
 def _info(path: str | Path, container: av.container.InputContainer) -> VideoInfo:

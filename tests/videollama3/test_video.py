@@ -43,6 +43,32 @@ def test_bad_files(tmp_path, videos):
         next(iter_frames(videos / "bikes.mp4", fps=0))
 
 
+def test_an_mp4_without_its_index_says_so(tmp_path, videos):
+    """bikes.mp4 is ftyp (32 bytes), free (8), mdat (506,101), moov (3,727): the index comes last, so a cut
+    file has none, and FFmpeg's own message ('Invalid data found') does not say why."""
+    data = (videos / "bikes.mp4").read_bytes()
+    mdat_end = 32 + 8 + 506_101
+    assert data[40 + 4:40 + 8] == b"mdat" and data[mdat_end + 4:mdat_end + 8] == b"moov"
+    cases = {
+        "cut.mp4": (data[:100_000], "the file is truncated: its 'mdat' box needs 506141 bytes and the file has "
+                                    "100000, and the frame index (the 'moov' box) is missing"),
+        "no_index.mp4": (data[:mdat_end], "the file has no frame index (no 'moov' box): a partial download or an "
+                                          "interrupted recording"),
+        "cut_index.mp4": (data[:mdat_end + 1000], f"its 'moov' box needs {len(data)} bytes and the file has "
+                                                  f"{mdat_end + 1000}"),
+    }
+    for name, (content, hint) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(VideoError) as e:
+            probe_video(tmp_path / name)
+        assert str(e.value).startswith(f"cannot open {tmp_path / name} as a video (")  # FFmpeg's error, then ours
+        assert str(e.value).endswith("; the file is truncated: " + hint if name == "cut_index.mp4" else "; " + hint)
+    (tmp_path / "text.mp4").write_text("not a video")  # not an ISO media file: FFmpeg's message alone
+    with pytest.raises(VideoError) as e:
+        probe_video(tmp_path / "text.mp4")
+    assert str(e.value).endswith("text.mp4')")  # nothing added
+
+
 def encode(path, frames=50, fps=10, start=0.0, fmt=None, options=None, w=64, h=48):
     """A small H.264 (or MPEG-4) video written with PyAV: a red top-left corner, changing content."""
     import fractions
