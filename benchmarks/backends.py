@@ -22,8 +22,8 @@ weight (:func:`eval.runner.evidence_weight`).
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 import time
 from pathlib import Path
 

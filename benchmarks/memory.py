@@ -18,9 +18,9 @@ while the reference's means over whole tiers do.
 from __future__ import annotations
 
 import argparse
-import sys
 import gc
 import resource
+import sys
 import time
 
 import torch
@@ -141,11 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pool", type=int, default=256, help="distinct frames generated, then cycled")
     parser.add_argument("--min-adds", type=int, default=2000, help="short streams are repeated up to this many adds")
     args = parser.parse_args(argv)
-    check_device(args.device, "--device")
+    device = check_device(args.device, "--device")
     if min(args.frames) < 1 or args.pool < 1 or args.min_adds < 1:
         raise BenchmarkInputError(f"--frames, --pool and --min-adds must be at least 1, got {args.frames}, "
                                   f"{args.pool}, {args.min_adds}")
-    device = torch.device(args.device)  # checked above
     config = MemoryBankConfig()
     g = torch.Generator().manual_seed(0)
     c, n = config.mm_hidden_size, config.memory_reduced_sizes[0]

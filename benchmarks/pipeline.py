@@ -20,8 +20,8 @@ frames/s, and the ratios are given of the medians and of the best rounds.
 from __future__ import annotations
 
 import argparse
-import sys
 import resource
+import sys
 import time
 from pathlib import Path
 

@@ -11,8 +11,8 @@ per number of sessions: sustained frames/s per session, frames dropped, question
 from __future__ import annotations
 
 import argparse
-import sys
 import io
+import sys
 import threading
 import time
 
