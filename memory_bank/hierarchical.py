@@ -37,7 +37,7 @@ from .base import (
 from .config import MAX_FRAMES, MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
-from .resize import RESIZE_MODES, arrival_operator, fit_grid, resize_token_grid
+from .resize import RESIZE_MODES, arrival_operator, fit_grid, resize_token_grid, weighted_bags
 
 _FORMAT = "memory_bank.hierarchical/1"
 
@@ -394,26 +394,31 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
         ``F.embedding_bag`` (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for
-        the next tier and ``k = num_tiers - tier`` token sums; the sums go to the host in one copy (the
-        one device sync of an add; no copy on the CPU)."""
-        indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, tier),
-                                                        self.config.memory_resize_mode, flat.device)
-        out = F.embedding_bag(indices, flat.float(), offsets, mode="sum", per_sample_weights=weights)
-        sums = out[n:].to("cpu", torch.float64)
-        return _Chain(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), out[:n].to(flat.dtype) if n else None)
+        the next tier and ``k = num_tiers - tier`` token sums, each in two halves that are added on the
+        host, in float64 (the one device sync of an add)."""
+        op = arrival_operator(self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
+        out = weighted_bags(flat.float(), op.indices, op.offsets, op.weights)
+        c = out.shape[1]  # the two halves of the sums, rows [0, k) and [k + n, 2k + n), as one (2, k, C) view
+        sums = out.as_strided((2, op.sums, c), ((op.sums + op.resized) * c, c, 1)).sum(0, dtype=torch.float64).cpu()
+        shrunk = out[op.sums: op.sums + op.resized] if op.resized else None
+        if shrunk is not None and shrunk.dtype != flat.dtype:
+            shrunk = shrunk.to(flat.dtype)
+        return _Chain(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), shrunk)
 
     def _descriptor_chains(self, batch: torch.Tensor, grid: tuple[int, int], count: int) -> list[_Chain]:
         """:meth:`_descriptor_chain` of ``count`` frames arriving in the first tier, whose tokens are stacked
         in ``batch`` ``(count * h * w, C)``, in one ``F.embedding_bag`` and one host copy of all the sums
         (one device sync for the batch). Each frame's resized tokens are copied out of the batch's output,
         which an entry would otherwise keep alive."""
-        indices, offsets, weights, n = arrival_operator(self.config.tier_grids(grid, 0),
-                                                        self.config.memory_resize_mode, batch.device, count)
-        out = F.embedding_bag(indices, batch.float(), offsets, mode="sum", per_sample_weights=weights)
-        out = out.view(count, -1, batch.shape[1])
-        sums = out[:, n:].to("cpu", torch.float64)
+        op = arrival_operator(self.config.tier_grids(grid, 0), self.config.memory_resize_mode, batch.device, count)
+        c = batch.shape[1]
+        out = weighted_bags(batch.float(), op.indices, op.offsets, op.weights)
+        sums = out.as_strided((count, 2, op.sums, c), (op.rows * c, (op.sums + op.resized) * c, c, 1)) \
+            .sum(1, dtype=torch.float64).cpu()
+        out = out.view(count, op.rows, c)
         norms = torch.linalg.vector_norm(sums, dim=2).tolist()
-        shrunk = [own_storage(frame.to(batch.dtype)) for frame in out[:, :n].unbind(0)] if n else [None] * count
+        shrunk = [own_storage(frame.to(batch.dtype)) for frame in out[:, op.sums: op.sums + op.resized].unbind(0)] \
+            if op.resized else [None] * count
         return [_Chain(sums[j].unbind(0), norms[j], shrunk[j]) for j in range(count)]
 
     def _cascade(self) -> None:
@@ -446,7 +451,9 @@ class HierarchicalMemoryBank(MemoryBackend):
         a_tokens, b_tokens = (a.tokens, b.tokens) if same_grid else \
             (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
         # (a * n_a + b * n_b) / total, as a + (b - a) * n_b / total in float32: one fused op
-        tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight).to(a.tokens.dtype)
+        tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight)
+        if tokens.dtype != a.tokens.dtype:
+            tokens = tokens.to(a.tokens.dtype)
         merged = MemoryEntry(
             tokens,
             grid,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -85,9 +86,27 @@ def resize_token_grid(
     size = (int(size[0]), int(size[1]))
     if size == (h, w):
         return tokens
-    indices, offsets, weights = pooling_operator((h, w), size, mode, tokens.device)
-    y = F.embedding_bag(indices, tokens.float(), offsets, mode="sum", per_sample_weights=weights)
-    return y.to(tokens.dtype)
+    y = weighted_bags(tokens.float(), *pooling_operator((h, w), size, mode, tokens.device))
+    return y if y.dtype == tokens.dtype else y.to(tokens.dtype)
+
+
+def weighted_bags(tokens: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                  weights: torch.Tensor) -> torch.Tensor:
+    """``F.embedding_bag(indices, tokens, offsets, mode="sum", per_sample_weights=weights)``: output row ``k``
+    is ``sum(weights[j] * tokens[indices[j]])`` over ``offsets[k] <= j < offsets[k + 1]``.
+
+    Called as ``torch.embedding_bag``, without the functional form's argument checks: the arguments
+    come from :func:`pooling_operator` or :func:`arrival_operator`, and on a memory's small grids those
+    checks cost about a quarter of the call.
+
+    Args:
+        tokens: ``(n, C)`` float32 tokens.
+        indices, offsets, weights: bags as :func:`pooling_operator` returns them, on ``tokens``' device.
+
+    Returns:
+        ``(len(offsets), C)`` float32, on ``tokens``' device.
+    """
+    return torch.embedding_bag(tokens, indices, offsets, False, 0, False, weights)[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -192,38 +211,68 @@ def sum_weights(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
     return torch.stack(rows)
 
 
+class ArrivalOperator(NamedTuple):
+    """The bags of :func:`arrival_operator` and where its outputs are.
+
+    Each frame's block of output rows is ``k + 1`` sums over the top half of the grid's rows,
+    the ``resized`` tokens of the next grid, then ``k + 1`` sums over the bottom half: a frame's
+    token sums are ``out[:k + 1] + out[-(k + 1):]`` and its resized tokens ``out[k + 1:k + 1 + resized]``.
+    """
+
+    indices: torch.Tensor
+    """``(nnz,)`` int64 token rows read."""
+    offsets: torch.Tensor
+    """``(count * rows,)`` int64 start of each bag in ``indices``."""
+    weights: torch.Tensor
+    """``(nnz,)`` float32 weight of each row read."""
+    resized: int
+    """Rows of resized tokens per frame (``h_1 * w_1``, or 0 when the next grid is the same)."""
+    sums: int
+    """Token sums per frame (``k + 1``), each given as two partial sums."""
+
+    @property
+    def rows(self) -> int:
+        """Output rows per frame: ``resized + 2 * sums``."""
+        return self.resized + 2 * self.sums
+
+
 @functools.lru_cache(maxsize=256)
 def arrival_operator(
     grids: tuple[tuple[int, int], ...], mode: str, device: torch.device = torch.device("cpu"), count: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+) -> ArrivalOperator:
     """One ``F.embedding_bag`` that gives, from a grid's ``(n_0, C)`` tokens, both the tokens resized to
     the next grid of the chain and the token sums of :func:`sum_weights`.
 
-    For ``grids = (g_0, g_1, ..., g_k)`` the bags are the rows of ``resize_matrix(g_0, g_1)`` (none when
-    ``k == 0`` or ``g_1 == g_0``), then the ``k + 1`` rows of :func:`sum_weights`. A memory applies it
-    once, when a frame arrives and its tokens are still in cache, instead of a product for the sums now
-    and a second read of the tokens when the frame moves to the next tier (project-specific; see
-    :class:`~memory_bank.HierarchicalMemoryBank`). The resized rows equal :func:`resize_token_grid`'s
-    (the same bags); the sums equal ``sum_weights(grids) @ x`` to float32 rounding. With ``count > 1``
-    the input is ``count`` such grids stacked, ``(count * n_0, C)`` (a batch of frames), and the output
-    holds each frame's rows in turn: ``(count * (n + k + 1), C)``.
+    For ``grids = (g_0, g_1, ..., g_k)`` the bags are: the ``k + 1`` rows of :func:`sum_weights` over
+    the tokens of the top half of ``g_0``'s rows, the rows of ``resize_matrix(g_0, g_1)`` (none when
+    ``k == 0`` or ``g_1 == g_0``), and the same sums over the bottom half. A memory applies it once,
+    when a frame arrives and its tokens are still in cache, instead of a product for the sums now and
+    a second read of the tokens when the frame moves to the next tier (project-specific; see
+    :class:`~memory_bank.HierarchicalMemoryBank`). The halves are for ``F.embedding_bag``'s threads,
+    which take equal runs of bags on the CPU: with two, each reads one half of the grid and does
+    half the work (a 12x12 grid's resized top half reads exactly its top six rows), where whole
+    sums would leave one thread all of them; the layout does not depend on the thread count, so
+    neither do the results. The resized rows equal :func:`resize_token_grid`'s (the same bags); the
+    two halves add up to ``sum_weights(grids) @ x`` to float32 rounding. With ``count > 1`` the input
+    is ``count`` such grids stacked, ``(count * n_0, C)`` (a batch of frames), and the output holds
+    each frame's block of :attr:`ArrivalOperator.rows` rows in turn.
 
     Returns:
-        ``(indices, offsets, weights)`` as :func:`pooling_operator` gives them, and ``n``, the number
-        of leading output rows of each frame that are resized tokens (``h_1 * w_1``, or 0), on ``device``
-        (cached).
+        An :class:`ArrivalOperator` on ``device`` (cached).
 
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
     """
-    parts = [sum_weights(grids, mode)]
+    (h, w), sums = grids[0], sum_weights(grids, mode)
+    top = torch.arange(h * w) < (h + 1) // 2 * w  # the tokens of the top half of the rows
+    parts = [sums * top, sums * ~top]
     if len(grids) > 1 and grids[1] != grids[0]:
-        parts.insert(0, resize_matrix(grids[0], grids[1], mode))
-    n = parts[0].shape[0] if len(parts) == 2 else 0
+        parts.insert(1, resize_matrix(grids[0], grids[1], mode))
+    resized = parts[1].shape[0] if len(parts) == 3 else 0
     indices, offsets, weights = _bags(torch.cat(parts), torch.device("cpu"))
     if count > 1:  # frame j reads rows j * n_0 ... and writes bags j * rows ...
         shift, nnz = torch.arange(count)[:, None], indices.numel()
-        indices = (indices + shift * (grids[0][0] * grids[0][1])).flatten()
+        indices = (indices + shift * (h * w)).flatten()
         offsets = (offsets + shift * nnz).flatten()
         weights = weights.repeat(count)
-    return indices.to(device), offsets.to(device), weights.to(device), n
+    return ArrivalOperator(indices.to(device), offsets.to(device), weights.to(device), resized, len(grids))

@@ -227,18 +227,52 @@ def test_sum_weights_give_the_token_sum_of_each_resized_grid(mode, grids):
 
 
 @pytest.mark.parametrize("mode", ["area", "bilinear"])
-@pytest.mark.parametrize("grids", [((12, 12), (8, 8), (6, 6)), ((9, 16), (6, 10), (4, 9)), ((4, 4), (4, 4)), ((5, 5),)])
+@pytest.mark.parametrize("grids", [((12, 12), (8, 8), (6, 6)), ((9, 16), (6, 10), (4, 9)), ((4, 4), (4, 4)), ((5, 5),),
+                                   ((1, 7), (1, 5))])
 def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grids):
     from memory_bank.resize import arrival_operator, sum_weights
 
     x = torch.randn(grids[0][0] * grids[0][1], 16)
-    indices, offsets, weights, n = arrival_operator(grids, mode)
-    out = F.embedding_bag(indices, x, offsets, mode="sum", per_sample_weights=weights)
+    op = arrival_operator(grids, mode)
+    out = F.embedding_bag(op.indices, x, op.offsets, mode="sum", per_sample_weights=op.weights)
     shrinks = len(grids) > 1 and grids[1] != grids[0]
-    assert n == (grids[1][0] * grids[1][1] if shrinks else 0) and out.shape == (n + len(grids), 16)
+    n, k = op.resized, op.sums
+    assert n == (grids[1][0] * grids[1][1] if shrinks else 0) and k == len(grids)
+    assert out.shape == (op.rows, 16) == (n + 2 * k, 16)
     if shrinks:  # the same bags as resize_token_grid: the same values
-        assert torch.equal(out[:n], resize_token_grid(x, grids[0], grids[1], mode))
-    torch.testing.assert_close(out[n:], sum_weights(grids, mode).float() @ x, rtol=1e-5, atol=1e-5)
+        assert torch.equal(out[k: k + n], resize_token_grid(x, grids[0], grids[1], mode))
+    torch.testing.assert_close(out[:k] + out[k + n:], sum_weights(grids, mode).float() @ x, rtol=1e-5, atol=1e-5)
+    # the first sums read only the top half of the grid's rows, the last ones only the bottom half
+    top = (grids[0][0] + 1) // 2 * grids[0][1]
+    bottom = x.clone()
+    bottom[:top] = 0
+    torch.testing.assert_close(out[k + n:], sum_weights(grids, mode).float() @ bottom, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_arrival_work_is_split_evenly_between_two_threads(threads):
+    """F.embedding_bag's threads take equal runs of bags: with two, each gets half the rows read of a
+    12x12 arrival, and reads only its own half of the grid; the results do not depend on the threads."""
+    from memory_bank.resize import arrival_operator
+
+    op = arrival_operator(((12, 12), (8, 8), (6, 6)), "area")
+    bags = op.offsets.numel()
+    half = op.offsets[bags // 2].item()
+    assert bags % 2 == 0 and half * 2 == op.indices.numel()
+    assert op.indices[:half].max() < 72 <= op.indices[half:].min()
+    x = torch.randn(144, 64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        out = F.embedding_bag(op.indices, x, op.offsets, mode="sum", per_sample_weights=op.weights)
+    finally:
+        torch.set_num_threads(before)
+    torch.set_num_threads(3 - threads)
+    try:
+        again = F.embedding_bag(op.indices, x, op.offsets, mode="sum", per_sample_weights=op.weights)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(out, again)
 
 
 @pytest.mark.parametrize("count", [2, 5])
@@ -248,10 +282,10 @@ def test_arrival_operator_of_a_batch_gives_each_frame_its_own_rows(grids, count)
 
     x = torch.randn(count, grids[0][0] * grids[0][1], 16)
     one = arrival_operator(grids, "area")
-    indices, offsets, weights, n = arrival_operator(grids, "area", torch.device("cpu"), count)
-    assert n == one[3]
-    out = F.embedding_bag(indices, x.flatten(0, 1), offsets, mode="sum", per_sample_weights=weights)
-    each = [F.embedding_bag(one[0], frame, one[1], mode="sum", per_sample_weights=one[2]) for frame in x]
+    batch = arrival_operator(grids, "area", torch.device("cpu"), count)
+    assert (batch.resized, batch.sums, batch.rows) == (one.resized, one.sums, one.rows)
+    out = F.embedding_bag(batch.indices, x.flatten(0, 1), batch.offsets, mode="sum", per_sample_weights=batch.weights)
+    each = [F.embedding_bag(one.indices, frame, one.offsets, mode="sum", per_sample_weights=one.weights) for frame in x]
     assert torch.equal(out, torch.cat(each))
 
 
@@ -260,7 +294,7 @@ def test_arrival_operator_of_a_batch_gives_each_frame_its_own_rows(grids, count)
 def test_add_frames_equals_adding_in_turn(shape, dtype):
     """One batch tensor per call (a 16x16 grid, over the first tier's budget, is added frame by frame):
     the same entries, tokens, descriptors and counters as add() in turn, and no entry keeps a batch's
-    buffers alive (at most its own rows and the 3 rows of descriptor sums computed beside them)."""
+    buffers alive (at most its own rows and the 6 rows of partial descriptor sums computed beside them)."""
     g = torch.Generator().manual_seed(11)
     frames = (torch.randn(30, *shape, generator=g).cumsum(0) * 0.3).to(dtype)
     one, batched = HierarchicalMemoryBank(mm_hidden_size=32), HierarchicalMemoryBank(mm_hidden_size=32)
@@ -273,7 +307,7 @@ def test_add_frames_equals_adding_in_turn(shape, dtype):
     assert same(snapshot(one), snapshot(batched)) and one.stats() == batched.stats()
     for a, b in zip(one.readout(), batched.readout()):
         assert a.metadata() == b.metadata() and a.tokens.dtype == dtype and torch.equal(a.tokens, b.tokens)
-        assert b.tokens.untyped_storage().nbytes() <= (b.num_tokens + 3) * 32 * b.tokens.element_size()
+        assert b.tokens.untyped_storage().nbytes() <= (b.num_tokens + 6) * 32 * b.tokens.element_size()
     query = frames[3].flatten(0, 1).float()
     assert [(e.frame_index, s) for e, s in one.retrieve(query, threshold=-1)] == \
         [(e.frame_index, s) for e, s in batched.retrieve(query, threshold=-1)]
