@@ -37,7 +37,7 @@ from .base import (
 from .config import MAX_FRAMES, MemoryConfig, hidden_size_option, option
 from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
-from .resize import RESIZE_MODES, arrival_operator, fit_grid, resize_token_grid, weighted_bags
+from .resize import RESIZE_MODES, ArrivalOperator, arrival_operator, fit_grid, resize_token_grid, weighted_bags
 
 _FORMAT = "memory_bank.hierarchical/1"
 
@@ -272,6 +272,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     def clear(self) -> None:
         """Drop every entry, counter and the time-order history; keep the config."""
         cfg = self.config
+        self._arrival_operators: dict[tuple[tuple[int, int], int, torch.device], ArrivalOperator] = {}
         self._tiers = [_Tier(c, b) for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
@@ -396,7 +397,11 @@ class HierarchicalMemoryBank(MemoryBackend):
         ``F.embedding_bag`` (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for
         the next tier and ``k = num_tiers - tier`` token sums, each in two halves that are added on the
         host, in float64 (the one device sync of an add)."""
-        op = arrival_operator(self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
+        key = (grid, tier, flat.device)
+        op = self._arrival_operators.get(key)
+        if op is None:  # one per grid, tier and device of a bank: the lookup is a dict's, not lru_cache's
+            op = self._arrival_operators[key] = arrival_operator(
+                self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
         out = weighted_bags(flat.float(), op.indices, op.offsets, op.weights)
         c = out.shape[1]  # the two halves of the sums, rows [0, k) and [k + n, 2k + n), as one (2, k, C) view
         sums = out.as_strided((2, op.sums, c), ((op.sums + op.resized) * c, c, 1)).sum(0, dtype=torch.float64).cpu()
