@@ -10,9 +10,10 @@ the stream), resident memory before and after the longest stream, and, in the sa
 run, the time per add of :class:`ReferencePyramidMemory` (the reference algorithm) and
 the ratio of the two: with torch's default threads and, where it differs, with the threads
 ``vl3mem answer`` gives torch while it decodes ahead (:func:`videollama3.video.encoder_threads`:
-one core less on the CPU), which is how an add runs in a stream there. The add's largest
-operations are too small to gain from a second thread (it costs them an OpenMP fork and join each),
-while the reference's means over whole tiers do.
+one core less on the CPU), which is how an add runs in a stream there (each the median of 7
+interleaved rounds). Of the add's operations only a frame's arrival bags gain from a second thread
+(each thread takes one half of the grid); the others are too small (a second thread costs them an
+OpenMP fork and join each), while the reference's means over whole tiers all gain.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
+import statistics
 import sys
 import time
 
@@ -209,22 +211,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool: list[torch.Tensor],
-                           frames: int, rounds: int = 5, batch: int = 8) -> dict[str, dict[str, float]]:
-    """Mean ms per add of ours and of :class:`ReferencePyramidMemory`, streams of ``frames`` frames
-    interleaved ``rounds`` times (all see the same machine state), with frames out of cache
-    (``"pool"``) and just written (``"fresh"``); and the ratio. With frames just written, also ours on
-    batches of ``batch`` frames in one encoder buffer (how a stream encoded in batches adds them):
-    ``add`` in turn on each frame's view (``in_turn_ms``) and ``add_frames`` (``batch_ms``)."""
+                           frames: int, rounds: int = 7, batch: int = 8) -> dict[str, dict[str, float]]:
+    """Ms per add of ours and of :class:`ReferencePyramidMemory`, streams of ``frames`` frames
+    interleaved ``rounds`` times (each round sees the same machine state), with frames out of cache
+    (``"pool"``) and just written (``"fresh"``); and the ratio. Each time is the median over rounds of
+    a round's mean (a shared VM's noise comes in bursts that would otherwise decide a mean), and the
+    ratio is of the medians. With frames just written, also ours on batches of ``batch`` frames in one
+    encoder buffer (how a stream encoded in batches adds them): ``add`` in turn on each frame's view
+    (``in_turn_ms``) and ``add_frames`` (``batch_ms``)."""
     result = {}
     for fresh in (False, True):
-        times: dict[str, list[float]] = {"ours": [], "reference": [], "in_turn": [], "batch": []}
+        rounds_ms: dict[str, list[float]] = {"ours": [], "reference": [], "in_turn": [], "batch": []}
         for _ in range(rounds):
-            times["ours"] += time_stream(frames, config, device, pool, fresh=fresh)[0]
-            times["reference"] += time_stream(frames, config, device, pool, reference=True, fresh=fresh)[0]
+            runs = {"ours": {}, "reference": {"reference": True}}
             if fresh:
-                times["in_turn"] += time_stream(frames, config, device, pool, batch=batch, in_turn=True)[0]
-                times["batch"] += time_stream(frames, config, device, pool, batch=batch)[0]
-        ms = {name: sum(t) / len(t) for name, t in times.items() if t}
+                runs.update(in_turn={"batch": batch, "in_turn": True}, batch={"batch": batch})
+            for name, options in runs.items():
+                times = time_stream(frames, config, device, pool, fresh=fresh, **options)[0]
+                rounds_ms[name].append(sum(times) / len(times))
+        ms = {name: statistics.median(t) for name, t in rounds_ms.items() if t}
         r = result["fresh" if fresh else "pool"] = {"ours_ms": ms["ours"], "reference_ms": ms["reference"],
                                                     "speedup": ms["reference"] / ms["ours"]}
         if fresh:
