@@ -11,6 +11,8 @@ without the native processor's torchvision dependency. A 16:9 frame at 144 token
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -43,31 +45,21 @@ def frame_size(height: int, width: int, max_tokens: int = FRAME_TOKENS, patch_si
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize ``(T, 3, H, W)`` uint8 frames to ``(T, 3, *size)`` uint8 with antialiased bicubic
-    interpolation, as torchvision's ``resize`` does for uint8 tensors (which the native video processor
-    calls on the decoded frames): on the CPU torch's own uint8 kernel, elsewhere float32 interpolation
-    clamped and rounded back to uint8 (:func:`_resized_values`).
-    """
-    return _resized_values(frames, size).to(torch.uint8)
+    interpolation, as torchvision's ``resize`` (which the native video processor calls on the decoded
+    frames) does for uint8 tensors (``resize_image``); ``frames`` itself when already at ``size``.
 
-
-def _resized_values(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """:func:`resize_frames` as float32 ``(T, 3, *size)``, whole numbers in 0..255 (what
-    :func:`preprocess_frames` normalises).
-
-    torchvision's two paths (``resize_image``, for uint8 tensors and bicubic):
-
-    - on the CPU, torch's uint8 antialiased bicubic kernel on the uint8 frames. It runs in fixed
-      point, like Pillow's resize, which DAMO's own processor uses: on trailer_bbb.mp4's 720p frames
-      to 252x448 it is within 1 of Pillow's for every value (0.15 % differ), and about 15x faster than
-      the float path on one core (1.0 against 16 ms a frame). It is fastest on the channels-last layout
-      a decoded ``(H, W, 3)`` frame has, so the frames are not made contiguous first.
-    - elsewhere (a GPU: the uint8 kernel is the CPU's only), :func:`float_resize`.
+    - On the CPU, torch's uint8 antialiased bicubic kernel. It runs in fixed point, like Pillow's
+      resize, which DAMO's own processor uses: on trailer_bbb.mp4's 720p frames to 252x448 it is
+      within 1 of Pillow's for every value (0.15 % differ), and about 15x faster than the float path
+      on one core (1.0 against 16 ms a frame). It is fastest on the channels-last layout a decoded
+      ``(H, W, 3)`` frame has, so the frames are not made contiguous first.
+    - Elsewhere (a GPU: the uint8 kernel is the CPU's only), :func:`float_resize`.
     """
     if tuple(frames.shape[-2:]) == tuple(size):
-        return frames.float()
+        return frames
     if frames.device.type != "cpu":
-        return float_resize(frames, size)
-    return F.interpolate(frames, size=tuple(size), mode="bicubic", align_corners=False, antialias=True).float()
+        return float_resize(frames, size).to(torch.uint8)
+    return F.interpolate(frames, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
 
 
 def float_resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -127,13 +119,19 @@ def preprocess_frames(
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape (H, W, 3) or (T, H, W, 3), got {tuple(frames.shape)}")
     height, width = frame_size(frames.shape[1], frames.shape[2], max_tokens, patch_size, merge_size)
-    # resized values are whole numbers in 0..255, so they are normalised without the round trip
-    # through uint8 (same values), in place
-    x = _resized_values(frames.to(device).permute(0, 3, 1, 2), (height, width))
-    mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
-    x = x.div_(255.0).sub_(mean).div_(std)
-    t = x.shape[0]
-    grid_thw = torch.tensor([[1, height // patch_size, width // patch_size]] * t, dtype=torch.long, device=x.device)
-    merge_sizes = torch.full((t,), merge_size, dtype=torch.long, device=x.device)
-    return patchify(x, patch_size, merge_size).to(dtype), grid_thw, merge_sizes
+    patches = patchify(resize_frames(frames.to(device).permute(0, 3, 1, 2), (height, width)), patch_size, merge_size)
+    # rescale and normalise in one, as the native processor fuses them: (x - 255 mean) / (255 std), on
+    # the uint8 patches (a quarter of the bytes to reorder), each row's values channel by channel
+    mean, std = _normalisation(patches.device)
+    n, t = patches.shape[0], frames.shape[0]
+    pixel_values = torch.sub(patches.view(n, 3, -1), mean).div_(std).view(n, -1)
+    grid_thw = torch.tensor([[1, height // patch_size, width // patch_size]] * t, dtype=torch.long, device=patches.device)
+    merge_sizes = torch.full((t,), merge_size, dtype=torch.long, device=patches.device)
+    return pixel_values.to(dtype), grid_thw, merge_sizes
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``255 * IMAGE_MEAN`` and ``255 * IMAGE_STD`` as float32 ``(1, 3, 1)`` tensors on ``device`` (cached)."""
+    return tuple(torch.tensor(values, dtype=torch.float32).mul_(255).view(1, 3, 1).to(device)
+                 for values in (IMAGE_MEAN, IMAGE_STD))

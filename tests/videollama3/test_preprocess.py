@@ -61,13 +61,14 @@ def test_patch_layout_follows_merge_blocks():
 
 def test_resize_on_the_cpu_is_torchs_uint8_bicubic_as_torchvision_calls_it():
     """torchvision's resize of a uint8 tensor on the CPU (what the native video processor calls) is
-    torch's uint8 antialiased bicubic kernel on the uint8 frames."""
+    torch's uint8 antialiased bicubic kernel on the uint8 frames; rescale and normalise are fused as
+    the native processor fuses them, (x - 127.5) / 127.5 in float32."""
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (272, 640, 3), dtype=np.uint8)
     pv, _, _ = preprocess_frames(frame)
     ref = F.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None].contiguous(), size=(196, 504), mode="bicubic",
                         align_corners=False, antialias=True).float()
-    assert torch.equal(pv, patchify(ref / 255 * 2 - 1))
+    assert torch.equal(pv, patchify((ref - 127.5) / 127.5))
     assert torch.equal(resize_frames(torch.from_numpy(frame).permute(2, 0, 1)[None], (196, 504)), ref.to(torch.uint8))
 
 
