@@ -436,9 +436,9 @@ def pipelined(session: StreamingSession, frames: Iterator[tuple[np.ndarray, floa
 ENCODE_BATCH = 8
 """Frames :func:`question_schedule` encodes together by default, on every device: on a GPU one launch
 for several frames and one memory sync (:meth:`~memory_bank.MemoryBackend.add_frames`). On this 2-core
-CPU with the tiny model it is about even (``vl3mem bench pipeline``, medians of 3 rounds, pipelined:
-vtest.avi 85-89 against 83-88 frames/s one at a time, trailer_bbb.mp4 26-30 against 26-32), so one
-default serves every device. A batch is cut where a question falls due, so it changes nothing a question sees. Live sources and
+CPU with the tiny model it is about even or a little ahead (``vl3mem bench pipeline``, medians of 3
+to 5 rounds, pipelined: vtest.avi 115 against 103 frames/s one at a time, trailer_bbb.mp4 32-40
+against 38), so one default serves every device. A batch is cut where a question falls due, so it changes nothing a question sees. Live sources and
 ``vl3mem serve`` encode one frame at a time (``encode_batch = 1``): a question may come at any moment."""
 
 
