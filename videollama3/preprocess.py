@@ -125,7 +125,8 @@ def preprocess_frames(
     mean, std = _normalisation(patches.device)
     n, t = patches.shape[0], frames.shape[0]
     pixel_values = torch.sub(patches.view(n, 3, -1), mean).div_(std).view(n, -1)
-    grid_thw = torch.tensor([[1, height // patch_size, width // patch_size]] * t, dtype=torch.long, device=patches.device)
+    grid_thw = torch.tensor([[1, height // patch_size, width // patch_size]] * t, dtype=torch.long,
+                            device=patches.device)
     merge_sizes = torch.full((t,), merge_size, dtype=torch.long, device=patches.device)
     return pixel_values.to(dtype), grid_thw, merge_sizes
 

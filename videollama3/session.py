@@ -438,8 +438,9 @@ ENCODE_BATCH = 8
 for several frames and one memory sync (:meth:`~memory_bank.MemoryBackend.add_frames`). On this 2-core
 CPU with the tiny model it is about even or a little ahead (``vl3mem bench pipeline``, medians of 3
 to 5 rounds, pipelined: vtest.avi 115 against 103 frames/s one at a time, trailer_bbb.mp4 32-40
-against 38), so one default serves every device. A batch is cut where a question falls due, so it changes nothing a question sees. Live sources and
-``vl3mem serve`` encode one frame at a time (``encode_batch = 1``): a question may come at any moment."""
+against 38), so one default serves every device. A batch is cut where a question falls due, so it
+changes nothing a question sees. Live sources and ``vl3mem serve`` encode one frame at a time
+(``encode_batch = 1``): a question may come at any moment."""
 
 
 def question_schedule(
