@@ -106,6 +106,7 @@ def weighted_bags(tokens: torch.Tensor, indices: torch.Tensor, offsets: torch.Te
     Returns:
         ``(len(offsets), C)`` float32, on ``tokens``' device.
     """
+    # (weight, indices, offsets, scale_grad_by_freq, mode 0 = "sum", sparse, per_sample_weights) -> (output, ...)
     return torch.embedding_bag(tokens, indices, offsets, False, 0, False, weights)[0]
 
 
