@@ -94,7 +94,11 @@ def preprocess_frames(
     Args:
         frames: ``(H, W, 3)`` or ``(T, H, W, 3)`` uint8 RGB (numpy or torch).
         max_tokens: token budget per frame after the 2x2 merge (:func:`frame_size`).
-        device, dtype: of the returned ``pixel_values`` (frames are resized on ``device``).
+        device, dtype: of the returned ``pixel_values``. Frames are resized on ``device`` (None: where
+            they are, the CPU for arrays), so the device picks torchvision's path
+            (:func:`resize_frames`): the CPU's is the native processor's default and within a level of
+            DAMO's Pillow resize; a GPU's float path differs from it by a level on a few percent of the
+            values. :class:`~videollama3.session.StreamingSession` preprocesses on the CPU.
 
     Returns:
         ``pixel_values`` ``(T * gh * gw, 3 * p * p)``, ``grid_thw`` ``(T, 3)``
