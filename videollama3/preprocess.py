@@ -4,9 +4,11 @@ As ``VideoLlama3VideoProcessor`` does it (docs/design.md section 3): each frame 
 aspect ratio, resized by transformers' own ``smart_resize`` (sides multiples of
 ``patch * merge`` = 28 pixels, within a per-frame pixel budget: ``max_tokens`` merged tokens
 of 28x28 pixels), with antialiased bicubic as torchvision applies it to uint8 frames; then
-rescale 1/255, normalise with mean 0.5 / std 0.5, patchify in merge blocks. Plain torch,
-without the native processor's torchvision dependency. A 16:9 frame at 144 tokens gives a 9x16 token grid, a 4:3 one
-10x13, a square one 12x12 (336x336 pixels).
+rescale 1/255 and normalise with mean 0.5 / std 0.5 in one step, as the native processor fuses
+them; patchify in merge blocks. Plain torch, without the native processor's torchvision
+dependency, and bit for bit equal to it on the CPU (a test checks it where torchvision exists).
+A 16:9 frame at 144 tokens gives a 9x16 token grid, a 4:3 one 10x13, a square one 12x12
+(336x336 pixels).
 """
 
 from __future__ import annotations
