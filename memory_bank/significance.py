@@ -87,19 +87,30 @@ def area_pool(frame: torch.Tensor, size: int) -> torch.Tensor:
 
     The same bins (rows ``floor(i * H / size)`` to ``ceil((i + 1) * H / size)``, columns likewise),
     summed in two passes of ``F.embedding_bag``: the rows of each bin over the frame viewed as
-    ``(H, W * 3)``, then the columns of each bin. The sums are of whole numbers below ``2**24``, so
+    ``(H, W * 3)``, then the columns of each bin over that result viewed as ``(size * W, 3)`` (one
+    bag per output pixel: no transposed copy). The sums are of whole numbers below ``2**24``, so
     exact in float32 in any order, and each is divided by the bin's height, then width, as the torch
     kernel does: the values are equal (a test checks ``torch.equal``). 2.5x faster at 640x360 and 3x at
     1280x720 on a 2-core CPU, more on larger frames (the kernel's strided reads of a channels-last
-    frame grow with it).
+    frame grow with it); the column pass without the transposed copy takes a further 28 % off at
+    768x576 (277 -> 199 us).
     """
     h, w, _ = frame.shape
     row_indices, row_offsets, row_counts = _pool_bins(h, size, frame.device)
-    col_indices, col_offsets, col_counts = _pool_bins(w, size, frame.device)
+    col_indices, col_offsets, col_counts = _column_bags(w, size, frame.device)
     rows = F.embedding_bag(row_indices, frame.reshape(h, w * 3).float(), row_offsets, mode="sum")  # (size, W * 3)
-    columns = rows.view(size, w, 3).transpose(0, 1).reshape(w, size * 3)
-    sums = F.embedding_bag(col_indices, columns, col_offsets, mode="sum")  # (size [x], size * 3 [y, channel])
-    return sums.view(size, size, 3).permute(2, 1, 0) / row_counts[:, None] / col_counts[None, :]
+    sums = F.embedding_bag(col_indices, rows.view(size * w, 3), col_offsets, mode="sum")  # (size [y] * size [x], 3)
+    return sums.view(size, size, 3).permute(2, 0, 1) / row_counts[:, None] / col_counts[None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def _column_bags(width: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_pool_bins` of the columns, for each of ``size`` rows of ``width`` pixels stacked as
+    ``(size * width, 3)``: bag ``y * size + x`` sums row ``y``'s pixels of column bin ``x``; and each
+    column bin's length (cached)."""
+    indices, offsets, counts = _pool_bins(width, size, device)
+    rows = torch.arange(size, device=device)[:, None]
+    return (rows * width + indices).flatten(), (rows * indices.numel() + offsets).flatten(), counts
 
 
 @functools.lru_cache(maxsize=64)
