@@ -118,7 +118,8 @@ class VideoLlama3WithMemory(nn.Module):
 
         Args:
             pixel_values: ``(sum t*gh*gw, 3*14*14)`` from :func:`~videollama3.preprocess.preprocess_frames`,
-                best already on :attr:`device` in :attr:`vision_dtype` (else it is moved).
+                in :attr:`vision_dtype`, on any device (moved to :attr:`device` here: a session
+                preprocesses on the CPU and uploads a batch at a time).
             grid_thw: ``(F, 3)`` long, one ``[1, gh, gw]`` row per frame.
             merge_sizes: ``(F,)`` long.
 

@@ -55,7 +55,8 @@ class PreparedFrame:
 
     Attributes:
         frame: the ``(H, W, 3)`` uint8 RGB frame (backends with pixel criteria read it).
-        pixel_values: ``(gh * gw, 3 * 14 * 14)`` in the vision encoder's dtype, on its device.
+        pixel_values: ``(gh * gw, 3 * 14 * 14)`` in the vision encoder's dtype, on the CPU (the encoder
+            uploads a batch at a time).
         grid_thw: ``(1, 3)`` long, ``[1, gh, gw]``.
         merge_sizes: ``(1,)`` long.
     """
