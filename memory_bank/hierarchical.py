@@ -10,8 +10,10 @@ area averaging (keeping their aspect ratio: a tier's size is a token budget), an
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,10 @@ from .errors import MemoryBankError, MemoryConfigError
 from .registry import register_memory
 from .resize import RESIZE_MODES, ArrivalOperator, arrival_operator, fit_grid, resize_token_grid, weighted_bags
 
-_FORMAT = "memory_bank.hierarchical/1"
+_FORMAT = "memory_bank.hierarchical/2"
+_FORMATS = ("memory_bank.hierarchical/1", _FORMAT)
+"""Formats :meth:`HierarchicalMemoryBank.load_state_dict` reads: 2 may hold last-tier entries on the larger
+grid they are kept on; 1 (before that) holds every entry on its own grid."""
 
 
 @dataclass
@@ -165,18 +170,43 @@ class _Tier:
     (a dot product) when it is first needed, to pick the pair to evict, and kept until the pair is
     broken: an insert or a pop marks only the one or two pairs it creates as unknown (None). A tier
     whose one pair is forced (two entries) computes none.
+
+    An entry may be *kept* on a grid larger than its grid in this tier (the last tier keeps an entry
+    on the grid it arrives with; see :class:`HierarchicalMemoryBank`): :meth:`shown` gives it on its
+    grid here, resized once and remembered until the entry leaves the tier.
     """
 
-    def __init__(self, capacity: int, budget: int) -> None:
+    def __init__(self, capacity: int, budget: int, mode: str) -> None:
         self.capacity = capacity
         self.budget = budget
+        self.mode = mode
         self.entries: list[MemoryEntry] = []
         self.keys: list[tuple[float, int]] = []
         self.chains: list[_Chain] = []
         self.sims: list[float | None] = []
+        self._shown: dict[int, MemoryEntry] = {}  # id of a kept entry -> the entry on its grid here
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def shown(self, entry: MemoryEntry) -> MemoryEntry:
+        """``entry``, one of this tier's, as a readout shows it: on its grid in this tier."""
+        grid = fit_grid(entry.grid, self.budget)
+        if grid == entry.grid:
+            return entry
+        shown = self._shown.get(id(entry))
+        if shown is None:
+            tokens = resize_token_grid(entry.tokens, entry.grid, grid, self.mode)
+            shown = self._shown[id(entry)] = dataclasses.replace(entry, tokens=tokens, grid=grid)
+        return shown
+
+    def shown_entries(self) -> list[MemoryEntry]:
+        """The entries in time order, each as :meth:`shown` gives it."""
+        return [self.shown(e) for e in self.entries]
+
+    def shown_tokens(self) -> int:
+        """Tokens of :meth:`shown_entries`, counted without resizing anything."""
+        return sum(math.prod(fit_grid(e.grid, self.budget)) for e in self.entries)
 
     def _sim(self, i: int) -> float:
         a, b = self.chains[i], self.chains[i + 1]
@@ -204,6 +234,7 @@ class _Tier:
         n = len(self.entries)
         del self.keys[pos]
         entry, chain = self.entries.pop(pos), self.chains.pop(pos)
+        self._shown.pop(id(entry), None)
         if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
             self.sims[pos - 1: pos + 1] = [None]
         elif self.sims:
@@ -250,12 +281,18 @@ class HierarchicalMemoryBank(MemoryBackend):
     encoded in batches) and all similarity bookkeeping runs there, so the cascade decides
     every move without touching tokens; a frame leaving the first tier takes its
     shrunk tokens, so its full grid is never read again. The rest of the token work is
-    one sparse shrink per entry leaving a later tier
+    one sparse shrink per entry moving between two later tiers
     (:func:`~memory_bank.resize.resize_token_grid`) and one ``lerp`` per merge; a merged
     entry's descriptor is the merge of the two descriptors' sums (both are linear).
+    The last tier keeps an entry on the grid it arrives with (8x8 by default) and merges there:
+    shrinking and merging are both linear, so the order does not change the result (to float32
+    rounding), and a readout shrinks each such entry once, remembered until it changes, where an
+    add would shrink every frame entering the tier. :meth:`state_dict` saves them as they are kept,
+    so a restored bank goes on exactly like the original.
     The shrunk copies are the price: the first tier's entries hold their second-tier
     tokens too (``capacity_0 * size_1`` tokens: 512 by default, beside the 1444 a
-    readout holds; not counted in :meth:`stats`).
+    readout holds; not counted in :meth:`stats`), and the last tier's entries hold their
+    larger grid (64 tokens instead of 36 by default) beside the shrunk copy a readout made.
 
     Args:
         config: a :class:`MemoryBankConfig` (defaults when None).
@@ -272,7 +309,8 @@ class HierarchicalMemoryBank(MemoryBackend):
         """Drop every entry, counter and the time-order history; keep the config."""
         cfg = self.config
         self._arrival_operators: dict[tuple[tuple[int, int], int, torch.device], ArrivalOperator] = {}
-        self._tiers = [_Tier(c, b) for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
+        self._tiers = [_Tier(c, b, cfg.memory_resize_mode)
+                       for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
         self._cursor.reset()
@@ -283,7 +321,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     @property
     def num_tokens(self) -> int:
         """Visual tokens held now, over all tiers."""
-        return sum(e.num_tokens for t in self._tiers for e in t.entries)
+        return sum(t.shown_tokens() for t in self._tiers)
 
     @property
     def memory_tier_names(self) -> tuple[str, ...]:
@@ -292,7 +330,7 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def tiers(self) -> dict[str, list[MemoryEntry]]:
         """Entries of each tier by tier name, each list in time order."""
-        return {name: list(t.entries) for name, t in zip(self.config.memory_tier_names, self._tiers)}
+        return {name: t.shown_entries() for name, t in zip(self.config.memory_tier_names, self._tiers)}
 
     # -------------------------------------------------------------------- add
     def add(
@@ -439,14 +477,20 @@ class HierarchicalMemoryBank(MemoryBackend):
             e, chain = tier.pop(pos)
             self._evictions[i] += 1
             grid = fit_grid(e.grid, self._tiers[i + 1].budget)
-            tokens = chain.shrunk if chain.shrunk is not None else \
-                resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
+            if chain.shrunk is not None:
+                tokens = chain.shrunk
+            elif i + 1 == last:  # kept on its grid: the last tier's merges are linear, it shrinks the result when read
+                tokens, grid = e.tokens, e.grid
+            else:
+                tokens = resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
             moved = MemoryEntry(tokens, grid, e.frame_index, e.timestamp, i + 1, e.last_frame_index, e.end_timestamp,
                                 e.num_frames)
             self._tiers[i + 1].insert(moved, chain.down())
 
     def _merge_pair(self, tier: _Tier, pos: int, mode: str) -> None:
         a, b = tier.entries[pos], tier.entries[pos + 1]
+        if a.grid != b.grid:  # one kept on a larger grid, or a stream that changed resolution
+            a, b = tier.shown(a), tier.shown(b)
         total = a.num_frames + b.num_frames
         weight = b.num_frames / total
         # frames of one stream share a grid; if the stream changed resolution, average on the common sub-grid
@@ -483,7 +527,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         Returns:
             A list of :class:`MemoryEntry`; ``entry.tokens`` is ``(n_i, C)``.
         """
-        return list(heapq.merge(*(t.entries for t in self._tiers), key=lambda e: (e.timestamp, e.frame_index)))
+        return list(heapq.merge(*(t.shown_entries() for t in self._tiers), key=lambda e: (e.timestamp, e.frame_index)))
 
     def retrieve(
         self, query: torch.Tensor, k: int | None = None, threshold: float | None = None
@@ -493,7 +537,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         return super().retrieve(query, k, threshold)
 
     def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
-        entries = [e for t in self._tiers for e in t.entries]
+        entries = [e for t in self._tiers for e in t.shown_entries()]
         return entries, torch.stack([c.unit() for t in self._tiers for c in t.chains]) if entries else None
 
     def stats(self) -> dict[str, Any]:
@@ -507,8 +551,8 @@ class HierarchicalMemoryBank(MemoryBackend):
             tiers[name] = {
                 "entries": len(tier),
                 "capacity": tier.capacity,
-                "tokens": sum(e.num_tokens for e in tier.entries),
-                "bytes": sum(e.nbytes for e in tier.entries),
+                "tokens": tier.shown_tokens(),
+                "bytes": sum(e.nbytes for e in tier.shown_entries()),
                 "evictions": ev,
                 "merges": mg,
             }
@@ -526,7 +570,8 @@ class HierarchicalMemoryBank(MemoryBackend):
         """Config, entries (tokens + metadata), counters and time-order history.
 
         The tensors are the bank's own (not copies); :meth:`load_state_dict`
-        restores the bank exactly.
+        restores the bank exactly. An entry the last tier keeps on the larger grid it arrived with is
+        saved so, with that grid (a readout shows it shrunk).
         """
         return {
             "format": _FORMAT,
@@ -545,21 +590,30 @@ class HierarchicalMemoryBank(MemoryBackend):
             MemoryConfigError: when the state was saved with another config.
             MemoryBankError: when the state is malformed; the bank is unchanged.
         """
-        check_state_format(state, _FORMAT)
+        if not (isinstance(state, dict) and state.get("format") in _FORMATS):
+            check_state_format(state, _FORMAT)  # raises, naming the format expected
         saved = MemoryBankConfig.from_dict(state["config"])
         if saved != self.config:
             raise MemoryConfigError(
                 f"state was saved with config {saved} but this bank has {self.config}; "
                 "build the bank with the saved config (HierarchicalMemoryBank.load does)"
             )
-        tiers = [_Tier(c, b) for c, b in zip(self.config.memory_capacities, self.config.memory_reduced_sizes)]
+        cfg = self.config
+        tiers = [_Tier(c, b, cfg.memory_resize_mode) for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
         entries = entries_from_state(sorted(state["entries"], key=lambda item: (item["timestamp"], item["frame_index"])),
                                      self.config.mm_hidden_size)
         for entry in entries:
-            if isinstance(entry.tier, bool) or not isinstance(entry.tier, int) or not 0 <= entry.tier < len(tiers) \
-                    or entry.num_tokens > tiers[entry.tier].budget:
+            if isinstance(entry.tier, bool) or not isinstance(entry.tier, int) or not 0 <= entry.tier < len(tiers):
                 raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {entry.tier}")
-            tiers[entry.tier].insert(entry, self._descriptor_chain(entry.tokens, entry.grid, entry.tier))
+            tier = entry.tier
+            kept = entry.num_tokens > tiers[tier].budget  # only the last tier keeps one, on the grid before its own
+            if kept and (tier == 0 or tier != len(tiers) - 1
+                         or fit_grid(entry.grid, tiers[tier - 1].budget) != entry.grid):
+                raise MemoryBankError(f"entry of frame {entry.frame_index} does not fit tier {tier}")
+            chain = self._descriptor_chain(entry.tokens, entry.grid, tier - 1 if kept else tier)
+            if tier > 0:  # as the saved bank held it: only the first tier's entries carry tokens shrunk ahead
+                chain = _Chain(chain.sums, chain.norms)
+            tiers[tier].insert(entry, chain.down() if kept else chain)
         if any(len(t) > t.capacity for t in tiers):
             raise MemoryBankError("state holds more entries than a tier's capacity")
         counters = [int(x) for x in state["evictions"]], [int(x) for x in state["merges"]]
@@ -602,7 +656,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 meta = f.metadata() or {}
-                if meta.get("format") != _FORMAT:
+                if meta.get("format") not in _FORMATS:
                     raise MemoryBankError(f"{path} is not a saved HierarchicalMemoryBank")
                 state = json.loads(meta["state"])
                 for i, item in enumerate(state["entries"]):

@@ -594,6 +594,68 @@ def test_readout_after_1000_frames_equals_the_pinned_implementation(case, batch)
         torch.testing.assert_close(e.tokens, tokens, rtol=0, atol=1e-6)
 
 
+class ShrinkOnArrival(HierarchicalMemoryBank):
+    """The behaviour before the last tier kept entries on a larger grid: after every cascade, each
+    kept entry is replaced by its shrunk form, so every merge there happens on the tier's own grid."""
+
+    def _cascade(self):
+        super()._cascade()
+        last = self._tiers[-1]
+        last.entries = last.shown_entries()
+        last._shown.clear()
+
+
+@pytest.mark.parametrize("shape, capacities", [((12, 12, 16), (8, 4, 1)), ((9, 16, 16), (3, 2, 3))])
+def test_the_last_tier_shrinks_when_read_as_if_on_arrival(shape, capacities):
+    """The last tier keeps an entry on the grid it arrives with and merges there (merges are linear),
+    shrinking when read: after every frame it shows the memory of a bank that shrinks on arrival (to
+    float32 rounding), with the same descriptors and counters; a readout is cached until the entry
+    changes; a restored bank goes on exactly like the original."""
+    g = torch.Generator().manual_seed(5)
+    frames = torch.randn(120, *shape, generator=g).cumsum(0) * 0.2
+    lazy = HierarchicalMemoryBank(mm_hidden_size=16, memory_capacities=capacities)
+    eager = ShrinkOnArrival(mm_hidden_size=16, memory_capacities=capacities)
+    for i, x in enumerate(frames[:100]):
+        lazy.add(x, i, 0.5 * i)
+        eager.add(x, i, 0.5 * i)
+        shown, want = lazy.readout(), eager.readout()
+        assert [e.metadata() for e in shown] == [e.metadata() for e in want]
+        for e, w in zip(shown, want):
+            torch.testing.assert_close(e.tokens, w.tokens, rtol=0, atol=1e-6)
+        assert lazy.stats() == eager.stats() and lazy.num_tokens == eager.num_tokens
+        assert all(a is b for a, b in zip(lazy.readout(), shown))  # cached: nothing resized again
+    last = lazy.memory_tier_names[-1]
+    assert any(kept.grid != e.grid for kept, e in zip(lazy._tiers[-1].entries, lazy.tiers()[last]))
+    query = frames[99].flatten(0, 1)
+    assert [(e.frame_index, round(s, 5)) for e, s in lazy.retrieve(query, threshold=-1)] == \
+        [(e.frame_index, round(s, 5)) for e, s in eager.retrieve(query, threshold=-1)]
+    # the state holds the kept grids: a restored bank reads and goes on bit for bit like the original
+    restored = HierarchicalMemoryBank(mm_hidden_size=16, memory_capacities=capacities)
+    restored.load_state_dict(lazy.state_dict())
+    for i, x in enumerate(frames[100:], start=100):
+        lazy.add(x, i, 0.5 * i)
+        restored.add(x, i, 0.5 * i)
+    assert all(a.metadata() == b.metadata() and torch.equal(a.tokens, b.tokens)
+               for a, b in zip(lazy.readout(), restored.readout()))
+
+
+def test_a_state_of_format_1_still_loads():
+    """States saved before the last tier kept larger grids (every entry on its own grid) load as they are."""
+    bank = HierarchicalMemoryBank(mm_hidden_size=8)
+    for i in range(30):
+        bank.add(torch.randn(144, 8), i, float(i))
+    state = bank.state_dict()
+    state["format"] = "memory_bank.hierarchical/1"
+    shown = bank.tiers()
+    state["entries"] = [{"tokens": e.tokens, **e.metadata()} for entries in shown.values() for e in entries]
+    old = HierarchicalMemoryBank(mm_hidden_size=8)
+    old.load_state_dict(state)
+    assert all(a.metadata() == b.metadata() and torch.equal(a.tokens, b.tokens)
+               for a, b in zip(old.readout(), bank.readout()))
+    with pytest.raises(MemoryBankError, match="hierarchical/2"):
+        old.load_state_dict({**state, "format": "memory_bank.hierarchical/9"})
+
+
 @pytest.mark.parametrize("mode", ["area", "bilinear"])
 @pytest.mark.parametrize("grid, size", [((12, 12), (8, 8)), ((9, 16), (6, 10)), ((1, 40), (1, 7)), ((40, 1), (13, 1)),
                                         ((2, 9), (1, 4)), ((23, 17), (23, 17)), ((64, 64), (12, 12))])
