@@ -543,8 +543,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.
 
-        ``bytes`` counts the token tensors a readout holds (not the descriptors, nor the
-        first tier's tokens already shrunk for the second).
+        ``bytes`` counts the token tensors a readout holds (not the descriptors, the first tier's
+        tokens already shrunk for the second, nor the larger grids the last tier keeps).
         """
         tiers = {}
         for name, tier, ev, mg in zip(self.config.memory_tier_names, self._tiers, self._evictions, self._merges):
