@@ -604,10 +604,11 @@ def check_entry(entry: MemoryEntry) -> None:
         raise MemoryBankError(f"entry of frame {entry.frame_index} has an inconsistent frame span")
 
 
-def check_state_format(state: Any, expected: str) -> None:
-    """Raise :class:`MemoryBankError` unless ``state`` is a dict saved by the backend ``expected``."""
+def check_state_format(state: Any, expected: str, *older: str) -> None:
+    """Raise :class:`MemoryBankError` unless ``state`` is a dict saved by the backend ``expected`` (or in one
+    of the ``older`` formats the backend still reads)."""
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
-    if found != expected:
+    if found != expected and found not in older:
         raise MemoryBankError(f"not a {expected} state (format {found!r}); load a state saved by the same backend")
 
 

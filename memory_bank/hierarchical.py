@@ -41,9 +41,8 @@ from .registry import register_memory
 from .resize import RESIZE_MODES, ArrivalOperator, arrival_operator, fit_grid, resize_token_grid, weighted_bags
 
 _FORMAT = "memory_bank.hierarchical/2"
-_FORMATS = ("memory_bank.hierarchical/1", _FORMAT)
-"""Formats :meth:`HierarchicalMemoryBank.load_state_dict` reads: 2 may hold last-tier entries on the larger
-grid they are kept on; 1 (before that) holds every entry on its own grid."""
+_FORMAT_1 = "memory_bank.hierarchical/1"
+"""The format before the last tier kept entries on a larger grid (every entry on its own grid); still read."""
 
 
 @dataclass
@@ -440,8 +439,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             op = self._arrival_operators[key] = arrival_operator(
                 self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
         out = weighted_bags(flat.float(), op.indices, op.offsets, op.weights)
-        c = out.shape[1]  # the two halves of the sums, rows [0, k) and [k + n, 2k + n), as one (2, k, C) view
-        sums = out.as_strided((2, op.sums, c), ((op.sums + op.resized) * c, c, 1)).sum(0, dtype=torch.float64).cpu()
+        sums = op.halves(out).sum((0, 1), dtype=torch.float64).cpu()
         shrunk = out[op.sums: op.sums + op.resized] if op.resized else None
         if shrunk is not None and shrunk.dtype != flat.dtype:
             shrunk = shrunk.to(flat.dtype)
@@ -453,11 +451,9 @@ class HierarchicalMemoryBank(MemoryBackend):
         (one device sync for the batch). Each frame's resized tokens are copied out of the batch's output,
         which an entry would otherwise keep alive."""
         op = arrival_operator(self.config.tier_grids(grid, 0), self.config.memory_resize_mode, batch.device, count)
-        c = batch.shape[1]
         out = weighted_bags(batch.float(), op.indices, op.offsets, op.weights)
-        sums = out.as_strided((count, 2, op.sums, c), (op.rows * c, (op.sums + op.resized) * c, c, 1)) \
-            .sum(1, dtype=torch.float64).cpu()
-        out = out.view(count, op.rows, c)
+        sums = op.halves(out).sum(1, dtype=torch.float64).cpu()
+        out = out.view(count, op.rows, batch.shape[1])
         norms = torch.linalg.vector_norm(sums, dim=2).tolist()
         shrunk = [own_storage(frame.to(batch.dtype)) for frame in out[:, op.sums: op.sums + op.resized].unbind(0)] \
             if op.resized else [None] * count
@@ -471,7 +467,7 @@ class HierarchicalMemoryBank(MemoryBackend):
                 return
             pos = tier.most_similar_adjacent_pair()
             if i == last:
-                self._merge_pair(tier, pos, cfg.memory_resize_mode)
+                self._merge_pair(tier, pos)
                 self._merges[i] += 1
                 return
             e, chain = tier.pop(pos)
@@ -487,7 +483,7 @@ class HierarchicalMemoryBank(MemoryBackend):
                                 e.num_frames)
             self._tiers[i + 1].insert(moved, chain.down())
 
-    def _merge_pair(self, tier: _Tier, pos: int, mode: str) -> None:
+    def _merge_pair(self, tier: _Tier, pos: int) -> None:
         a, b = tier.entries[pos], tier.entries[pos + 1]
         if a.grid != b.grid:  # one kept on a larger grid, or a stream that changed resolution
             a, b = tier.shown(a), tier.shown(b)
@@ -497,7 +493,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         grid = (min(a.grid[0], b.grid[0]), min(a.grid[1], b.grid[1]))
         same_grid = grid == a.grid == b.grid
         a_tokens, b_tokens = (a.tokens, b.tokens) if same_grid else \
-            (resize_token_grid(e.tokens, e.grid, grid, mode) for e in (a, b))
+            (resize_token_grid(e.tokens, e.grid, grid, tier.mode) for e in (a, b))
         # (a * n_a + b * n_b) / total, as a + (b - a) * n_b / total in float32: one fused op
         tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight)
         if tokens.dtype != a.tokens.dtype:
@@ -590,8 +586,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             MemoryConfigError: when the state was saved with another config.
             MemoryBankError: when the state is malformed; the bank is unchanged.
         """
-        if not (isinstance(state, dict) and state.get("format") in _FORMATS):
-            check_state_format(state, _FORMAT)  # raises, naming the format expected
+        check_state_format(state, _FORMAT, _FORMAT_1)
         saved = MemoryBankConfig.from_dict(state["config"])
         if saved != self.config:
             raise MemoryConfigError(
@@ -656,7 +651,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 meta = f.metadata() or {}
-                if meta.get("format") not in _FORMATS:
+                if meta.get("format") not in (_FORMAT, _FORMAT_1):
                     raise MemoryBankError(f"{path} is not a saved HierarchicalMemoryBank")
                 state = json.loads(meta["state"])
                 for i, item in enumerate(state["entries"]):

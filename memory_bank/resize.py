@@ -212,6 +212,14 @@ def sum_weights(grids: tuple[tuple[int, int], ...], mode: str) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def repeat_bags(indices: torch.Tensor, offsets: torch.Tensor, count: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.embedding_bag`` bags ``(indices, offsets)`` over a ``block``-row input, repeated for ``count`` such
+    blocks stacked: copy ``j`` reads rows ``j * block ...`` and writes its bags after copy ``j - 1``'s.
+    Per-sample weights, if any, repeat as they are (``weights.repeat(count)``)."""
+    shift = torch.arange(count, device=indices.device)[:, None]
+    return (indices + shift * block).flatten(), (offsets + shift * indices.numel()).flatten()
+
+
 class ArrivalOperator(NamedTuple):
     """The bags of :func:`arrival_operator` and where its outputs are.
 
@@ -235,6 +243,13 @@ class ArrivalOperator(NamedTuple):
     def rows(self) -> int:
         """Output rows per frame: ``resized + 2 * sums``."""
         return self.resized + 2 * self.sums
+
+    def halves(self, out: torch.Tensor) -> torch.Tensor:
+        """The two halves of every frame's sums in the ``(count * rows, C)`` output ``out``, as one
+        ``(count, 2, k + 1, C)`` view (no copy): summing dimension 1 gives each frame's token sums."""
+        c = out.shape[1]
+        return out.as_strided((out.shape[0] // self.rows, 2, self.sums, c),
+                              (self.rows * c, (self.sums + self.resized) * c, c, 1))
 
 
 @functools.lru_cache(maxsize=256)
@@ -272,8 +287,6 @@ def arrival_operator(
     resized = parts[1].shape[0] if len(parts) == 3 else 0
     indices, offsets, weights = _bags(torch.cat(parts), torch.device("cpu"))
     if count > 1:  # frame j reads rows j * n_0 ... and writes bags j * rows ...
-        shift, nnz = torch.arange(count)[:, None], indices.numel()
-        indices = (indices + shift * (h * w)).flatten()
-        offsets = (offsets + shift * nnz).flatten()
+        indices, offsets = repeat_bags(indices, offsets, count, h * w)
         weights = weights.repeat(count)
     return ArrivalOperator(indices.to(device), offsets.to(device), weights.to(device), resized, len(grids))

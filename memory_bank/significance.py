@@ -30,7 +30,7 @@ from .base import (
 from .config import MAX_FRAMES, MemoryConfig, check_finite_option, hidden_size_option, option
 from .errors import MemoryBankError
 from .registry import register_memory
-from .resize import RESIZE_MODES, fit_grid, resize_token_grid
+from .resize import RESIZE_MODES, fit_grid, repeat_bags, resize_token_grid
 
 CRITERIA = ("feature", "pixel", "histogram", "ssim")
 PIXEL_CRITERIA = ("pixel", "histogram", "ssim")
@@ -109,8 +109,7 @@ def _column_bags(width: int, size: int, device: torch.device) -> tuple[torch.Ten
     ``(size * width, 3)``: bag ``y * size + x`` sums row ``y``'s pixels of column bin ``x``; and each
     column bin's length (cached)."""
     indices, offsets, counts = _pool_bins(width, size, device)
-    rows = torch.arange(size, device=device)[:, None]
-    return (rows * width + indices).flatten(), (rows * indices.numel() + offsets).flatten(), counts
+    return *repeat_bags(indices, offsets, size, width), counts
 
 
 @functools.lru_cache(maxsize=64)
