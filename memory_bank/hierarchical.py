@@ -128,8 +128,8 @@ class MemoryBankConfig(MemoryConfig):
 
 
 class _Chain(NamedTuple):
-    """The descriptors of one entry in its tier and in each later tier it may move to (``k`` rows), and
-    its tokens already resized for the next tier.
+    """The descriptors of one entry in its tier and in each later tier it may move to that compares
+    entries (``k`` rows), and its tokens already resized for the next tier.
 
     Computed once, when a frame enters the memory, by one ``F.embedding_bag`` over its tokens
     (:func:`~memory_bank.resize.arrival_operator`: the token sum of each later grid is a fixed
@@ -141,6 +141,11 @@ class _Chain(NamedTuple):
     ``(h' * w', C)`` tokens on its grid in the next tier, in the tokens' dtype and device (None when
     that grid is its own, in the last tier, and once the entry has moved: an entry moving again is
     resized then).
+
+    A tier of capacity 1 never compares (its one pair is forced), so rows stop at the last tier that
+    does (:attr:`HierarchicalMemoryBank._compared`): by default an entry has rows for the short and
+    mid tiers and none in the long tier (an empty chain), where :meth:`_Tier.units` reads its
+    descriptor off its tokens when a retrieval asks.
     """
 
     sums: tuple[torch.Tensor, ...]
@@ -157,8 +162,17 @@ class _Chain(NamedTuple):
         return _Chain(self.sums[1:], self.norms[1:])
 
     def unit(self) -> torch.Tensor:
-        """The ``(C,)`` float32 unit descriptor in this tier (zero for a zero sum)."""
+        """The ``(C,)`` float32 unit descriptor in this tier (zero for a zero sum); the chain has a row."""
         return (self.sums[0] / max(self.norms[0], _EPS)).float()
+
+    def merge(self, other: _Chain, weight: float) -> _Chain:
+        """The one-row chain of the merge ``lerp(self, other, weight)`` of two same-grid entries (token sums
+        are linear)."""
+        return _Chain.of_sum(torch.lerp(self.sums[0], other.sums[0], weight))
+
+
+_EMPTY_CHAIN = _Chain((), [])
+"""The chain of an entry in a tier after the last that compares: it needs no descriptor."""
 
 
 class _Tier:
@@ -206,6 +220,13 @@ class _Tier:
     def shown_tokens(self) -> int:
         """Tokens of :meth:`shown_entries`, counted without resizing anything."""
         return sum(math.prod(fit_grid(e.grid, self.budget)) for e in self.entries)
+
+    def units(self) -> list[torch.Tensor]:
+        """Each entry's ``(C,)`` float32 unit pooled descriptor on its grid here, on the host: from its chain,
+        or, in a tier after the last that compares (empty chains), from its :meth:`shown` tokens, summed
+        in float64 as the chains' sums are (only rounding tells the two apart)."""
+        return [c.unit() if c.sums else _Chain.of_sum(self.shown(e).tokens.sum(0, dtype=torch.float64).cpu()).unit()
+                for e, c in zip(self.entries, self.chains)]
 
     def _sim(self, i: int) -> float:
         a, b = self.chains[i], self.chains[i + 1]
@@ -308,6 +329,8 @@ class HierarchicalMemoryBank(MemoryBackend):
         """Drop every entry, counter and the time-order history; keep the config."""
         cfg = self.config
         self._arrival_operators: dict[tuple[tuple[int, int], int, torch.device], ArrivalOperator] = {}
+        # the last tier that compares entries (capacity > 1): no descriptor is computed for one after it
+        self._compared = max((i for i, c in enumerate(cfg.memory_capacities) if c > 1), default=0)
         self._tiers = [_Tier(c, b, cfg.memory_resize_mode)
                        for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
         self._evictions = [0] * cfg.num_tiers
@@ -428,21 +451,30 @@ class HierarchicalMemoryBank(MemoryBackend):
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
 
+    def _arrival_operator(self, grid: tuple[int, int], tier: int, device: torch.device, count: int = 1
+                          ) -> ArrivalOperator:
+        """:func:`~memory_bank.resize.arrival_operator` of an entry on ``grid`` in ``tier``: the tokens resized
+        for the next tier, and ``k = max(1, _compared - tier + 1)`` token sums (the tiers from ``tier`` to
+        the last that compares; at least its own, whose norm the finite check reads)."""
+        return arrival_operator(self.config.tier_grids(grid, tier), self.config.memory_resize_mode, device, count,
+                                max(1, self._compared - tier + 1))
+
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
-        ``F.embedding_bag`` (:func:`~memory_bank.resize.arrival_operator`) gives the tokens resized for
-        the next tier and ``k = num_tiers - tier`` token sums, each in two halves that are added on the
-        host, in float64 (the one device sync of an add)."""
+        ``F.embedding_bag`` (:meth:`_arrival_operator`) gives the tokens resized for the next tier and
+        its ``k`` token sums (each the sum of two halves), copied to the host in float64 (the one device
+        sync of an add). An entry in a tier after the last that compares gets an empty chain."""
         key = (grid, tier, flat.device)
         op = self._arrival_operators.get(key)
         if op is None:  # one per grid, tier and device of a bank: the lookup is a dict's, not lru_cache's
-            op = self._arrival_operators[key] = arrival_operator(
-                self.config.tier_grids(grid, tier), self.config.memory_resize_mode, flat.device)
+            op = self._arrival_operators[key] = self._arrival_operator(grid, tier, flat.device)
         out = weighted_bags(flat.float(), op.indices, op.offsets, op.weights)
-        sums = op.halves(out).sum((0, 1), dtype=torch.float64).cpu()
+        sums = op.token_sums(out).to("cpu", torch.float64)
         shrunk = out[op.sums: op.sums + op.resized] if op.resized else None
         if shrunk is not None and shrunk.dtype != flat.dtype:
             shrunk = shrunk.to(flat.dtype)
+        if tier > self._compared:  # its one sum is not needed (a bank restored, a merge of unlike grids)
+            return _Chain((), [], shrunk)
         return _Chain(sums.unbind(0), torch.linalg.vector_norm(sums, dim=1).tolist(), shrunk)
 
     def _descriptor_chains(self, batch: torch.Tensor, grid: tuple[int, int], count: int) -> list[_Chain]:
@@ -450,10 +482,10 @@ class HierarchicalMemoryBank(MemoryBackend):
         in ``batch`` ``(count * h * w, C)``, in one ``F.embedding_bag`` and one host copy of all the sums
         (one device sync for the batch). Each frame's resized tokens are copied out of the batch's output,
         which an entry would otherwise keep alive."""
-        op = arrival_operator(self.config.tier_grids(grid, 0), self.config.memory_resize_mode, batch.device, count)
+        op = self._arrival_operator(grid, 0, batch.device, count)
         out = weighted_bags(batch.float(), op.indices, op.offsets, op.weights)
-        sums = op.halves(out).sum(1, dtype=torch.float64).cpu()
         out = out.view(count, op.rows, batch.shape[1])
+        sums = op.token_sums(out).to("cpu", torch.float64)
         norms = torch.linalg.vector_norm(sums, dim=2).tolist()
         shrunk = [own_storage(frame.to(batch.dtype)) for frame in out[:, op.sums: op.sums + op.resized].unbind(0)] \
             if op.resized else [None] * count
@@ -509,8 +541,10 @@ class HierarchicalMemoryBank(MemoryBackend):
             num_frames=total,
         )
         _, b_chain = tier.pop(pos + 1)
-        if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
-            chain = _Chain.of_sum(torch.lerp(tier.chains[pos].sums[0], b_chain.sums[0], weight))
+        if a.tier > self._compared:  # a tier that never compares keeps no descriptor
+            chain = _EMPTY_CHAIN
+        elif same_grid:  # the token sum of the merge is the merge of the sums (both linear)
+            chain = tier.chains[pos].merge(b_chain, weight)
         else:
             chain = self._descriptor_chain(tokens, grid, a.tier)
         tier.pop(pos)
@@ -534,7 +568,7 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
         entries = [e for t in self._tiers for e in t.shown_entries()]
-        return entries, torch.stack([c.unit() for t in self._tiers for c in t.chains]) if entries else None
+        return entries, torch.stack([u for t in self._tiers for u in t.units()]) if entries else None
 
     def stats(self) -> dict[str, Any]:
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.

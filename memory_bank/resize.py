@@ -223,9 +223,9 @@ def repeat_bags(indices: torch.Tensor, offsets: torch.Tensor, count: int, block:
 class ArrivalOperator(NamedTuple):
     """The bags of :func:`arrival_operator` and where its outputs are.
 
-    Each frame's block of output rows is ``k + 1`` sums over the top half of the grid's rows,
-    the ``resized`` tokens of the next grid, then ``k + 1`` sums over the bottom half: a frame's
-    token sums are ``out[:k + 1] + out[-(k + 1):]`` and its resized tokens ``out[k + 1:k + 1 + resized]``.
+    Each frame's block of output rows is ``sums`` sums over the top half of the grid's rows,
+    the ``resized`` tokens of the next grid, then ``sums`` sums over the bottom half: a frame's
+    token sums are ``out[:sums] + out[-sums:]`` and its resized tokens ``out[sums:sums + resized]``.
     """
 
     indices: torch.Tensor
@@ -237,31 +237,41 @@ class ArrivalOperator(NamedTuple):
     resized: int
     """Rows of resized tokens per frame (``h_1 * w_1``, or 0 when the next grid is the same)."""
     sums: int
-    """Token sums per frame (``k + 1``), each given as two partial sums."""
+    """Token sums per frame (``summed``: the first grids' of the chain), each given as two partial sums."""
 
     @property
     def rows(self) -> int:
         """Output rows per frame: ``resized + 2 * sums``."""
         return self.resized + 2 * self.sums
 
-    def halves(self, out: torch.Tensor) -> torch.Tensor:
-        """The two halves of every frame's sums in the ``(count * rows, C)`` output ``out``, as one
-        ``(count, 2, k + 1, C)`` view (no copy): summing dimension 1 gives each frame's token sums."""
-        c = out.shape[1]
-        return out.as_strided((out.shape[0] // self.rows, 2, self.sums, c),
-                              (self.rows * c, (self.sums + self.resized) * c, c, 1))
+    def token_sums(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Each frame's token sums from its block of output rows: the top half's sums plus the bottom
+        half's, in one float32 add.
+
+        Args:
+            blocks: one frame's ``(rows, C)`` output, or ``(count, rows, C)`` for a batch (a view of the
+                ``(count * rows, C)`` output).
+
+        Returns:
+            ``(sums, C)``, or ``(count, sums, C)``, float32 on ``blocks``' device.
+        """
+        return torch.add(blocks[..., :self.sums, :], blocks[..., self.rows - self.sums:, :])
 
 
 @functools.lru_cache(maxsize=256)
 def arrival_operator(
     grids: tuple[tuple[int, int], ...], mode: str, device: torch.device = torch.device("cpu"), count: int = 1,
+    summed: int | None = None,
 ) -> ArrivalOperator:
     """One ``F.embedding_bag`` that gives, from a grid's ``(n_0, C)`` tokens, both the tokens resized to
     the next grid of the chain and the token sums of :func:`sum_weights`.
 
-    For ``grids = (g_0, g_1, ..., g_k)`` the bags are: the ``k + 1`` rows of :func:`sum_weights` over
-    the tokens of the top half of ``g_0``'s rows, the rows of ``resize_matrix(g_0, g_1)`` (none when
-    ``k == 0`` or ``g_1 == g_0``), and the same sums over the bottom half. A memory applies it once,
+    For ``grids = (g_0, g_1, ..., g_k)`` the bags are: the first ``summed`` rows of :func:`sum_weights`
+    (all ``k + 1`` when None; at least 1) over the tokens of the top half of ``g_0``'s rows, the rows
+    of ``resize_matrix(g_0, g_1)`` (none when ``k == 0`` or ``g_1 == g_0``), and the same sums over the
+    bottom half. A sum nobody will read costs a full pass over the tokens, so a memory asks only for
+    the grids it compares (:class:`~memory_bank.HierarchicalMemoryBank`: a tier of capacity 1 never
+    does). A memory applies it once,
     when a frame arrives and its tokens are still in cache, instead of a product for the sums now and
     a second read of the tokens when the frame moves to the next tier (project-specific; see
     :class:`~memory_bank.HierarchicalMemoryBank`). The halves are for ``F.embedding_bag``'s threads,
@@ -269,7 +279,7 @@ def arrival_operator(
     half the work (a 12x12 grid's resized top half reads exactly its top six rows), where whole
     sums would leave one thread all of them; the layout does not depend on the thread count, so
     neither do the results. The resized rows equal :func:`resize_token_grid`'s (the same bags); the
-    two halves add up to ``sum_weights(grids) @ x`` to float32 rounding. With ``count > 1`` the input
+    two halves add up to ``sum_weights(grids[:summed]) @ x`` to float32 rounding. With ``count > 1`` the input
     is ``count`` such grids stacked, ``(count * n_0, C)`` (a batch of frames), and the output holds
     each frame's block of :attr:`ArrivalOperator.rows` rows in turn.
 
@@ -279,7 +289,10 @@ def arrival_operator(
     Raises:
         MemoryBankError: for an unknown mode, or a grid larger than the one before it.
     """
-    (h, w), sums = grids[0], sum_weights(grids, mode)
+    summed = len(grids) if summed is None else summed
+    if not 1 <= summed <= len(grids):
+        raise MemoryBankError(f"summed must be between 1 and the {len(grids)} grids given, got {summed}")
+    (h, w), sums = grids[0], sum_weights(grids[:summed], mode)
     top = torch.arange(h * w) < (h + 1) // 2 * w  # the tokens of the top half of the rows
     parts = [sums * top, sums * ~top]
     if len(grids) > 1 and grids[1] != grids[0]:
@@ -289,4 +302,4 @@ def arrival_operator(
     if count > 1:  # frame j reads rows j * n_0 ... and writes bags j * rows ...
         indices, offsets = repeat_bags(indices, offsets, count, h * w)
         weights = weights.repeat(count)
-    return ArrivalOperator(indices.to(device), offsets.to(device), weights.to(device), resized, len(grids))
+    return ArrivalOperator(indices.to(device), offsets.to(device), weights.to(device), resized, summed)
