@@ -254,7 +254,8 @@ class _Tier:
         n = len(self.entries)
         del self.keys[pos]
         entry, chain = self.entries.pop(pos), self.chains.pop(pos)
-        self._shown.pop(id(entry), None)
+        if self._shown:
+            self._shown.pop(id(entry), None)
         if 0 < pos < n - 1:  # pairs (pos - 1, pos) and (pos, pos + 1) become (pos - 1, pos + 1)
             self.sims[pos - 1: pos + 1] = [None]
         elif self.sims:
@@ -269,7 +270,7 @@ class _Tier:
         for i, sim in enumerate(sims):
             if sim is None:
                 sims[i] = self._sim(i)
-        return max(range(len(sims)), key=sims.__getitem__)
+        return sims.index(max(sims))  # the first of equal maxima
 
 
 class HierarchicalMemoryBank(MemoryBackend):

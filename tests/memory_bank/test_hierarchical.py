@@ -249,13 +249,40 @@ def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grid
     torch.testing.assert_close(out[k + n:], sum_weights(grids, mode).float() @ bottom, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("summed", [1, 2, 3])
+def test_arrival_operator_sums_only_the_grids_asked_for(summed):
+    """A bank asks only for the sums of the tiers that compare: the same bags as the full operator's,
+    so the same resized tokens and the same first sums, bit for bit."""
+    from memory_bank.resize import arrival_operator, sum_weights
+
+    grids = ((12, 12), (8, 8), (6, 6))
+    x = torch.randn(144, 16)
+    full, op = arrival_operator(grids, "area"), arrival_operator(grids, "area", torch.device("cpu"), 1, summed)
+    assert (op.sums, op.resized, op.rows) == (summed, 64, 64 + 2 * summed)
+    out, full_out = (F.embedding_bag(o.indices, x, o.offsets, mode="sum", per_sample_weights=o.weights)
+                     for o in (op, full))
+    assert torch.equal(out[summed: summed + 64], full_out[3: 3 + 64])
+    assert torch.equal(op.token_sums(out), full.token_sums(full_out)[:summed])
+    torch.testing.assert_close(op.token_sums(out), sum_weights(grids[:summed], "area").float() @ x,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("summed", [0, 4])
+def test_arrival_operator_refuses_to_sum_no_grid_or_more_than_it_has(summed):
+    from memory_bank.resize import arrival_operator
+
+    with pytest.raises(MemoryBankError, match="summed must be between 1 and the 3 grids given, got " + str(summed)):
+        arrival_operator(((12, 12), (8, 8), (6, 6)), "area", torch.device("cpu"), 1, summed)
+
+
+@pytest.mark.parametrize("summed", [2, 3])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_arrival_work_is_split_evenly_between_two_threads(threads):
+def test_arrival_work_is_split_evenly_between_two_threads(threads, summed):
     """F.embedding_bag's threads take equal runs of bags: with two, each gets half the rows read of a
     12x12 arrival, and reads only its own half of the grid; the results do not depend on the threads."""
     from memory_bank.resize import arrival_operator
 
-    op = arrival_operator(((12, 12), (8, 8), (6, 6)), "area")
+    op = arrival_operator(((12, 12), (8, 8), (6, 6)), "area", torch.device("cpu"), 1, summed)
     bags = op.offsets.numel()
     half = op.offsets[bags // 2].item()
     assert bags % 2 == 0 and half * 2 == op.indices.numel()
@@ -287,6 +314,7 @@ def test_arrival_operator_of_a_batch_gives_each_frame_its_own_rows(grids, count)
     out = F.embedding_bag(batch.indices, x.flatten(0, 1), batch.offsets, mode="sum", per_sample_weights=batch.weights)
     each = [F.embedding_bag(one.indices, frame, one.offsets, mode="sum", per_sample_weights=one.weights) for frame in x]
     assert torch.equal(out, torch.cat(each))
+    assert torch.equal(batch.token_sums(out.view(count, batch.rows, 16)), torch.stack([one.token_sums(e) for e in each]))
 
 
 @pytest.mark.parametrize("shape, dtype", [((12, 12, 32), torch.float32), ((9, 16, 32), torch.bfloat16),
@@ -381,6 +409,22 @@ def test_retrieve_orders_by_similarity_and_applies_threshold_and_k():
     assert bank.retrieve(plane_vector(20), threshold=0.999) == []
     tokens_query = constant_grid(plane_vector(80), 3)
     assert frame_ids(e for e, _ in bank.retrieve(tokens_query, k=1)) == [3]
+
+
+@pytest.mark.parametrize("capacities", [(8, 4, 1), (3, 2, 2)])
+def test_every_tier_retrieves_by_the_unit_mean_of_the_tokens_it_shows(capacities):
+    """A tier of capacity 1 never compares its entries, so they keep no descriptor (the default long tier):
+    retrieval reads theirs off their tokens. A tier that compares keeps one from the arrival sums (merged
+    by the merges). Either way it is the direction of the mean token a readout shows."""
+    g = torch.Generator().manual_seed(5)
+    bank = HierarchicalMemoryBank(memory_capacities=capacities, mm_hidden_size=16)
+    for i in range(40):
+        bank.add(torch.randn(144, 16, generator=g) + torch.randn(16, generator=g), i, float(i))
+    entries = bank.readout()
+    assert entries[0].tier == 2 and entries[0].num_frames > 1
+    for entry in entries:
+        (best, sim), *_ = bank.retrieve(entry.tokens.mean(0), threshold=-1.0)
+        assert best.frame_index == entry.frame_index and sim == pytest.approx(1.0, abs=1e-6)
 
 
 def test_retrieve_rejects_bad_queries():
