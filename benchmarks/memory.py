@@ -10,8 +10,8 @@ the stream), resident memory before and after the longest stream, and, in the sa
 run, the time per add of :class:`ReferencePyramidMemory` (the reference algorithm) and
 the ratio of the two: with torch's default threads and, where it differs, with the threads
 ``vl3mem answer`` gives torch while it decodes ahead (:func:`videollama3.video.encoder_threads`:
-one core less on the CPU), which is how an add runs in a stream there (each the median of 7
-interleaved rounds). Of the add's operations only a frame's arrival bags gain from a second thread
+one core less on the CPU), which is how an add runs in a stream there (ours and the reference timed
+add by add, interleaved; the median of 7 rounds). Of the add's operations only a frame's arrival bags gain from a second thread
 (each thread takes one half of the grid); the others are too small (a second thread costs them an
 OpenMP fork and join each), while the reference's means over whole tiers all gain.
 """
@@ -213,28 +213,48 @@ def main(argv: list[str] | None = None) -> dict:
 
 def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool: list[torch.Tensor],
                            frames: int, rounds: int = 7, batch: int = 8) -> dict[str, dict[str, float]]:
-    """Ms per add of ours and of :class:`ReferencePyramidMemory`, streams of ``frames`` frames
-    interleaved ``rounds`` times (each round sees the same machine state), with frames out of cache
-    (``"pool"``) and just written (``"fresh"``); and the ratio. Each time is the median over rounds of
-    a round's mean (a shared VM's noise comes in bursts that would otherwise decide a mean), and the
-    ratio is of the medians (``speedup_rounds``: the lowest and highest ratio of a single round). With
-    frames just written, also ours on batches of ``batch`` frames in one encoder buffer (how a stream
-    encoded in batches adds them): ``add`` in turn on each frame's view (``in_turn_ms``) and
-    ``add_frames`` (``batch_ms``)."""
+    """Ms per add of ours and of :class:`ReferencePyramidMemory`, with frames out of cache (``"pool"``)
+    and just written (``"fresh"``), and the ratio.
+
+    The two are timed add by add, interleaved (a frame to ours, one to the reference, the order
+    alternating): a shared VM's noise comes in bursts of milliseconds that would otherwise fall on
+    one of them, and the reference's time, bound by memory traffic, moves most with it. Ours adds
+    ``pool[i]`` and the reference ``pool[i + len(pool) // 2]``, so neither finds the other's frame in
+    cache; each reads its own state after the other's add has gone through the caches, as an add
+    in a stream does after the encoder. A round is a stream of ``frames`` frames into each; the
+    times are the median over ``rounds`` rounds of a round's mean, and the ratio the median of the
+    rounds' ratios (``speedup_rounds``: the lowest and highest). With frames just written, also ours
+    on batches of ``batch`` frames in one encoder buffer (how a stream encoded in batches adds them),
+    a stream each per round: ``add`` in turn on each frame's view (``in_turn_ms``) and ``add_frames``
+    (``batch_ms``), against the same round's reference."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = {}
     for fresh in (False, True):
         rounds_ms: dict[str, list[float]] = {"ours": [], "reference": [], "in_turn": [], "batch": []}
         for _ in range(rounds):
-            runs = {"ours": {}, "reference": {"reference": True}}
+            banks = {"ours": HierarchicalMemoryBank(config),
+                     "reference": ReferencePyramidMemory(config.memory_capacities, config.memory_reduced_sizes)}
+            shift = {"ours": 0, "reference": len(pool) // 2}
+            spent = dict.fromkeys(banks, 0.0)
+            for i in range(frames):
+                for name in ("ours", "reference") if i % 2 else ("reference", "ours"):
+                    tokens = pool[(i + shift[name]) % len(pool)]
+                    tokens = tokens.clone() if fresh else tokens
+                    sync()
+                    t0 = time.perf_counter()
+                    banks[name].add(tokens, i, float(i))
+                    sync()
+                    spent[name] += time.perf_counter() - t0
+            for name, seconds in spent.items():
+                rounds_ms[name].append(seconds * 1e3 / frames)
             if fresh:
-                runs.update(in_turn={"batch": batch, "in_turn": True}, batch={"batch": batch})
-            for name, options in runs.items():
-                times = time_stream(frames, config, device, pool, fresh=fresh, **options)[0]
-                rounds_ms[name].append(sum(times) / len(times))
+                for name, options in {"in_turn": {"batch": batch, "in_turn": True}, "batch": {"batch": batch}}.items():
+                    times = time_stream(frames, config, device, pool, fresh=True, **options)[0]
+                    rounds_ms[name].append(sum(times) / len(times))
         ms = {name: statistics.median(t) for name, t in rounds_ms.items() if t}
         per_round = [ref / ours for ref, ours in zip(rounds_ms["reference"], rounds_ms["ours"])]
         r = result["fresh" if fresh else "pool"] = {"ours_ms": ms["ours"], "reference_ms": ms["reference"],
-                                                    "speedup": ms["reference"] / ms["ours"],
+                                                    "speedup": statistics.median(per_round),
                                                     "speedup_rounds": (min(per_round), max(per_round))}
         if fresh:
             r.update(in_turn_ms=ms["in_turn"], batch_ms=ms["batch"], batch_speedup=ms["reference"] / ms["batch"])
