@@ -92,19 +92,22 @@ def test_bench_memory_refuses_zero_frames(capsys):
     assert code == 2 and len(err) == 1 and "--frames, --pool and --min-adds must be at least 1" in err[0]
 
 
-def test_bench_pipeline_prints_the_three_paths_and_their_ratios(videos, capsys):
+def test_bench_pipeline_prints_the_three_paths_decoding_alone_and_the_ratios(videos, capsys):
     import re
 
     code = main(["bench", "pipeline", "--videos", str(videos / "bikes.mp4"), "--new-tokens", "2", "--encode-batch", "4",
                  "--repeats", "2"])
     out = capsys.readouterr().out
     assert code == 0
-    rows = [line for line in out.splitlines() if line.startswith("| bikes.mp4")]
-    assert [r.split("|")[2].strip() for r in rows] == [
-        "sequential", "pipelined", "pipelined, batches of 4", "pipelined / sequential",
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| bikes.mp4")]
+    assert [r[2].strip() for r in rows] == [
+        "sequential", "pipelined", "pipelined, batches of 4", "decode only", "pipelined / sequential",
         "pipelined, batches of 4 / sequential"]
-    for row in rows[3:]:  # the ratio of the median rounds, then of the best
-        assert re.fullmatch(r"\d+\.\d\dx \(best rounds \d+\.\d\dx\)", row.split("|")[3].strip())
+    fps = {r[2].strip(): float(r[3]) for r in rows[:4]}
+    ceiling = fps["decode only"] / fps["sequential"]
+    for row in rows[4:]:  # the ratio of the median rounds, then of the best, then decoding alone's
+        ratio = re.fullmatch(r"(\d+\.\d\d)x \(best rounds \d+\.\d\dx; decoding alone (\d+\.\d\d)x\)", row[3].strip())
+        assert ratio is not None and float(ratio[2]) == pytest.approx(ceiling, abs=0.006)
 
 
 def test_bench_serve_prints_rates_drops_and_latencies(videos, capsys):
