@@ -296,8 +296,10 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     Cost of an add: when a frame arrives, one ``F.embedding_bag`` over its tokens, while
     they are in cache (:func:`~memory_bank.resize.arrival_operator`), gives both its pooled
-    descriptor in every tier it may reach and its tokens already shrunk for the second
-    tier. The descriptors are copied to the host (``tiers x C`` float32: the one device
+    descriptor in every tier it may reach that compares entries (a tier of capacity 1 never
+    does: its one pair is forced; by default the long tier, whose entries' descriptors a
+    retrieval reads off their tokens) and its tokens already shrunk for the second
+    tier. The descriptors are copied to the host (at most ``tiers x C``, as float64: the one device
     sync of an add, or of a whole batch with :meth:`add_frames`, the path of a stream
     encoded in batches) and all similarity bookkeeping runs there, so the cascade decides
     every move without touching tokens; a frame leaving the first tier takes its
