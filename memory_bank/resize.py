@@ -271,23 +271,23 @@ def arrival_operator(
     of ``resize_matrix(g_0, g_1)`` (none when ``k == 0`` or ``g_1 == g_0``), and the same sums over the
     bottom half. A sum nobody will read costs a full pass over the tokens, so a memory asks only for
     the grids it compares (:class:`~memory_bank.HierarchicalMemoryBank`: a tier of capacity 1 never
-    does). A memory applies it once,
-    when a frame arrives and its tokens are still in cache, instead of a product for the sums now and
-    a second read of the tokens when the frame moves to the next tier (project-specific; see
-    :class:`~memory_bank.HierarchicalMemoryBank`). The halves are for ``F.embedding_bag``'s threads,
+    does). A memory applies it once, when a frame arrives and its tokens are still in cache, instead
+    of a product for the sums now and a second read of the tokens when the frame moves to the next
+    tier (project-specific; see :class:`~memory_bank.HierarchicalMemoryBank`). The halves are for ``F.embedding_bag``'s threads,
     which take equal runs of bags on the CPU: with two, each reads one half of the grid and does
     half the work (a 12x12 grid's resized top half reads exactly its top six rows), where whole
     sums would leave one thread all of them; the layout does not depend on the thread count, so
     neither do the results. The resized rows equal :func:`resize_token_grid`'s (the same bags); the
-    two halves add up to ``sum_weights(grids[:summed]) @ x`` to float32 rounding. With ``count > 1`` the input
-    is ``count`` such grids stacked, ``(count * n_0, C)`` (a batch of frames), and the output holds
+    two halves add up to ``sum_weights(grids[:summed]) @ x`` to float32 rounding. With ``count > 1``
+    the input is ``count`` such grids stacked, ``(count * n_0, C)`` (a batch of frames), and the output holds
     each frame's block of :attr:`ArrivalOperator.rows` rows in turn.
 
     Returns:
         An :class:`ArrivalOperator` on ``device`` (cached).
 
     Raises:
-        MemoryBankError: for an unknown mode, or a grid larger than the one before it.
+        MemoryBankError: for an unknown mode, a grid larger than the one before it, or ``summed``
+            outside ``1 .. len(grids)``.
     """
     summed = len(grids) if summed is None else summed
     if not 1 <= summed <= len(grids):
