@@ -11,9 +11,10 @@ run, the time per add of :class:`ReferencePyramidMemory` (the reference algorith
 the ratio of the two: with torch's default threads and, where it differs, with the threads
 ``vl3mem answer`` gives torch while it decodes ahead (:func:`videollama3.video.encoder_threads`:
 one core less on the CPU), which is how an add runs in a stream there (ours and the reference timed
-add by add, interleaved; the median of 7 rounds). Of the add's operations only a frame's arrival bags gain from a second thread
-(each thread takes one half of the grid); the others are too small (a second thread costs them an
-OpenMP fork and join each), while the reference's means over whole tiers all gain.
+add by add, interleaved; the median of 7 rounds: :func:`compare_with_reference`). Of the add's
+operations only a frame's arrival bags and the merge gain from a second thread (each thread takes
+one half of the grid); the others are too small (a second thread costs them an OpenMP fork and join
+each), while the reference's means over whole tiers all gain.
 """
 
 from __future__ import annotations
