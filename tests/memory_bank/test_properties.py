@@ -1,8 +1,10 @@
 """Property-based tests (Hypothesis) of every backend: random sequences of valid and invalid calls.
 
 Invariants after every step: readout in time order and bounded; a rejected call (bad frame, bad
-state) changes nothing; a state round trip is exact. CI settings: the ``ci`` profile of
-tests/conftest.py (derandomized, no deadline).
+state) changes nothing; a state round trip is exact; a retrieval finds every entry by the mean of
+the tokens a readout shows (whatever tier, grid or precision holds it). CI settings: the ``ci``
+profile of tests/conftest.py (derandomized, no deadline), plus two explicit sequences that fill
+every tier and merge in the last (4x4 frames; frames of the three grids in turn).
 """
 
 import copy
@@ -10,7 +12,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from memory_bank import MemoryBankError, build_memory
@@ -20,8 +22,10 @@ from .test_conformance import BACKENDS, C, assert_same_state, assert_time_ordere
 GRIDS = [(4, 4), (3, 5), (2, 2)]
 OPS = st.lists(st.one_of(
     st.tuples(st.just("add"), st.integers(0, 2), st.floats(0, 3, allow_nan=False), st.integers(0, 10**6)),
+    st.tuples(st.just("adds"), st.integers(2, 12), st.integers(0, 10**6)),  # a burst: deeper tiers, merges
     st.tuples(st.just("bad_add"), st.sampled_from(["nan", "earlier", "repeat", "width", "rank", "text_time"])),
     st.tuples(st.just("readout")), st.tuples(st.just("question")), st.tuples(st.just("round_trip")),
+    st.tuples(st.just("retrieve")),
     st.tuples(st.just("bad_state"), st.sampled_from(["none", "missing", "nan_tokens", "nan_time", "behind",
                                                      "other_backend", "wrong_type"])),
 ), min_size=1, max_size=40)
@@ -50,22 +54,31 @@ def bad_state(memory, kind):
     return state
 
 
-@pytest.mark.parametrize("key", list(BACKENDS))
+SEQUENCE_BACKENDS = {key: (name, {k: v for k, v in options.items() if k != "memory_reduced_sizes"}, max_entries)
+                     for key, (name, options, max_entries, _) in BACKENDS.items()}
+# 16 / 9 / 4 tokens a frame: grids shrink down the tiers (4x4 -> 3x3 -> 2x2; 3x5 -> 2x4 -> 1x4), the long
+# tier keeps its entries on the mid tier's grid, and frames of different grids merge there
+SEQUENCE_BACKENDS["hierarchical_shrinking"] = BACKENDS["hierarchical"][:3]
+
+
+@pytest.mark.parametrize("key", list(SEQUENCE_BACKENDS))
 @given(ops=OPS)
+@example(ops=[*(("add", 0, 0.5, seed) for seed in range(9)), ("retrieve",), ("round_trip",), ("retrieve",)])
+@example(ops=[("adds", 12, 0), ("retrieve",), ("question",), ("round_trip",), ("retrieve",)])  # grids mixed
 def test_random_call_sequences_keep_the_invariants(key, ops):
-    name, options, max_entries, max_tokens = BACKENDS[key]
-    options = {k: v for k, v in options.items() if k != "memory_reduced_sizes"}
+    name, options, max_entries = SEQUENCE_BACKENDS[key]
     memory = build_memory(name, mm_hidden_size=C, **options)
     g = torch.Generator().manual_seed(0)
     index, t = -1, 0.0
     for op in ops:
         before = copy.deepcopy(memory.state_dict())
-        if op[0] == "add":
-            _, grid, dt, seed = op
-            h, w = GRIDS[grid]
-            tokens = torch.randn(h, w, C, generator=g.manual_seed(seed))
-            index, t = index + 1, t + dt
-            assert memory.add(tokens, index, t, frame=torch.zeros(8, 8, 3, dtype=torch.uint8)) in (True, False)
+        if op[0] in ("add", "adds"):  # one frame, or a burst of frames of mixed grids 0.5 s apart
+            frames = [op[1:]] if op[0] == "add" else [((op[2] + k) % 3, 0.5, op[2] + k) for k in range(op[1])]
+            for grid, dt, seed in frames:
+                h, w = GRIDS[grid]
+                tokens = torch.randn(h, w, C, generator=g.manual_seed(seed))
+                index, t = index + 1, t + dt
+                assert memory.add(tokens, index, t, frame=torch.zeros(8, 8, 3, dtype=torch.uint8)) in (True, False)
         elif op[0] == "bad_add":
             tokens = torch.randn(2, 2, C)
             args = {"nan": (tokens.clone().fill_(math.nan), index + 1, t), "earlier": (tokens, index + 1, t - 1),
@@ -81,6 +94,14 @@ def test_random_call_sequences_keep_the_invariants(key, ops):
         elif op[0] == "question" and index >= 0:
             memory.readout()
             memory.on_question(index)
+        elif op[0] == "retrieve":  # each entry is found by the mean of the tokens it shows, at similarity ~1
+            # (lru_quantized ranks by the tokens as added and shows them dequantised: 8 bits are 0.2 % off)
+            tolerance = 1e-3 if name == "lru_quantized" else 1e-5
+            for entry in memory.readout():
+                hits = memory.retrieve(entry.tokens.float().mean(0), threshold=-1.0)
+                scores = [score for _, score in hits]
+                assert scores == sorted(scores, reverse=True) and all(-1.001 <= x <= 1.001 for x in scores)
+                assert max(score for e, score in hits if e.frame_index == entry.frame_index) > 1 - tolerance
         elif op[0] == "round_trip":
             other = build_memory(name, mm_hidden_size=C, **options)
             other.load_state_dict(copy.deepcopy(memory.state_dict()))
