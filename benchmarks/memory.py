@@ -99,16 +99,15 @@ class ReferencePyramidMemory:
 
 def time_stream(
     num_frames: int, config: MemoryBankConfig, device: torch.device, pool: torch.Tensor, seed: int = 0,
-    reference: bool = False, fresh: bool = False, batch: int = 0, in_turn: bool = False,
+    reference: bool = False, batch: int = 0, in_turn: bool = False,
 ) -> tuple[list[float], HierarchicalMemoryBank | ReferencePyramidMemory]:
     """Add ``num_frames`` frames to a fresh bank (or reference memory); return per-add times (ms) and it.
 
     Frame ``i`` is ``pool[i % len(pool)]``, made before the timer starts, so only
     ``add`` is measured. With the default pool (256 frames, 170 MB) a frame is out of the caches
-    when it is added; with ``fresh`` it is copied into a new tensor just before (untimed), so it
-    arrives in cache, as a frame the vision encoder has just written does. With ``batch > 0`` frames
-    come ``batch`` at a time in one ``(batch, 144, C)`` tensor stacked just before (untimed: the output
-    buffer of one vision-encoder call, just written, ``fresh`` or not) and go to
+    when it is added. With ``batch > 0`` frames come ``batch`` at a time in one ``(batch, 144, C)``
+    tensor stacked just before (untimed: the output buffer of one vision-encoder call, just written,
+    in cache) and go to
     :meth:`~memory_bank.HierarchicalMemoryBank.add_frames`, or with ``in_turn`` to ``add`` one view at a
     time; each frame is counted at the batch's time over its size. Either way the bank copies each
     frame's tokens out of the batch's buffer (which a view would keep alive).
@@ -121,7 +120,7 @@ def time_stream(
     for first in range(0, num_frames, step):
         indices = range(first, min(first + step, num_frames))
         frames = [pool[i % len(pool)] for i in indices]
-        tokens = torch.stack(frames) if batch else (frames[0].clone() if fresh else frames[0])
+        tokens = torch.stack(frames) if batch else frames[0]
         sync()
         t0 = time.perf_counter()
         if batch and in_turn:
@@ -250,7 +249,7 @@ def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool:
                 rounds_ms[name].append(seconds * 1e3 / frames)
             if fresh:
                 for name, options in {"in_turn": {"batch": batch, "in_turn": True}, "batch": {"batch": batch}}.items():
-                    times = time_stream(frames, config, device, pool, fresh=True, **options)[0]
+                    times = time_stream(frames, config, device, pool, **options)[0]
                     rounds_ms[name].append(sum(times) / len(times))
         ms = {name: statistics.median(t) for name, t in rounds_ms.items() if t}
         per_round = [ref / ours for ref, ours in zip(rounds_ms["reference"], rounds_ms["ours"])]

@@ -77,6 +77,13 @@ def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_
     return result
 
 
+def median_round(rounds: list[dict]) -> dict:
+    """The round of median ``frames_per_s`` (the lower of the middle two for an even count), with every
+    round's frames/s as ``frames_per_s_runs``."""
+    runs = sorted(rounds, key=lambda r: r["frames_per_s"])
+    return {**runs[(len(runs) - 1) // 2], "frames_per_s_runs": [r["frames_per_s"] for r in rounds]}
+
+
 def decode_once(path: str | Path, fps: float) -> dict:
     """One pass over ``path`` that only decodes (the frames as the streams get them, RGB, sampled at
     ``fps``): the frames/s no pipeline over this source can beat, whatever it overlaps."""
@@ -133,17 +140,13 @@ def main(argv: list[str] | None = None) -> dict:
             decoding.append(decode_once(video, args.fps))
         results[name] = {}
         for path, _, _ in paths:
-            runs = sorted(rounds[path], key=lambda r: r["frames_per_s"])
-            r = results[name][path] = {**runs[(len(runs) - 1) // 2], "frames_per_s_runs": [x["frames_per_s"] for x in
-                                                                                            rounds[path]]}
+            r = results[name][path] = median_round(rounds[path])
             f, q = r["ms_per_frame"], r["ms_per_question"]
             print(f"| {name} | {path} | {r['frames_per_s']} | {r['cores_busy']} | {f['decode']} | {f['preprocess']} | "
                   f"{f['encode']} | "
                   f"{f['add']} | {q['prompt']} | {q['generate']} | {r['prefill_ms']} | {r['ms_per_new_token']} |",
                   flush=True)
-        decode = results[name]["decode only"] = {
-            **sorted(decoding, key=lambda r: r["frames_per_s"])[(len(decoding) - 1) // 2],
-            "frames_per_s_runs": [r["frames_per_s"] for r in decoding]}
+        decode = results[name]["decode only"] = median_round(decoding)
         print(f"| {name} | decode only | {decode['frames_per_s']} | {decode['cores_busy']} | | | | | | | | |", flush=True)
         sequential = results[name]["sequential"]
         ceiling = results[name]["decode only / sequential"] = decode["frames_per_s"] / sequential["frames_per_s"]

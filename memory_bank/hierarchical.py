@@ -167,7 +167,9 @@ class _Chain(NamedTuple):
 
     def merge(self, other: _Chain, weight: float) -> _Chain:
         """The one-row chain of the merge ``lerp(self, other, weight)`` of two same-grid entries (token sums
-        are linear)."""
+        are linear); the empty chain for entries without one (a tier after the last that compares)."""
+        if not self.sums:
+            return _EMPTY_CHAIN
         return _Chain.of_sum(torch.lerp(self.sums[0], other.sums[0], weight))
 
 
@@ -544,9 +546,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             num_frames=total,
         )
         _, b_chain = tier.pop(pos + 1)
-        if a.tier > self._compared:  # a tier that never compares keeps no descriptor
-            chain = _EMPTY_CHAIN
-        elif same_grid:  # the token sum of the merge is the merge of the sums (both linear)
+        if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
             chain = tier.chains[pos].merge(b_chain, weight)
         else:
             chain = self._descriptor_chain(tokens, grid, a.tier)

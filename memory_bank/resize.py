@@ -237,7 +237,7 @@ class ArrivalOperator(NamedTuple):
     resized: int
     """Rows of resized tokens per frame (``h_1 * w_1``, or 0 when the next grid is the same)."""
     sums: int
-    """Token sums per frame (``summed``: the first grids' of the chain), each given as two partial sums."""
+    """Token sums per frame (those of the chain's first ``summed`` grids), each given as two partial sums."""
 
     @property
     def rows(self) -> int:
