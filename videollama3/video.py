@@ -141,29 +141,42 @@ class VideoReader:
         """Release the container (idempotent)."""
         self._container.close()
 
-    def frames(self, fps: float | None = 1.0, start: float = 0.0, end: float | None = None
-               ) -> Iterator[tuple[np.ndarray, float]]:
-        """Yield ``(frame, timestamp_s)`` sampled at ``fps``, decoding lazily (see :func:`iter_frames`).
+    def frames(self, fps: float | None = 1.0, start: float = 0.0, end: float | None = None) -> VideoFrames:
+        """``(frame, timestamp_s)`` sampled at ``fps``, decoded lazily as they are iterated (see
+        :func:`iter_frames`); :func:`decode_ahead` of the result decodes them ahead in background threads,
+        several GOPs at once where the file allows (:mod:`videollama3.gop`).
 
         The reader is closed when the iteration ends, fails or is closed early.
 
         Frames are turned upright by their display rotation (:func:`upright`).
 
         Raises:
-            VideoError: when the video yields no frame, breaks off while decoding, or ends
-                before the duration its container gives (a truncated file; ``stopped_at`` gives
-                the last time decoded, after the frames up to it were yielded).
+            VideoError: (while iterating) for a bad ``fps``; when the video yields no frame, breaks off
+                while decoding, or ends before the duration its container gives (a truncated file;
+                ``stopped_at`` gives the last time decoded, after the frames up to it were yielded).
         """
+        return VideoFrames(self, fps, start, end)
+
+    def _sampling(self, fps: float | None, start: float) -> tuple[float, float | None, _UnsampledFrames | None]:
+        """Checks ``fps`` (closing the reader when it is bad); the stream's time base, the time of its
+        first frame when the container gives it, and the packets to leave undecoded (None: decode all)."""
         if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             self.close()
             raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
-        path, container = self.path, self._container
+        container = self._container
         stream = container.streams.video[0]
         time_base = float(stream.time_base) if stream.time_base else 0.0
-        t0 = None
-        sampler = FrameSampler(fps, start)
-        unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and stream.start_time is not None \
+        t0 = float(stream.start_time * time_base) if stream.start_time is not None else None
+        unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and t0 is not None \
             and _INDEXED_FORMATS & set(container.format.name.split(",")) else None
+        return time_base, t0, unneeded
+
+    def _in_turn(self, fps: float | None, start: float, end: float | None) -> Iterator[tuple[np.ndarray, float]]:
+        """:meth:`frames`, decoded by one decoder (FFmpeg's frame threads) as they are asked for."""
+        time_base, t0, unneeded = self._sampling(fps, start)
+        path, container = self.path, self._container
+        stream = container.streams.video[0]
+        sampler = FrameSampler(fps, start)
         stream.thread_type = "AUTO"
         stream.thread_count = decoder_threads(skipping=unneeded is not None)
         last_time = None
@@ -175,7 +188,7 @@ class VideoReader:
                     if frame.pts is None:
                         continue
                     if t0 is None:  # streams may not start at pts 0
-                        t0 = float(stream.start_time * time_base) if stream.start_time is not None else frame.pts * time_base
+                        t0 = frame.pts * time_base
                     t = frame.pts * time_base - t0
                     if end is not None and t > end:
                         stopped_by_end = True
@@ -183,24 +196,117 @@ class VideoReader:
                     last_time = t
                     if not sampler.take(t):
                         continue
-                    yield upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)), round(t, 6)
+                    yield _image(frame), round(t, 6)
                     yielded += 1
             except (av.error.FFmpegError, UnicodeDecodeError) as e:
-                raise VideoError(
-                    f"decoding {path} stopped at {last_time or 0.0:.2f}s ({e.__class__.__name__}: {e})",
-                    path,
-                    stopped_at=last_time,
-                ) from None
+                raise decoding_stopped(path, last_time, e) from None
         finally:
             self.close()
+        self._check_complete(yielded, start, stopped_by_end, last_time)
+
+    def _sampled(self, events: Iterator, fps: float, start: float) -> Iterator[tuple[np.ndarray, float]]:
+        """:meth:`frames` from what :func:`videollama3.gop.decode_gops` gives: the sampler run over the frames
+        it may take, in order; the same checks at the end as :meth:`_in_turn`."""
+        from .gop import DecodedFrame, GopEnd, PastEnd
+
+        sampler = FrameSampler(fps, start)
+        last_time = None
+        yielded = 0
+        stopped_by_end = False
+        try:
+            for event in events:
+                if isinstance(event, DecodedFrame):
+                    last_time = event.time
+                    if sampler.take(event.time):
+                        yield event.image, round(event.time, 6)
+                        yielded += 1
+                elif isinstance(event, GopEnd):
+                    last_time = event.last_time if event.last_time is not None else last_time
+                elif isinstance(event, PastEnd):
+                    stopped_by_end = True
+                else:  # Failed
+                    if event.last_time is not None:
+                        last_time = event.last_time
+                    if not isinstance(event.error, (av.error.FFmpegError, UnicodeDecodeError)):
+                        raise event.error
+                    raise decoding_stopped(self.path, last_time, event.error) from None
+        finally:
+            events.close()
+            self.close()
+        self._check_complete(yielded, start, stopped_by_end, last_time)
+
+    def _check_complete(self, yielded: int, start: float, stopped_by_end: bool, last_time: float | None) -> None:
+        """After the last frame: raise :class:`VideoError` when none was decoded, or when decoding ended
+        before the duration the container gives (a truncated file whose index is at the front decodes
+        as a shorter video)."""
         if yielded == 0 and start == 0.0:
-            raise VideoError(f"{path} contains no decodable video frame", path, stopped_at=None)
+            raise VideoError(f"{self.path} contains no decodable video frame", self.path, stopped_at=None)
         duration = self.info.duration
         slack = max(3.0 / self.info.fps if self.info.fps else 1.0, 0.5)  # the last frame starts one period early
         if not stopped_by_end and duration and last_time is not None and last_time < duration - slack:
-            raise VideoError(  # a truncated file whose index is at the front decodes as a shorter video
-                f"decoding {path} ended at {last_time:.2f}s of a {duration:.2f}s video (the file is truncated)",
-                path, stopped_at=last_time)
+            raise VideoError(f"decoding {self.path} ended at {last_time:.2f}s of a {duration:.2f}s video (the file "
+                             "is truncated)", self.path, stopped_at=last_time)
+
+
+def decoding_stopped(path: str, last_time: float | None, error: BaseException) -> VideoError:
+    """The :class:`VideoError` of decoding that broke off after ``last_time`` seconds (None: before any frame)."""
+    return VideoError(f"decoding {path} stopped at {last_time or 0.0:.2f}s ({error.__class__.__name__}: {error})",
+                      path, stopped_at=last_time)
+
+
+class VideoFrames(Iterator[tuple[np.ndarray, float]]):
+    """The ``(frame, timestamp_s)`` of one :meth:`VideoReader.frames` call: decoded in turn as they are
+    iterated, or, when :func:`decode_ahead` takes them before the first, ahead by :meth:`ahead`.
+
+    Closing it (or leaving a ``for`` loop over it early) closes the reader.
+    """
+
+    def __init__(self, reader: VideoReader, fps: float | None, start: float, end: float | None) -> None:
+        self._reader, self._sampling = reader, (fps, start, end)
+        self._frames: Iterator[tuple[np.ndarray, float]] | None = None
+
+    def __next__(self) -> tuple[np.ndarray, float]:
+        if self._frames is None:
+            self._frames = self._reader._in_turn(*self._sampling)
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop decoding and close the reader (idempotent)."""
+        if self._frames is not None:
+            self._frames.close()
+        self._reader.close()
+
+    def ahead(self, depth: int) -> Iterator[tuple[np.ndarray, float]] | None:
+        """These frames decoded ahead, several closed GOPs at once (:func:`videollama3.gop.decode_gops`),
+        or None when that would not help or cannot be done (iteration already begun; a container without
+        an index of presentation times; every frame or every other frame sampled, where the frames held
+        ahead bound how far another GOP may run; a codec other than H.264 / HEVC; a single core): then
+        :func:`decode_ahead` decodes them in turn in one background thread.
+
+        Raises:
+            VideoError: for a bad ``fps``.
+        """
+        from .gop import decode_gops, gop_workers
+
+        if self._frames is not None or gop_workers() < 2:
+            return None
+        fps, start, end = self._sampling
+        reader = self._reader
+        time_base, t0, unneeded = reader._sampling(fps, start)
+        if unneeded is None or fps * 2 > reader.info.fps:
+            return None
+        stream = reader._container.streams.video[0]
+        events = decode_gops(reader._container, stream, fps, start, end, depth, time_base, t0, unneeded,
+                             decoder_threads(skipping=True), _image)
+        if events is None:
+            return None
+        self._frames = reader._sampled(events, fps, start)
+        return self._frames
+
+
+def _image(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as a ``(H, W, 3)`` uint8 RGB array, turned upright (:func:`upright`)."""
+    return upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
 
 
 _INDEXED_FORMATS = {"mp4", "mov", "matroska", "webm"}
@@ -291,7 +397,9 @@ _END = object()
 
 def decode_ahead(frames: Iterator[tuple[np.ndarray, float]], depth: int = 8) -> Iterator[tuple[np.ndarray, float]]:
     """Decode in a background thread, ``depth`` frames ahead of the consumer (PyAV releases the GIL
-    while it decodes, so decoding overlaps preprocessing and encoding).
+    while it decodes, so decoding overlaps preprocessing and encoding). The frames of
+    :meth:`VideoReader.frames` are decoded by :meth:`VideoFrames.ahead` instead where it can: several
+    closed GOPs at once, in threads of their own (:mod:`videollama3.gop`), the same frames.
 
     The queue is bounded: the thread never holds more than ``depth`` decoded frames. Frames come out
     in order; an error of the source (a :class:`VideoError` part way) comes out after the frames
@@ -310,6 +418,10 @@ def decode_ahead(frames: Iterator[tuple[np.ndarray, float]], depth: int = 8) -> 
 
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
+    by_gops = frames.ahead(depth) if isinstance(frames, VideoFrames) else None
+    if by_gops is not None:
+        yield from by_gops
+        return
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

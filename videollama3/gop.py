@@ -1,0 +1,381 @@
+"""Decoding a video file ahead of its consumer, several closed GOPs at once (:func:`decode_gops`).
+
+Sampled sparsely (1 fps of a 24 fps H.264 video), most frames are skipped undecoded
+(:class:`~videollama3.video._UnsampledFrames`) and FFmpeg's frame threads wait on each other: on 2
+cores trailer_bbb.mp4 decodes with about 1.7 cores busy, and a pipeline over it is bound by that.
+A *closed* GOP, one that starts at an IDR picture (H.264 / HEVC: the decoder forgets every frame
+before it), decodes with nothing from before it, as after a seek. So the packets are cut into closed
+GOPs as they are demuxed, and single-threaded decoders, one per core, decode several GOPs at once.
+The frames come out in display order and bit-identical to one decoder's (a test compares them).
+
+A GOP longer than :data:`LOOKAHEAD_PACKETS` packets or :data:`LOOKAHEAD_BYTES` bytes (an open-GOP
+encode whose keyframes are not IDR pictures, say) is not held: it is streamed to one decoder with
+FFmpeg's frame threads, as :meth:`~videollama3.video.VideoReader.frames` decodes in turn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import av
+import numpy as np
+
+LOOKAHEAD_PACKETS = 600
+"""Packets held while looking for the next IDR picture: 25 s at 24 fps, 10 s at 60 fps (x264 places
+one at least every 250 frames by default)."""
+
+LOOKAHEAD_BYTES = 32 << 20
+"""Bytes of packets held while looking for the next IDR picture, per GOP."""
+
+MAX_WORKERS = 4
+"""Decoders at most, whatever the cores: each holds frames ahead (see :func:`decode_gops`)."""
+
+_TOLERANCE = 1e-3
+"""Sample periods of slack in the test of which frames the sampler may take (:func:`_maybe_sampled`)."""
+
+
+def gop_workers(cores: int | None = None) -> int:
+    """Decoders for :func:`decode_gops`: one per core this process may use, at most :data:`MAX_WORKERS`."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_WORKERS))
+
+
+class _Syntax(NamedTuple):
+    """Which NAL unit types of a codec start a closed GOP and which are parameter sets."""
+
+    idr: frozenset[int]
+    parameter_sets: frozenset[int]
+    hevc: bool
+
+    def nal_type(self, header: int) -> int:
+        """The type of a NAL unit from its first byte (H.264: 5 bits; HEVC: 6 bits after the forbidden bit)."""
+        return (header >> 1) & 0x3F if self.hevc else header & 0x1F
+
+
+_SYNTAX = {
+    # H.264 (ITU-T H.264 table 7-1): 5 IDR slice; 7 SPS, 8 PPS
+    "h264": _Syntax(frozenset({5}), frozenset({7, 8}), hevc=False),
+    # HEVC (ITU-T H.265 table 7-1): 19 IDR_W_RADL, 20 IDR_N_LP (CRA, 21, may open a GOP); 32 VPS, 33 SPS, 34 PPS
+    "hevc": _Syntax(frozenset({19, 20}), frozenset({32, 33, 34}), hevc=True),
+}
+
+
+def nal_length_size(codec: str, extradata: bytes | None) -> int | None:
+    """Bytes of the length before each NAL unit of a packet, from the codec's configuration record
+    (ISO/IEC 14496-15: ``avcC`` byte 4, ``hvcC`` byte 21, low 2 bits, plus one); None for an Annex B
+    stream (start codes, no configuration record)."""
+    if not extradata or extradata[0] != 1:
+        return None
+    at = 21 if codec == "hevc" else 4
+    return (extradata[at] & 3) + 1 if len(extradata) > at else None
+
+
+def nal_headers(data: bytes, length_size: int | None) -> list[int]:
+    """The first byte of each NAL unit in ``data``: length-prefixed (``length_size`` bytes, big endian),
+    or Annex B (``00 00 01`` start codes) when ``length_size`` is None. A length running past the end
+    stops the scan."""
+    headers = []
+    if length_size is None:
+        at = data.find(b"\x00\x00\x01")
+        while at >= 0 and at + 3 < len(data):
+            headers.append(data[at + 3])
+            at = data.find(b"\x00\x00\x01", at + 3)
+        return headers
+    at = 0
+    while at + length_size < len(data):
+        size = int.from_bytes(data[at: at + length_size], "big")
+        if size == 0 or at + length_size + size > len(data):
+            break
+        headers.append(data[at + length_size])
+        at += length_size + size
+    return headers
+
+
+class ClosedGops:
+    """Which packets start a closed GOP: a keyframe holding an IDR picture that needs no parameter set
+    sent before it (once the stream has sent one in its packets, the IDR packet must carry every kind
+    again; those in the configuration record are given to every decoder).
+
+    Args:
+        codec: FFmpeg's codec name (``"h264"``, ``"hevc"``); others have no closed GOPs here.
+        extradata: the stream's configuration record (``avcC`` / ``hvcC``), or None.
+    """
+
+    def __init__(self, codec: str, extradata: bytes | None) -> None:
+        self.syntax = _SYNTAX.get(codec)
+        self.length_size = nal_length_size(codec, extradata)
+        self.sets_in_band = False
+
+    def __call__(self, packet: av.Packet) -> bool:
+        """Whether ``packet`` (in decoding order; every packet is shown once) starts a closed GOP."""
+        syntax = self.syntax
+        if syntax is None:
+            return False
+        types = {syntax.nal_type(h) for h in nal_headers(bytes(packet), self.length_size)}
+        starts = packet.is_keyframe and bool(types & syntax.idr) and \
+            (not self.sets_in_band or syntax.parameter_sets <= types)
+        self.sets_in_band = self.sets_in_band or bool(types & syntax.parameter_sets)
+        return starts
+
+
+def _maybe_sampled(t: float, previous: float | None, fps: float, start: float) -> bool:
+    """Whether :class:`~videollama3.video.FrameSampler` (``fps``, ``start``) may take the frame at ``t``
+    seconds when the frame shown before it in its GOP is at ``previous`` (None: it is the GOP's first).
+
+    The sampler takes a frame when its time reaches the next sample time ``start + k / fps``; the frame
+    before it did not reach it, or was the one taken that made ``k``. Either way a sample time lies in
+    ``(previous, t]`` (give or take the sampler's 1e-6 s), so ``t`` is in a later sample period than
+    ``previous``: tested with :data:`_TOLERANCE` periods of slack each side, which only lets a few more
+    frames through (the sampler, run in order over what this lets through, takes exactly its frames).
+    """
+    if t + 1e-6 < start:
+        return False
+    if previous is None:
+        return True
+    slack = _TOLERANCE + 1e-6 * fps
+    return math.floor((t - start) * fps + slack) > math.floor((previous - start) * fps - slack)
+
+
+class DecodedFrame(NamedTuple):
+    """A frame the sampler may take: ``image`` as ``to_image`` made it (``(H, W, 3)`` uint8 RGB); ``time``
+    in seconds from the stream's first frame."""
+
+    image: np.ndarray
+    time: float
+
+
+class GopEnd(NamedTuple):
+    """A GOP decoded to its end; the time of its last frame in seconds (None: it had none)."""
+
+    last_time: float | None
+
+
+class PastEnd(NamedTuple):
+    """A frame after the stream's ``end``: the frames before it were the last."""
+
+
+class Failed(NamedTuple):
+    """Demuxing or decoding failed: the error, and the time of the GOP's last frame before it (None: none)."""
+
+    error: BaseException
+    last_time: float | None
+
+
+class _Stop(Exception):
+    """The consumer left: a thread stops where it is."""
+
+
+@dataclass
+class _Gop:
+    """One GOP: its packets ``(packet, skip)`` in decoding order (then None, or :class:`Failed` when
+    demuxing broke off), the decoder threads for it, and the events its decoder hands on."""
+
+    packets: queue.Queue
+    threads: int
+    out: queue.Queue
+
+
+_END = object()
+
+
+def decode_gops(container: Any, stream: Any, fps: float, start: float, end: float | None, depth: int,
+               time_base: float, t0: float, unneeded: Callable[[float], bool] | None, long_gop_threads: int,
+               to_image: Callable[[av.VideoFrame], np.ndarray]
+               ) -> Iterator[DecodedFrame | GopEnd | PastEnd | Failed] | None:
+    """Decode ``stream`` in background threads, several closed GOPs at once; what it gives, in display
+    order: every frame a :class:`~videollama3.video.FrameSampler` (``fps``, ``start``) may take
+    (:func:`_maybe_sampled`: run the sampler over them in order), a :class:`GopEnd` after each GOP,
+    then :class:`PastEnd` at the first frame after ``end`` or :class:`Failed` where demuxing or decoding
+    broke off. None when the codec has no closed GOPs here (not H.264 / HEVC).
+
+    One thread demuxes, asks ``unneeded`` about each packet in decoding order (as
+    :meth:`~videollama3.video.VideoReader.frames` does: those it rules out are not decoded) and cuts the
+    packets into GOPs where :class:`ClosedGops` says; :func:`gop_workers` threads each decode a GOP with
+    a decoder of their own, single-threaded (``long_gop_threads`` of FFmpeg's frame threads for a GOP
+    past the lookahead, streamed), and make the frames images there (``to_image``). Memory is bounded:
+    at most ``workers + 1`` GOPs in flight, each holding at most ``2 * depth`` frames and its packets
+    (:data:`LOOKAHEAD_PACKETS`, :data:`LOOKAHEAD_BYTES`). A GOP must get well ahead to keep its core busy
+    (10 sampled frames for one of 250 frames at 1 fps), so this is more than :func:`decode_ahead` holds:
+    on 2 cores at 720p (2.7 MB an RGB frame) and ``depth`` 8, at most 130 MB; holding ``depth / 2``
+    frames a GOP kept only 1.4 of 2 cores busy and ran slower than one decoder.
+
+    Closing the iterator (or leaving it early) stops the threads; the container stays open (its owner
+    closes it).
+
+    Args:
+        container, stream: PyAV's input container and its video stream, not yet demuxed.
+        fps, start, end: the sampling (``fps`` samples per second from ``start`` seconds) and the last time
+            to decode (None: to the end).
+        depth: frames the consumer asked to have decoded ahead (>= 1).
+        time_base, t0: the stream's time base, and its first frame's time, both in seconds.
+        unneeded: a packet's time in seconds -> whether its frame will not be sampled (None: decode all).
+        long_gop_threads: FFmpeg frame threads for a GOP longer than the lookahead.
+        to_image: a decoded frame -> its image (e.g. upright RGB).
+    """
+    codec = stream.codec_context
+    if codec.name not in _SYNTAX:
+        return None
+    return _run(container, stream, codec.name, codec.extradata, fps, start, end, depth, time_base, t0, unneeded,
+                long_gop_threads, to_image)
+
+
+def _run(container: Any, stream: Any, codec: str, extradata: bytes | None, fps: float, start: float,
+         end: float | None, depth: int, time_base: float, t0: float, unneeded: Callable[[float], bool] | None,
+         long_gop_threads: int, to_image: Callable[[av.VideoFrame], np.ndarray]
+         ) -> Iterator[DecodedFrame | GopEnd | PastEnd | Failed]:
+    workers = gop_workers()
+    frames_held = 2 * depth
+    stop = threading.Event()
+    order: queue.Queue = queue.Queue(maxsize=workers)  # GOPs in stream order, as the consumer takes them
+    todo: queue.Queue = queue.Queue()  # the same GOPs, for the decoders
+    cut = ClosedGops(codec, extradata)
+
+    def put(q: queue.Queue, item: Any) -> None:
+        while True:
+            if stop.is_set():
+                raise _Stop
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def get(q: queue.Queue) -> Any:
+        while True:
+            if stop.is_set():
+                raise _Stop
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    def begin(threads: int) -> _Gop:
+        gop = _Gop(queue.Queue(maxsize=LOOKAHEAD_PACKETS + 1), threads, queue.Queue(maxsize=frames_held))
+        put(order, gop)
+        todo.put(gop)
+        return gop
+
+    def demux() -> None:
+        held: list[tuple[av.Packet, bool]] = []
+        size = 0
+        streaming: _Gop | None = None  # a GOP past the lookahead, fed as it is demuxed
+
+        def finish(last: Failed | None = None) -> None:
+            nonlocal held, size, streaming
+            gop = streaming or (begin(1) if held or last is not None else None)
+            for item in held:
+                put(gop.packets, item)
+            if gop is not None:
+                put(gop.packets, last)
+            held, size, streaming = [], 0, None
+
+        try:
+            try:
+                for packet in container.demux(stream):
+                    if packet.size == 0 and packet.pts is None:
+                        continue  # the flush packet: each GOP's decoder is flushed at its end
+                    t = packet.pts * time_base - t0 if packet.pts is not None else None
+                    if cut(packet) and (held or streaming):
+                        finish()
+                        if end is not None and t is not None and t > end:  # shown first in its GOP: all later are too
+                            put(order, PastEnd())
+                            return
+                    item = (packet, t is not None and unneeded is not None and unneeded(t))
+                    if streaming is not None:
+                        put(streaming.packets, item)
+                        continue
+                    held.append(item)
+                    size += packet.size
+                    if len(held) >= LOOKAHEAD_PACKETS or size >= LOOKAHEAD_BYTES:
+                        streaming = begin(long_gop_threads)
+                        for item in held:
+                            put(streaming.packets, item)
+                        held, size = [], 0
+                finish()
+            except _Stop:
+                raise
+            except BaseException as e:  # noqa: BLE001  (carried to the consumer, raised there)
+                finish(Failed(e, None))
+            put(order, _END)
+        except _Stop:
+            return
+
+    def decode() -> None:
+        try:
+            while (gop := get(todo)) is not None:
+                _decode_gop(gop, codec, extradata, time_base, t0, fps, start, end, to_image, get, put)
+        except _Stop:
+            return
+
+    threads = [threading.Thread(target=demux, name="vl3mem-demux", daemon=True)]
+    threads += [threading.Thread(target=decode, name=f"vl3mem-gop-{i}", daemon=True) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        while (gop := order.get()) is not _END:
+            if isinstance(gop, PastEnd):
+                yield gop
+                return
+            while True:
+                event = gop.out.get()
+                yield event
+                if not isinstance(event, DecodedFrame):
+                    break
+            if not isinstance(event, GopEnd):
+                return
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def _decode_gop(gop: _Gop, codec: str, extradata: bytes | None, time_base: float, t0: float, fps: float,
+                start: float, end: float | None, to_image: Callable[[av.VideoFrame], np.ndarray],
+                get: Callable[[queue.Queue], Any], put: Callable[[queue.Queue, Any], None]) -> None:
+    """Decode one GOP with a decoder of its own into ``gop.out``: the frames the sampler may take, then
+    :class:`GopEnd` (or :class:`PastEnd` at the first frame after ``end``, or :class:`Failed`)."""
+    last_time = previous = None
+
+    def hand_on(frames: Iterator[av.VideoFrame]) -> bool:
+        nonlocal last_time, previous
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            t = frame.pts * time_base - t0
+            if end is not None and t > end:
+                put(gop.out, PastEnd())
+                return False
+            if _maybe_sampled(t, previous, fps, start):
+                put(gop.out, DecodedFrame(to_image(frame), t))
+            last_time = previous = t
+        return True
+
+    try:
+        decoder = av.CodecContext.create(codec, "r")
+        if extradata:
+            decoder.extradata = extradata
+        if gop.threads != 1:
+            decoder.thread_type = "AUTO"
+        decoder.thread_count = gop.threads
+        while (item := get(gop.packets)) is not None:
+            if isinstance(item, Failed):  # demuxing broke off after these packets
+                put(gop.out, Failed(item.error, last_time))
+                return
+            packet, skip = item
+            decoder.skip_frame = "NONREF" if skip else "DEFAULT"
+            if not hand_on(decoder.decode(packet)):
+                return
+        decoder.skip_frame = "DEFAULT"
+        if hand_on(decoder.decode(None)):
+            put(gop.out, GopEnd(last_time))
+    except _Stop:
+        raise
+    except BaseException as e:  # noqa: BLE001  (carried to the consumer, raised there)
+        put(gop.out, Failed(e, last_time))
