@@ -370,7 +370,11 @@ def _decode_gop(gop: _Gop, codec: str, extradata: bytes | None, time_base: float
                 return
             packet, skip = item
             decoder.skip_frame = "NONREF" if skip else "DEFAULT"
-            if not hand_on(decoder.decode(packet)):
+            try:
+                frames = decoder.decode(packet)
+            except av.error.InvalidDataError:  # a damaged packet: FFmpeg's frame threads, decoding in turn, drop
+                continue                       # it and go on (a truncated file's last one), and so does this
+            if not hand_on(frames):
                 return
         decoder.skip_frame = "DEFAULT"
         if hand_on(decoder.decode(None)):
