@@ -1,6 +1,5 @@
 """Decoding ahead by closed GOPs (videollama3/gop.py): the same frames as one decoder, in order."""
 
-import fractions
 import threading
 
 import av
@@ -11,30 +10,24 @@ from videollama3 import gop
 from videollama3.errors import VideoError
 from videollama3.video import FrameSampler, decode_ahead, open_video
 
+from .test_video import encode
+
 GOP_WORKERS = gop.gop_workers  # before the fixture below replaces it
 
 
 def encode_gops(path, codec="libx264", params="", frames=90, fps=30, w=128, h=96, faststart=False):
     """A video of a moving gradient (so B-frames refer to their neighbours), one keyframe every 12 frames."""
-    container = av.open(str(path), "w", container_options={"movflags": "faststart"} if faststart else {})
-    stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
     key = "x265-params" if codec == "libx265" else "x264-params"
-    stream.options = {key: "keyint=12:min-keyint=12:bframes=3:scenecut=0" + (":" + params if params else ""),
-                      **({"preset": "ultrafast"} if codec == "libx265" else {})}
+    options = {key: "keyint=12:min-keyint=12:bframes=3:scenecut=0" + (":" + params if params else "")}
     if codec == "libx265":
-        stream.options[key] += ":log-level=none"
+        options = {key: options[key] + ":log-level=none", "preset": "ultrafast"}
     y, x = np.mgrid[0:h, 0:w]
-    for i in range(frames):
-        image = np.stack([(x * 2 + i * 3) % 256, (y * 2 + i) % 256, (x + y + i * 5) % 256], -1).astype(np.uint8)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts, frame.time_base = i, fractions.Fraction(1, fps)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+
+    def gradient(i):
+        return np.stack([(x * 2 + i * 3) % 256, (y * 2 + i) % 256, (x + y + i * 5) % 256], -1).astype(np.uint8)
+
+    return encode(path, frames, fps, options={"movflags": "faststart"} if faststart else None, w=w, h=h, codec=codec,
+                  codec_options=options, image=gradient)
 
 
 def decode_both(path, **sampling):

@@ -69,19 +69,25 @@ def test_an_mp4_without_its_index_says_so(tmp_path, videos):
     assert str(e.value).endswith("text.mp4')")  # nothing added
 
 
-def encode(path, frames=50, fps=10, start=0.0, fmt=None, options=None, w=64, h=48):
-    """A small H.264 (or MPEG-4) video written with PyAV: a red top-left corner, changing content."""
+def encode(path, frames=50, fps=10, start=0.0, fmt=None, options=None, w=64, h=48, codec=None, codec_options=None,
+           image=None):
+    """A small H.264 (or MPEG-4) video written with PyAV: a red top-left corner, changing content; or frames
+    ``image(i)`` ((h, w, 3) uint8 RGB) with ``codec`` and its ``codec_options``."""
     import fractions
 
     import av
 
     container = av.open(str(path), "w", format=fmt, container_options=options or {})
-    stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+    stream = container.add_stream(codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4"), rate=fps)
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+    stream.options = codec_options or {}
     for i in range(frames):
-        image = np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
-        image[: h // 3, : w // 3] = (255, 0, 0)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        if image is None:
+            picture = np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)
+            picture[: h // 3, : w // 3] = (255, 0, 0)
+        else:
+            picture = image(i)
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
         frame.pts, frame.time_base = int(start * fps) + i, fractions.Fraction(1, fps)
         for packet in stream.encode(frame):
             container.mux(packet)
