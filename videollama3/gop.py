@@ -77,10 +77,10 @@ def nal_length_size(codec: str, extradata: bytes | None) -> int | None:
     return (extradata[at] & 3) + 1 if len(extradata) > at else None
 
 
-def nal_headers(data: bytes, length_size: int | None) -> list[int]:
-    """The first byte of each NAL unit in ``data``: length-prefixed (``length_size`` bytes, big endian),
-    or Annex B (``00 00 01`` start codes) when ``length_size`` is None. A length running past the end
-    stops the scan."""
+def nal_headers(data: bytes | memoryview, length_size: int | None) -> list[int]:
+    """The first byte of each NAL unit in ``data``: length-prefixed (``length_size`` bytes, big endian; a
+    packet's memoryview, read without a copy), or Annex B (``00 00 01`` start codes; bytes) when
+    ``length_size`` is None. A length running past the end stops the scan."""
     headers = []
     if length_size is None:
         at = data.find(b"\x00\x00\x01")
@@ -118,7 +118,8 @@ class ClosedGops:
         syntax = self.syntax
         if syntax is None:
             return False
-        types = {syntax.nal_type(h) for h in nal_headers(bytes(packet), self.length_size)}
+        data = memoryview(packet) if self.length_size else bytes(packet)  # Annex B is searched for start codes
+        types = {syntax.nal_type(h) for h in nal_headers(data, self.length_size)}
         starts = packet.is_keyframe and bool(types & syntax.idr) and \
             (not self.sets_in_band or syntax.parameter_sets <= types)
         self.sets_in_band = self.sets_in_band or bool(types & syntax.parameter_sets)
@@ -267,14 +268,19 @@ def _run(container: Any, stream: Any, codec: str, extradata: bytes | None, fps: 
         size = 0
         streaming: _Gop | None = None  # a GOP past the lookahead, fed as it is demuxed
 
-        def finish(last: Failed | None = None) -> None:
-            nonlocal held, size, streaming
-            gop = streaming or (begin(1) if held or last is not None else None)
+        def hand_over(gop: _Gop) -> None:
+            nonlocal held, size
             for item in held:
                 put(gop.packets, item)
+            held, size = [], 0
+
+        def finish(last: Failed | None = None) -> None:
+            nonlocal streaming
+            gop = streaming or (begin(1) if held or last is not None else None)
             if gop is not None:
+                hand_over(gop)
                 put(gop.packets, last)
-            held, size, streaming = [], 0, None
+            streaming = None
 
         try:
             try:
@@ -295,9 +301,7 @@ def _run(container: Any, stream: Any, codec: str, extradata: bytes | None, fps: 
                     size += packet.size
                     if len(held) >= LOOKAHEAD_PACKETS or size >= LOOKAHEAD_BYTES:
                         streaming = begin(long_gop_threads)
-                        for item in held:
-                            put(streaming.packets, item)
-                        held, size = [], 0
+                        hand_over(streaming)
                 finish()
             except _Stop:
                 raise

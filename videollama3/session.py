@@ -419,7 +419,8 @@ class StreamResult:
 def pipelined(session: StreamingSession, frames: Iterator[tuple[np.ndarray, float]], depth: int
               ) -> Iterator[tuple[np.ndarray | PreparedFrame, float]]:
     """The frames a stream pushes into ``session``, as a pipeline: ``depth`` 0 reads them in turn
-    with encoding; otherwise decoding runs ahead in one thread and preprocessing in another
+    with encoding; otherwise decoding runs ahead in one thread (several, one GOP each, for a file that
+    allows it: :meth:`~videollama3.video.VideoFrames.ahead`) and preprocessing in another
     (:func:`~videollama3.video.decode_ahead` twice, with :meth:`StreamingSession.prepared` between),
     each at most ``depth`` frames ahead, so decoding, preprocessing and encoding overlap. Time spent
     waiting for a frame is counted as ``decode`` (:meth:`StreamingSession.timed`).

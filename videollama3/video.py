@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from .errors import VideoError
+from .gop import DecodedFrame, GopEnd, PastEnd, decode_gops, gop_workers
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,6 @@ class VideoReader:
     def _sampled(self, events: Iterator, fps: float, start: float) -> Iterator[tuple[np.ndarray, float]]:
         """:meth:`frames` from what :func:`videollama3.gop.decode_gops` gives: the sampler run over the frames
         it may take, in order; the same checks at the end as :meth:`_in_turn`."""
-        from .gop import DecodedFrame, GopEnd, PastEnd
-
         sampler = FrameSampler(fps, start)
         last_time = None
         yielded = 0
@@ -286,8 +285,6 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
         Raises:
             VideoError: for a bad ``fps``.
         """
-        from .gop import decode_gops, gop_workers
-
         if self._frames is not None or gop_workers() < 2:
             return None
         fps, start, end = self._sampling
