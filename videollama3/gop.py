@@ -15,7 +15,6 @@ FFmpeg's frame threads, as :meth:`~videollama3.video.VideoReader.frames` decodes
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -26,6 +25,8 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
+from .sampling import GopCandidates
+
 LOOKAHEAD_PACKETS = 600
 """Packets held while looking for the next IDR picture: 25 s at 24 fps, 10 s at 60 fps (x264 places
 one at least every 250 frames by default)."""
@@ -35,10 +36,6 @@ LOOKAHEAD_BYTES = 32 << 20
 
 MAX_WORKERS = 4
 """Decoders at most, whatever the cores: each holds frames ahead (see :func:`decode_gops`)."""
-
-_TOLERANCE = 1e-3
-"""Sample periods of slack in the test of which frames the sampler may take (:func:`_maybe_sampled`)."""
-
 
 def gop_workers(cores: int | None = None) -> int:
     """Decoders for :func:`decode_gops`: one per core this process may use, at most :data:`MAX_WORKERS`."""
@@ -126,24 +123,6 @@ class ClosedGops:
         return starts
 
 
-def _maybe_sampled(t: float, previous: float | None, fps: float, start: float) -> bool:
-    """Whether :class:`~videollama3.video.FrameSampler` (``fps``, ``start``) may take the frame at ``t``
-    seconds when the frame shown before it in its GOP is at ``previous`` (None: it is the GOP's first).
-
-    The sampler takes a frame when its time reaches the next sample time ``start + k / fps``; the frame
-    before it did not reach it, or was the one taken that made ``k``. Either way a sample time lies in
-    ``(previous, t]`` (give or take the sampler's 1e-6 s), so ``t`` is in a later sample period than
-    ``previous``: tested with :data:`_TOLERANCE` periods of slack each side, which only lets a few more
-    frames through (the sampler, run in order over what this lets through, takes exactly its frames).
-    """
-    if t + 1e-6 < start:
-        return False
-    if previous is None:
-        return True
-    slack = _TOLERANCE + 1e-6 * fps
-    return math.floor((t - start) * fps + slack) > math.floor((previous - start) * fps - slack)
-
-
 class DecodedFrame(NamedTuple):
     """A frame the sampler may take: ``image`` as ``to_image`` made it (``(H, W, 3)`` uint8 RGB); ``time``
     in seconds from the stream's first frame."""
@@ -185,14 +164,18 @@ class _Gop:
 
 _END = object()
 
+_LAST_GOP = object()
+"""After the packets of the stream's last GOP, in place of None: it is decoded to its end (the end checks read it)."""
+
 
 def decode_gops(container: Any, stream: Any, fps: float, start: float, end: float | None, depth: int,
                time_base: float, t0: float, unneeded: Callable[[float], bool] | None, long_gop_threads: int,
                to_image: Callable[[av.VideoFrame], np.ndarray]
                ) -> Iterator[DecodedFrame | GopEnd | PastEnd | Failed] | None:
     """Decode ``stream`` in background threads, several closed GOPs at once; what it gives, in display
-    order: every frame a :class:`~videollama3.video.FrameSampler` (``fps``, ``start``) may take
-    (:func:`_maybe_sampled`: run the sampler over them in order), a :class:`GopEnd` after each GOP,
+    order: every frame a :class:`~videollama3.sampling.FrameSampler` (``fps``, ``start``) may take
+    (:class:`~videollama3.sampling.GopCandidates`: run the sampler over them in order), a :class:`GopEnd`
+    after each GOP,
     then :class:`PastEnd` at the first frame after ``end`` or :class:`Failed` where demuxing or decoding
     broke off. None when the codec has no closed GOPs here (not H.264 / HEVC).
 
@@ -200,7 +183,9 @@ def decode_gops(container: Any, stream: Any, fps: float, start: float, end: floa
     :meth:`~videollama3.video.VideoReader.frames` does: those it rules out are not decoded) and cuts the
     packets into GOPs where :class:`ClosedGops` says; :func:`gop_workers` threads each decode a GOP with
     a decoder of their own, single-threaded (``long_gop_threads`` of FFmpeg's frame threads for a GOP
-    past the lookahead, streamed), and make the frames images there (``to_image``). Memory is bounded:
+    past the lookahead, streamed), and make the frames images there (``to_image``); a GOP held whole,
+    other than the last, only as far as the last frame the sampler may take in it (:class:`_Trim`).
+    Memory is bounded:
     at most ``workers + 1`` GOPs in flight, each holding at most ``2 * depth`` frames and its packets
     (:data:`LOOKAHEAD_PACKETS`, :data:`LOOKAHEAD_BYTES`). A GOP must get well ahead to keep its core busy
     (10 sampled frames for one of 250 frames at 1 fps), so this is more than :func:`decode_ahead` holds:
@@ -274,12 +259,12 @@ def _run(container: Any, stream: Any, codec: str, extradata: bytes | None, fps: 
                 put(gop.packets, item)
             held, size = [], 0
 
-        def finish(last: Failed | None = None) -> None:
+        def finish(last: Failed | None = None, final: bool = False) -> None:
             nonlocal streaming
             gop = streaming or (begin(1) if held or last is not None else None)
             if gop is not None:
                 hand_over(gop)
-                put(gop.packets, last)
+                put(gop.packets, last if last is not None else _LAST_GOP if final else None)
             streaming = None
 
         try:
@@ -302,7 +287,7 @@ def _run(container: Any, stream: Any, codec: str, extradata: bytes | None, fps: 
                     if len(held) >= LOOKAHEAD_PACKETS or size >= LOOKAHEAD_BYTES:
                         streaming = begin(long_gop_threads)
                         hand_over(streaming)
-                finish()
+                finish(final=True)
             except _Stop:
                 raise
             except BaseException as e:  # noqa: BLE001  (carried to the consumer, raised there)
@@ -340,15 +325,68 @@ def _run(container: Any, stream: Any, codec: str, extradata: bytes | None, fps: 
             thread.join()
 
 
+class _Trim:
+    """Where a held GOP that is not the stream's last may stop decoding: once the last frame the sampler
+    may take (:class:`~videollama3.sampling.GopCandidates` over its packets' times) is shown, and with it
+    every frame shown before it whose packet is not ruled out (``skip``: never sampled). The frames after
+    it cannot be taken, and the packets after it in decoding order are left: on trailer_bbb.mp4 at
+    1 fps that is 1 decoded frame in 12. Any surprise (a frame at a time no packet has, a packet
+    that does not give its frame) keeps the GOP decoding to its end, as before.
+
+    Attributes:
+        last: the time of the last frame the sampler may take (None: none).
+        waiting: the times of the frames not yet shown up to ``last``, those ruled out left aside.
+        end_time: the time of the GOP's last frame, from its packets.
+
+    Args:
+        times: the packets' times in seconds, in decoding order, each distinct (at least one).
+        skip: for each packet, whether its frame is ruled out (:meth:`~videollama3.video.VideoReader.frames`'s
+            test).
+        fps, start: the sampling.
+    """
+
+    def __init__(self, times: list[float], skip: list[bool], fps: float, start: float) -> None:
+        kept = sorted(t for t, ruled_out in zip(times, skip) if not ruled_out)
+        candidates = GopCandidates(fps, start)
+        taken = [t for t in kept if candidates(t)]  # every kept time goes through, in display order
+        self.last = taken[-1] if taken else None
+        self.waiting = {t for t in kept if self.last is not None and t <= self.last}
+        self.times = set(times)
+        self.end_time = max(times)
+        self.surprised = False
+
+    @classmethod
+    def of(cls, packets: list[tuple[av.Packet, bool]], time_base: float, t0: float, fps: float, start: float
+           ) -> _Trim | None:
+        """The trim of a GOP's ``(packet, skip)`` pairs; None when a packet has no time or two share one."""
+        times = [packet.pts * time_base - t0 if packet.pts is not None else None for packet, _ in packets]
+        if None in times or len(set(times)) != len(times):
+            return None
+        return cls(times, [skip for _, skip in packets], fps, start)
+
+    def shown(self, t: float) -> None:
+        """The decoder gave the frame at ``t`` seconds."""
+        self.waiting.discard(t)
+        self.surprised = self.surprised or t not in self.times
+
+    def done(self) -> bool:
+        """Whether every frame the sampler may take, and every frame before it, has been shown."""
+        return not self.waiting and not self.surprised
+
+
 def _decode_gop(gop: _Gop, codec: str, extradata: bytes | None, time_base: float, t0: float, fps: float,
                 start: float, end: float | None, to_image: Callable[[av.VideoFrame], np.ndarray],
                 get: Callable[[queue.Queue], Any], put: Callable[[queue.Queue, Any], None]) -> None:
-    """Decode one GOP with a decoder of its own into ``gop.out``: the frames the sampler may take, then
-    :class:`GopEnd` (or :class:`PastEnd` at the first frame after ``end``, or :class:`Failed`)."""
-    last_time = previous = None
+    """Decode one GOP with a decoder of its own into ``gop.out``: the frames the sampler may take
+    (:class:`~videollama3.sampling.GopCandidates`), then :class:`GopEnd` (or :class:`PastEnd` at the first
+    frame after ``end``, or :class:`Failed`). A held GOP other than the stream's last is decoded only as
+    far as its last such frame (:class:`_Trim`)."""
+    candidates = GopCandidates(fps, start)
+    last_time: float | None = None
+    trim: _Trim | None = None
 
     def hand_on(frames: Iterator[av.VideoFrame]) -> bool:
-        nonlocal last_time, previous
+        nonlocal last_time
         for frame in frames:
             if frame.pts is None:
                 continue
@@ -356,9 +394,11 @@ def _decode_gop(gop: _Gop, codec: str, extradata: bytes | None, time_base: float
             if end is not None and t > end:
                 put(gop.out, PastEnd())
                 return False
-            if _maybe_sampled(t, previous, fps, start):
+            if candidates(t):
                 put(gop.out, DecodedFrame(to_image(frame), t))
-            last_time = previous = t
+            last_time = t
+            if trim is not None:
+                trim.shown(t)
         return True
 
     try:
@@ -368,7 +408,20 @@ def _decode_gop(gop: _Gop, codec: str, extradata: bytes | None, time_base: float
         if gop.threads != 1:
             decoder.thread_type = "AUTO"
         decoder.thread_count = gop.threads
-        while (item := get(gop.packets)) is not None:
+        if gop.threads == 1:  # held: every packet is in hand already
+            held = []
+            while (item := get(gop.packets)) is not None and item is not _LAST_GOP and not isinstance(item, Failed):
+                held.append(item)
+            trim = _Trim.of(held, time_base, t0, fps, start) if item is None else None
+            items: Iterator[Any] = iter([*held, item])
+        else:
+            items = iter(lambda: get(gop.packets), _END)
+        for item in items:
+            if trim is not None and trim.done():  # the GOP's last frame is as late as its last packet's
+                put(gop.out, GopEnd(trim.end_time if last_time is None else max(last_time, trim.end_time)))
+                return
+            if item is None or item is _LAST_GOP:
+                break
             if isinstance(item, Failed):  # demuxing broke off after these packets
                 put(gop.out, Failed(item.error, last_time))
                 return

@@ -28,7 +28,8 @@ import av
 import numpy as np
 
 from .errors import VideoError
-from .video import FrameSampler, upright
+from .sampling import FrameSampler
+from .video import upright
 
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import VideoError
 from .gop import DecodedFrame, GopEnd, PastEnd, decode_gops, gop_workers
+from .sampling import FrameSampler
 
 
 @dataclass(frozen=True)
@@ -489,28 +490,6 @@ def upright(image: np.ndarray, rotation: float) -> np.ndarray:
     """
     k = round(rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
-
-
-class FrameSampler:
-    """Which frames a stream sampled at ``fps`` takes: the k-th sample is the first frame at or after
-    ``start + k / fps`` seconds (every frame when ``fps`` is None). A frame covering several sample
-    periods is taken once, and the next sample is the one after it.
-
-    Args:
-        fps: samples per second, or None for every frame.
-        start: time of the first sample, seconds.
-    """
-
-    def __init__(self, fps: float | None, start: float = 0.0) -> None:
-        self.fps, self.start, self.next_time = fps, start, start
-
-    def take(self, t: float) -> bool:
-        """Whether the frame at ``t`` seconds (times increasing from call to call) is a sample."""
-        if t + 1e-6 < self.next_time:
-            return False
-        if self.fps is not None:
-            self.next_time = self.start + (math.floor((t - self.start) * self.fps + 1e-6) + 1) / self.fps
-        return True
 
 
 def _natural_key(name: str) -> tuple:

@@ -8,7 +8,8 @@ import pytest
 
 from videollama3 import gop
 from videollama3.errors import VideoError
-from videollama3.video import FrameSampler, decode_ahead, open_video
+from videollama3.sampling import FrameSampler, GopCandidates
+from videollama3.video import decode_ahead, open_video
 
 from .test_video import encode
 
@@ -160,19 +161,82 @@ def test_the_sampler_takes_the_same_frames_from_what_each_gop_lets_through(fps, 
     for _ in range(50):
         boundaries = start + np.arange(0, 30) / fps
         times = np.concatenate([boundaries, boundaries + 1e-6, boundaries - 1e-6, boundaries + 5e-7,
+                                boundaries - 1.5e-6, boundaries - 3e-6,
                                 rng.uniform(0, 30 / fps, 40)])
         times = np.unique(np.clip(times, 0, None)).tolist()
         times = sorted(rng.choice(times, size=rng.integers(5, len(times)), replace=False).tolist())
         cuts = sorted(rng.choice(len(times), size=rng.integers(0, min(8, len(times))), replace=False).tolist())
-        let_through, previous = [], None
+        let_through, candidates = [], GopCandidates(fps, start)
         for i, t in enumerate(times):
             if i in cuts:
-                previous = None
-            if gop._maybe_sampled(t, previous, fps, start):
+                candidates = GopCandidates(fps, start)
+            if candidates(t):
                 let_through.append(t)
-            previous = t
         every, some = FrameSampler(fps, start), FrameSampler(fps, start)
         assert [t for t in times if every.take(t)] == [t for t in let_through if some.take(t)]
+
+
+def test_a_gop_lets_through_one_frame_per_sample_and_its_first_frame():
+    """24 fps sampled at 1 fps, GOPs of 50 frames: exactly the sampled frames, and each GOP's first frame."""
+    times = [i / 24 for i in range(300)]
+    sampler, through = FrameSampler(1.0), []
+    for first in range(0, 300, 50):
+        candidates = GopCandidates(1.0)
+        through += [t for t in times[first: first + 50] if candidates(t)]
+    sampled = [t for t in times if sampler.take(t)]
+    assert through == sorted(set(sampled) | {times[first] for first in range(0, 300, 50)})
+    assert len(sampled) == 13 and len(through) == 18  # 5 GOPs start between samples
+
+
+def test_a_gop_starting_just_before_a_sample_keeps_both_states_of_the_sampler():
+    """At 0.5 fps a frame 1.5e-6 s before the sample at 2 s counts in its period but is not taken: the
+    sampler before it may have taken a frame in that period (then the next sample is at 4 s) or not
+    (then it takes the next frame); each GOP lets through what the stream's sampler takes."""
+    for times in ([1.0, 2 - 1.5e-6, 2.5, 4.0], [2 - 1.5e-6, 2.5, 4.0]):
+        candidates = GopCandidates(0.5)
+        through = [t for t in times[-3:] if candidates(t)]
+        sampler = FrameSampler(0.5)
+        assert [t for t in times if sampler.take(t)][-2:] == [2.5, 4.0] if len(times) == 4 else [2.5]
+        assert through == [2 - 1.5e-6, 2.5, 4.0]
+
+
+def test_a_gop_stops_decoding_once_its_last_sampled_frame_and_those_before_it_are_shown():
+    # decoding order of I P B b ... at 4 frames a second, sampled at 1 fps: the last candidate is at 1.0 s
+    trim = gop._Trim([0.0, 0.5, 0.25, 1.0, 0.75, 1.5, 1.25], [False] * 7, 1.0, 0.0)
+    assert (trim.last, trim.waiting, trim.end_time) == (1.0, {0.0, 0.25, 0.5, 0.75, 1.0}, 1.5)
+    for t in (0.0, 0.25, 0.5, 0.75):
+        trim.shown(t)
+        assert not trim.done()
+    trim.shown(1.0)
+    assert trim.done()
+    trim.shown(1.1)  # a frame at a time no packet has: decode to the end after all
+    assert not trim.done()
+    ruled_out = gop._Trim([0.0, 0.5, 0.25, 1.0, 0.75], [False, False, True, False, True], 1.0, 0.0)
+    assert ruled_out.waiting == {0.0, 0.5, 1.0}  # a frame never sampled is not waited for
+    assert gop._Trim([0.0, 0.5, 0.25], [False] * 3, 1.0, 2.0).done()  # before the first sample: nothing to decode
+
+    class Packet:
+        def __init__(self, pts):
+            self.pts = pts
+
+    assert gop._Trim.of([(Packet(0), False), (Packet(None), False)], 0.5, 0.0, 1.0, 0.0) is None
+    assert gop._Trim.of([(Packet(0), False), (Packet(0), False)], 0.5, 0.0, 1.0, 0.0) is None
+    assert gop._Trim.of([(Packet(0), False), (Packet(3), False)], 0.5, 0.0, 1.0, 0.0).waiting == {0.0, 1.5}
+
+
+def test_the_gops_of_a_file_stop_decoding_after_their_last_sampled_frame(videos, monkeypatch):
+    shown, trims = [], []
+    real_of, real_shown = gop._Trim.of.__func__, gop._Trim.shown
+    monkeypatch.setattr(gop._Trim, "of", classmethod(lambda cls, *a: trims.append(real_of(cls, *a)) or trims[-1]))
+    monkeypatch.setattr(gop._Trim, "shown", lambda self, t: shown.append((id(self), t)) or real_shown(self, t))
+    in_turn, ahead, _ = decode_both(videos / "trailer_bbb.mp4", fps=1.0)
+    assert_same(in_turn, ahead)
+    assert len(trims) == 10  # 11 GOPs: the last is decoded to its end
+    for trim in trims:
+        last_shown = max(t for key, t in shown if key == id(trim))
+        assert trim.done() and trim.last <= last_shown < trim.last + 0.5
+    left = [trim.end_time - max(t for key, t in shown if key == id(trim)) for trim in trims]
+    assert sum(s > 0.2 for s in left) >= 5  # frames after the last sample, not decoded
 
 
 def test_nal_units_are_read_length_prefixed_or_after_start_codes():
