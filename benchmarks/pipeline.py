@@ -5,7 +5,7 @@ end) runs twice in one process: *sequential* (decode, then preprocess, encode, a
 *pipelined* (decoding and preprocessing ahead in two background threads,
 :func:`videollama3.session.pipelined`), both with frames encoded one at a time, then a third time
 pipelined with frames encoded in batches of ``--encode-batch`` (same tokens; the default path of
-``vl3mem answer`` and ``eval``, :data:`videollama3.session.ENCODE_BATCH`). The
+``vl3mem answer`` and ``eval``, :func:`videollama3.session.default_encode_batch`). The
 pipelined paths run with the threads ``vl3mem answer`` gives them (:func:`videollama3.video.encoder_threads`:
 on the CPU, one core left to the decoding thread), the sequential one with torch's default.
 Prints, per frame, the ms of decode (the wait the pipeline could not hide), preprocess, encode and
@@ -33,7 +33,7 @@ import torch
 
 from videollama3.loading import build_session, load_model
 from videollama3.options import check_device
-from videollama3.session import pipelined, run_stream
+from videollama3.session import default_encode_batch, pipelined, run_stream
 from videollama3.video import decode_ahead, encoder_threads, open_video
 
 from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script
@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     add_video_arguments(parser, DEFAULT_VIDEOS, fps=1.0)
     parser.add_argument("--decode-ahead", type=int, default=8, help="frames decoded ahead in the pipelined path")
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated per question")
-    parser.add_argument("--encode-batch", type=int, default=8, help="frames encoded together in the batched path")
+    parser.add_argument("--encode-batch", type=int, default=None,
+                        help="frames encoded together in the batched path (default: the device's, 8 or 32 on CUDA)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the three paths, interleaved (median shown)")
     args = parser.parse_args(argv)
-    check_device(args.device, "--device")
+    args.encode_batch = args.encode_batch or default_encode_batch(check_device(args.device, "--device"))
     if min(args.decode_ahead, args.new_tokens, args.encode_batch, args.repeats) < 1 or not args.fps > 0:
         raise BenchmarkInputError("--decode-ahead, --new-tokens, --encode-batch and --repeats must be at least 1, "
                                   "--fps positive")

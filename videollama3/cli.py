@@ -364,7 +364,7 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
                         "on the CPU with --decode-ahead, one core is left to the decoding thread)")
     p.add_argument("--encode-batch", type=int, default=None, metavar="N",
                    help="frames between two question times encoded in batches of N, with the same tokens as one "
-                        "at a time (default 8)")
+                        "at a time (default 8; 32 on a CUDA GPU)")
 
 
 def check_run_arguments(args: argparse.Namespace) -> None:

@@ -17,8 +17,9 @@ from videollama3.cli import main as run
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark: ``memory`` (add time of the hierarchical bank; ``--all``: every backend on
-    real video), ``stream`` (question latency, memory vs naive re-encoding) or ``pipeline`` (time per
-    stage, sequential vs decoding ahead)."""
+    real video), ``stream`` (question latency, memory vs naive re-encoding), ``pipeline`` (time per
+    stage, sequential vs decoding ahead), ``encode`` (time per frame by batch size) or ``serve``
+    (concurrent sessions)."""
     if args.target == "memory" and "--all" in args.rest:
         from benchmarks.backends import main as bench_backends
 
@@ -31,6 +32,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.pipeline import main as bench_pipeline
 
         bench_pipeline(args.rest)
+    elif args.target == "encode":
+        from benchmarks.encode import main as bench_encode
+
+        bench_encode(args.rest)
     elif args.target == "serve":
         from benchmarks.serve import main as bench_serve
 
@@ -51,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_serve(sub)
     b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video), "
-                                     "stream (question latency), pipeline (time per stage, decoding ahead) or serve "
+                                     "stream (question latency), pipeline (time per stage, decoding ahead), encode (time per frame by "
+                                     "batch size) or serve "
                                      "(concurrent sessions on one served model)")
-    b.add_argument("target", choices=["memory", "stream", "pipeline", "serve"])
+    b.add_argument("target", choices=["memory", "stream", "pipeline", "encode", "serve"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)
     return parser

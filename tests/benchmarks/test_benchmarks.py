@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+from benchmarks.encode import main as bench_encode
 from vl3mem.cli import main
+
 
 def test_bench_memory_all_writes_table_and_plot(videos, tmp_path, capsys):
     plot, numbers = tmp_path / "tokens.png", tmp_path / "bench.json"
@@ -48,7 +50,8 @@ def test_bench_memory_all_names_a_bad_backend_spec(videos, capsys, spec, message
 
 
 @pytest.mark.parametrize("argv, flag", [(["memory", "--all", "--videos", "nowhere/vtest.avi"], "--videos"),
-                                        (["stream", "--video", "nowhere/vtest.avi"], "--video")])
+                                        (["stream", "--video", "nowhere/vtest.avi"], "--video"),
+                                        (["encode", "--videos", "nowhere/vtest.avi"], "--videos")])
 def test_a_missing_video_is_one_line_naming_the_flag(capsys, argv, flag):
     code = main(["bench", *argv])
     _, err = capsys.readouterr()
@@ -58,7 +61,7 @@ def test_a_missing_video_is_one_line_naming_the_flag(capsys, argv, flag):
     assert "scripts/get_sample_videos.sh" in lines[0]
 
 
-@pytest.mark.parametrize("target", [["memory"], ["memory", "--all"], ["stream"], ["pipeline"], ["serve"]])
+@pytest.mark.parametrize("target", [["memory"], ["memory", "--all"], ["stream"], ["pipeline"], ["encode"], ["serve"]])
 def test_every_benchmark_refuses_a_device_there_is_not_in_one_line(capsys, target):
     code = main(["bench", *target, "--device", "tpu9"])
     _, err = capsys.readouterr()
@@ -108,6 +111,22 @@ def test_bench_pipeline_prints_the_three_paths_decoding_alone_and_the_ratios(vid
     for row in rows[4:]:  # the ratio of the median rounds, then of the best, then decoding alone's
         ratio = re.fullmatch(r"(\d+\.\d\d)x \(best rounds \d+\.\d\dx; decoding ahead alone (\d+\.\d\d)x\)", row[3].strip())
         assert ratio is not None and float(ratio[2]) == pytest.approx(ceiling, abs=0.006)
+
+
+def test_bench_encode_prints_time_per_frame_by_batch_and_the_features_equal_one_at_a_time(videos, capsys):
+    results = bench_encode(["--videos", str(videos / "bikes.mp4"), "--frames", "5", "--batches", "1", "2", "5",
+                            "--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| bikes.mp4")]
+    assert [(r[1].strip(), r[4].strip()) for r in rows] == [("1", "0"), ("2", "0"), ("5", "0")]
+    assert "default batch here: 8" in out  # on the CPU
+    assert all(float(r[2]) == pytest.approx(results["bikes.mp4"][int(r[1])]["ms_per_frame"], abs=0.006) for r in rows)
+    assert all(float(r[3]) == pytest.approx(1000 / float(r[2]), rel=0.01) for r in rows)
+
+
+def test_bench_encode_refuses_a_batch_of_zero(capsys):
+    assert main(["bench", "encode", "--batches", "0"]) == 2
+    assert "--batches and --repeats must be at least 1" in capsys.readouterr().err
 
 
 def test_bench_serve_prints_rates_drops_and_latencies(videos, capsys):

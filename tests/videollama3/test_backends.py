@@ -9,7 +9,12 @@ from memory_bank import MEMORY_BACKENDS, FIFOMemory, MemoryConfigError, build_me
 from videollama3.cli import main
 from videollama3.loading import build_session
 from videollama3.options import parse_memory_options, parse_value, read_memory_config
-from videollama3.session import StreamingSession, pipelined, run_stream
+from videollama3.session import (
+    StreamingSession,
+    default_encode_batch,
+    pipelined,
+    run_stream,
+)
 
 from .test_parity import capture_llm_inputs
 
@@ -37,6 +42,11 @@ def test_no_future_frame_reaches_an_answer_with_any_backend(tiny, bikes_frames, 
         assert session.frames_seen == 6 and result.answers[0].frames_seen == 4
         prefills.append(seen[0])
     assert torch.equal(prefills[0], prefills[1]) == (altered_from == 4)
+
+
+def test_the_default_encode_batch_is_the_devices(tiny):
+    assert [default_encode_batch(d) for d in ("cpu", "cuda", "cuda:1", torch.device("cpu"))] == [8, 32, 32, 8]
+    assert build_session(*tiny).encode_batch == 8  # the tiny model is on the CPU
 
 
 @pytest.mark.parametrize("name", [*BOUNDED, "unbounded"])

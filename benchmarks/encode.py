@@ -1,0 +1,91 @@
+"""Encoding time per frame by batch size (``vl3mem bench encode``): how many frames to encode together.
+
+For each video, ``--frames`` frames sampled at ``--fps`` are preprocessed once
+(:meth:`videollama3.session.StreamingSession.prepare`), then encoded in batches of each ``--batches``
+size (:meth:`videollama3.modeling.VideoLlama3WithMemory.encode_frames`, as
+:func:`videollama3.session.question_schedule` encodes them), a pass over all of them per round after
+two warm-up passes; the best of ``--repeats`` rounds is printed as ms per frame and frames/s, with the
+largest difference between each batch's features and those of one frame at a time (0: bit-identical,
+as the vision attention is per frame). On a GPU one frame's encode is bound by the host (kernel
+launches), which batches amortise; :func:`videollama3.session.default_encode_batch` picks the default
+per device from these numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from videollama3.loading import build_session, load_model
+from videollama3.options import check_device
+from videollama3.session import default_encode_batch
+from videollama3.video import open_video
+
+from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script
+
+DEFAULT_VIDEOS = ["trailer_bbb.mp4"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and print the table; return ``{video: {batch: {"ms_per_frame", "max_abs_diff"}}}``."""
+    parser = argparse.ArgumentParser(prog="vl3mem bench encode", description=__doc__.split("\n")[0])
+    add_video_arguments(parser, DEFAULT_VIDEOS, fps=1.0)
+    parser.add_argument("--frames", type=int, default=32, help="frames encoded per round (default 32)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="batch sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per batch size (best shown)")
+    args = parser.parse_args(argv)
+    check_device(args.device, "--device")
+    if min(args.frames, args.repeats, *args.batches) < 1 or not args.fps > 0:
+        raise BenchmarkInputError("--frames, --batches and --repeats must be at least 1, --fps positive")
+    for video in args.videos:
+        existing_video(video, "--videos")
+    model, tokenizer = load_model(args.model, device=args.device)
+    session = build_session(model, tokenizer)
+    encode = session.model.encode_frames
+    sync = torch.cuda.synchronize if session.model.device.type == "cuda" else (lambda: None)
+    print(f"model {args.model} on {args.device} ({session.model.vision_dtype}), {torch.get_num_threads()} torch "
+          f"threads; default batch here: {default_encode_batch(session.model.device)}")
+    print("| video | batch | ms per frame | frames/s | max abs diff from one at a time |")
+    print("|---|---|---|---|---|")
+    results: dict[str, dict] = {}
+    for video in args.videos:
+        frames = []
+        for frame, _ in open_video(video).frames(fps=args.fps):
+            frames.append(session.prepare(frame))
+            if len(frames) == args.frames:
+                break
+        if not frames:
+            raise BenchmarkInputError(f"{video} gave no frame at {args.fps} fps; pass another --videos or --fps")
+
+        def run(batch: int, frames: list = frames) -> list[torch.Tensor]:
+            out = []
+            for i in range(0, len(frames), batch):
+                part = frames[i: i + batch]
+                grids = encode(*(torch.cat([getattr(p, name) for p in part])
+                                 for name in ("pixel_values", "grid_thw", "merge_sizes")))
+                out += list(grids)
+            sync()
+            return out
+
+        name, results[name] = Path(video).name, {}
+        single = run(1)
+        for batch in args.batches:
+            run(batch), run(batch)
+            seconds = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                grids = run(batch)
+                seconds.append(time.perf_counter() - start)
+            ms = 1000 * min(seconds) / len(frames)
+            diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(grids, single))
+            results[name][batch] = {"ms_per_frame": ms, "max_abs_diff": diff}
+            print(f"| {name} | {batch} | {ms:.2f} | {1000 / ms:.1f} | {diff:.3g} |", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(run_as_script(main))
