@@ -62,7 +62,8 @@ def encode_video(wrapped: VideoLlama3WithMemory, path: str | Path, fps: float
     encoded once (the raw frame kept for backends that compare pixels)."""
     out = []
     for frame, t in iter_frames(path, fps=fps):
-        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, dtype=wrapped.vision_dtype)
+        pixel_values, grid_thw, merge_sizes = preprocess_frames(frame, patch_size=wrapped.patch_size,
+                                                                dtype=wrapped.vision_dtype)
         (tokens,) = wrapped.encode_frames(pixel_values, grid_thw, merge_sizes)
         out.append((tokens, t, frame))
     return out

@@ -57,7 +57,8 @@ def naive_answer(session: StreamingSession, path, num_frames, fps, question, new
             frames.append(frame)
             times.append(t)
     model, processor = session.model, session.processor
-    pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack(frames), dtype=model.vision_dtype)
+    pixel_values, grid_thw, merge_sizes = preprocess_frames(np.stack(frames), patch_size=model.patch_size,
+                                                            dtype=model.vision_dtype)
     memory = UnboundedMemory(mm_hidden_size=model.memory_width)
     for i, (tokens, t) in enumerate(zip(model.encode_frames(pixel_values, grid_thw, merge_sizes), times)):
         memory.add(tokens, i, t)

@@ -87,6 +87,12 @@ class VideoLlama3WithMemory(nn.Module):
         return self.model.model.vision_model.dtype
 
     @property
+    def patch_size(self) -> int:
+        """Side in pixels of the vision encoder's patches (14 in every VideoLLaMA3 checkpoint; what
+        ``pixel_values`` must be cut into, see :func:`~videollama3.preprocess.preprocess_frames`)."""
+        return self.model.config.vision_config.patch_size
+
+    @property
     def memory_width(self) -> int:
         """Width ``C`` of the tokens this model takes from a memory (the adapter's input, else the vision width)."""
         return self.adapter.in_dim if self.adapter is not None else self.model.config.vision_config.hidden_size

@@ -232,7 +232,8 @@ class StreamingSession:
         # on the CPU whatever the model's device, as the native processor runs by default (see
         # preprocess.resize_frames): the same pixel values on every machine, and a thread that never
         # waits on the GPU; the encoder uploads them, a batch at a time
-        return PreparedFrame(frame, *preprocess_frames(frame, self.frame_tokens, dtype=self.model.vision_dtype))
+        return PreparedFrame(frame, *preprocess_frames(frame, self.frame_tokens, patch_size=self.model.patch_size,
+                                                       dtype=self.model.vision_dtype))
 
     def prepared(self, frames: Iterator[tuple[np.ndarray, float]]) -> Iterator[tuple[PreparedFrame, float]]:
         """``frames`` with each frame preprocessed (:meth:`prepare`), its time counted as ``preprocess``.
