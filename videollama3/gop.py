@@ -362,9 +362,10 @@ class _Trim:
     @classmethod
     def of(cls, packets: list[tuple[av.Packet, bool]], time_base: float, t0: float, fps: float, start: float
            ) -> _Trim | None:
-        """The trim of a GOP's ``(packet, skip)`` pairs; None when a packet has no time or two share one."""
+        """The trim of a GOP's ``(packet, skip)`` pairs; None when there are none, a packet has no time or two
+        share one."""
         times = [packet.pts * time_base - t0 if packet.pts is not None else None for packet, _ in packets]
-        if None in times or len(set(times)) != len(times):
+        if not times or None in times or len(set(times)) != len(times):
             return None
         return cls(times, [skip for _, skip in packets], fps, start)
 

@@ -219,6 +219,7 @@ def test_a_gop_stops_decoding_once_its_last_sampled_frame_and_those_before_it_ar
         def __init__(self, pts):
             self.pts = pts
 
+    assert gop._Trim.of([], 0.5, 0.0, 1.0, 0.0) is None
     assert gop._Trim.of([(Packet(0), False), (Packet(None), False)], 0.5, 0.0, 1.0, 0.0) is None
     assert gop._Trim.of([(Packet(0), False), (Packet(0), False)], 0.5, 0.0, 1.0, 0.0) is None
     assert gop._Trim.of([(Packet(0), False), (Packet(3), False)], 0.5, 0.0, 1.0, 0.0).waiting == {0.0, 1.5}
