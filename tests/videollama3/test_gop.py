@@ -273,5 +273,5 @@ def test_an_idr_packet_starts_a_closed_gop_unless_it_needs_parameter_sets_sent_b
     assert not gop.ClosedGops("vp9", None)(packet(idr, True))
 
 
-def test_gop_workers_is_one_per_core_up_to_four():
-    assert [GOP_WORKERS(cores) for cores in (1, 2, 3, 16)] == [1, 2, 3, 4]
+def test_gop_workers_is_one_per_core_up_to_eight():
+    assert [GOP_WORKERS(cores) for cores in (1, 2, 3, 8, 16)] == [1, 2, 3, 8, 8]
