@@ -43,6 +43,7 @@ MAX_WORKERS = 8
 16-core H200 machine, trailer_bbb.mp4 at 1 fps decoding only (5 rounds interleaved, medians): 4
 decoders 57.5 frames/s with 3.0 cores busy, 8 decoders 76.3 with 3.8, 12 decoders 68.0 with 3.6."""
 
+
 def gop_workers(cores: int | None = None) -> int:
     """Decoders for :func:`decode_gops`: one per core this process may use, at most :data:`MAX_WORKERS`."""
     if cores is None:
@@ -181,9 +182,8 @@ def decode_gops(container: Any, stream: Any, fps: float, start: float, end: floa
     """Decode ``stream`` in background threads, several closed GOPs at once; what it gives, in display
     order: every frame a :class:`~videollama3.sampling.FrameSampler` (``fps``, ``start``) may take
     (:class:`~videollama3.sampling.GopCandidates`: run the sampler over them in order), a :class:`GopEnd`
-    after each GOP,
-    then :class:`PastEnd` at the first frame after ``end`` or :class:`Failed` where demuxing or decoding
-    broke off. None when the codec has no closed GOPs here (not H.264 / HEVC).
+    after each GOP, then :class:`PastEnd` at the first frame after ``end`` or :class:`Failed` where
+    demuxing or decoding broke off. None when the codec has no closed GOPs here (not H.264 / HEVC).
 
     One thread demuxes, asks ``unneeded`` about each packet in decoding order (as
     :meth:`~videollama3.video.VideoReader.frames` does: those it rules out are not decoded) and cuts the
@@ -194,8 +194,8 @@ def decode_gops(container: Any, stream: Any, fps: float, start: float, end: floa
     Memory is bounded: at most ``workers + 1`` GOPs in flight, each holding at most
     ``GOP_FRAMES_PER_DEPTH * depth`` frames (8 at the default depth) and its packets
     (:data:`LOOKAHEAD_PACKETS`, :data:`LOOKAHEAD_BYTES`): at 720p (2.7 MB an RGB frame) at most 65 MB
-    on 2 cores and 195 MB on 8 or more (4K: 0.6 GB and 1.8 GB). A GOP must get ahead to keep its core busy (10 sampled frames for one of 250 frames at
-    1 fps): on trailer_bbb.mp4 at 1 fps, decoding only, 7 rounds interleaved, ``depth`` frames a GOP
+    on 2 cores and 195 MB on 8 or more (4K: 0.6 GB and 1.8 GB). A GOP must get ahead to keep its core
+    busy (10 sampled frames for one of 250 frames at 1 fps): on trailer_bbb.mp4 at 1 fps, decoding only, 7 rounds interleaved, ``depth`` frames a GOP
     and ``2 * depth`` both gave 62 frames/s with 1.7 of 2 cores busy, ``depth / 2`` 53 frames/s with 1.5.
 
     Closing the iterator (or leaving it early) stops the threads; the container stays open (its owner
