@@ -195,8 +195,9 @@ def decode_gops(container: Any, stream: Any, fps: float, start: float, end: floa
     ``GOP_FRAMES_PER_DEPTH * depth`` frames (8 at the default depth) and its packets
     (:data:`LOOKAHEAD_PACKETS`, :data:`LOOKAHEAD_BYTES`): at 720p (2.7 MB an RGB frame) at most 65 MB
     on 2 cores and 195 MB on 8 or more (4K: 0.6 GB and 1.8 GB). A GOP must get ahead to keep its core
-    busy (10 sampled frames for one of 250 frames at 1 fps): on trailer_bbb.mp4 at 1 fps, decoding only, 7 rounds interleaved, ``depth`` frames a GOP
-    and ``2 * depth`` both gave 62 frames/s with 1.7 of 2 cores busy, ``depth / 2`` 53 frames/s with 1.5.
+    busy (10 sampled frames for one of 250 frames at 1 fps): on trailer_bbb.mp4 at 1 fps, decoding
+    only, 7 rounds interleaved, ``depth`` frames a GOP and ``2 * depth`` both gave 62 frames/s with 1.7
+    of 2 cores busy, ``depth / 2`` 53 frames/s with 1.5.
 
     Closing the iterator (or leaving it early) stops the threads; the container stays open (its owner
     closes it).

@@ -451,9 +451,9 @@ ENCODE_BATCH_CUDA = 32
 """Frames encoded together by default on a CUDA GPU. There one frame's encode is bound by the host:
 transformers' vision encoder launches about 580 kernels and 130 host-to-device copies per call, for
 3.7 ms of GPU work. On an H200 with a randomly initialised model of VideoLLaMA3-2B's shape (bf16,
-27-layer vision encoder, 144 tokens per frame), 32 frames of trailer_bbb.mp4 encoded in batches of 1 / 2 / 4 / 8 / 16 / 32
-took 23.6 / 15.8 / 10.1 / 6.0 / 4.5 / 3.8 ms per frame (as ``vl3mem bench encode --device cuda`` measures); the
-features are bit-identical to one at a time in bf16 and fp32."""
+27-layer vision encoder, 144 tokens per frame), 32 frames of trailer_bbb.mp4 encoded in batches of
+1 / 2 / 4 / 8 / 16 / 32 took 23.6 / 15.8 / 10.1 / 6.0 / 4.5 / 3.8 ms per frame (as ``vl3mem bench
+encode --device cuda`` measures); the features are bit-identical to one at a time in bf16 and fp32."""
 
 
 def default_encode_batch(device: torch.device | str) -> int:
