@@ -22,7 +22,7 @@ import torch
 
 from videollama3.loading import build_session, load_model
 from videollama3.options import check_device
-from videollama3.session import default_encode_batch
+from videollama3.session import PreparedFrame, default_encode_batch
 from videollama3.video import open_video
 
 from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script
@@ -53,28 +53,27 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---|---|---|---|")
     results: dict[str, dict] = {}
     for video in args.videos:
-        frames = []
-        for frame, _ in open_video(video).frames(fps=args.fps):
-            frames.append(session.prepare(frame))
-            if len(frames) == args.frames:
-                break
+        decoded = open_video(video).frames(fps=args.fps)
+        try:
+            frames = [session.prepare(frame) for (frame, _), _ in zip(decoded, range(args.frames))]
+        finally:
+            decoded.close()
         if not frames:
             raise BenchmarkInputError(f"{video} gave no frame at {args.fps} fps; pass another --videos or --fps")
 
         def run(batch: int, frames: list = frames) -> list[torch.Tensor]:
             out = []
             for i in range(0, len(frames), batch):
-                part = frames[i: i + batch]
-                grids = encode(*(torch.cat([getattr(p, name) for p in part])
-                                 for name in ("pixel_values", "grid_thw", "merge_sizes")))
-                out += list(grids)
+                out += list(encode(*PreparedFrame.encoder_inputs(frames[i: i + batch])))
             sync()
             return out
 
-        name, results[name] = Path(video).name, {}
+        name = Path(video).name
+        results[name] = {}
         single = run(1)
         for batch in args.batches:
-            run(batch), run(batch)
+            for _ in range(2):  # warm-up: the allocator and kernels of this batch size
+                run(batch)
             seconds = []
             for _ in range(args.repeats):
                 start = time.perf_counter()

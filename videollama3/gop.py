@@ -423,10 +423,10 @@ def _decode_gop(gop: _Gop, codec: str, extradata: bytes | None, time_base: float
             trim = _Trim.of(held, time_base, t0, fps, start) if item is None else None
             items: Iterator[Any] = iter([*held, item])
         else:
-            items = iter(lambda: get(gop.packets), _END)
+            items = iter(lambda: get(gop.packets), _END)  # streamed; the loop ends at the GOP's last item
         for item in items:
-            if trim is not None and trim.done():  # the GOP's last frame is as late as its last packet's
-                put(gop.out, GopEnd(trim.end_time if last_time is None else max(last_time, trim.end_time)))
+            if trim is not None and trim.done():  # every frame shown had a packet's time: none is later
+                put(gop.out, GopEnd(trim.end_time))
                 return
             if item is None or item is _LAST_GOP:
                 break

@@ -55,8 +55,8 @@ class PreparedFrame:
 
     Attributes:
         frame: the ``(H, W, 3)`` uint8 RGB frame (backends with pixel criteria read it).
-        pixel_values: ``(gh * gw, 3 * 14 * 14)`` in the vision encoder's dtype, on the CPU (the encoder
-            uploads a batch at a time).
+        pixel_values: ``(gh * gw, 3 * p * p)`` (``p`` the encoder's patch size, 14) in the vision encoder's
+            dtype, on the CPU (the encoder uploads a batch at a time).
         grid_thw: ``(1, 3)`` long, ``[1, gh, gw]``.
         merge_sizes: ``(1,)`` long.
     """
@@ -70,6 +70,16 @@ class PreparedFrame:
     def shape(self) -> tuple[int, ...]:
         """The frame's shape, ``(H, W, 3)``."""
         return tuple(self.frame.shape)
+
+    @staticmethod
+    def encoder_inputs(prepared: Sequence[PreparedFrame]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One encoder call's ``(pixel_values, grid_thw, merge_sizes)`` for ``prepared`` frames, in order
+        (:meth:`~videollama3.modeling.VideoLlama3WithMemory.encode_frames`): one frame's as they are,
+        several concatenated."""
+        if len(prepared) == 1:
+            return prepared[0].pixel_values, prepared[0].grid_thw, prepared[0].merge_sizes
+        return tuple(torch.cat([getattr(p, name) for p in prepared])
+                     for name in ("pixel_values", "grid_thw", "merge_sizes"))
 
 
 def tier_layout(memory: MemoryBackend, entries: Sequence[MemoryEntry] | None = None) -> dict[str, list[Any]]:
@@ -202,11 +212,7 @@ class StreamingSession:
         t0 = clock()
         # frame by frame (a frame at a time stays in cache: faster than one batch), then one encoder call
         prepared = [f if isinstance(f, PreparedFrame) else self.prepare(f) for f, _ in frames]
-        if len(prepared) == 1:
-            pixel_values, grid_thw, merge_sizes = prepared[0].pixel_values, prepared[0].grid_thw, prepared[0].merge_sizes
-        else:
-            pixel_values, grid_thw, merge_sizes = (
-                torch.cat([getattr(p, name) for p in prepared]) for name in ("pixel_values", "grid_thw", "merge_sizes"))
+        pixel_values, grid_thw, merge_sizes = PreparedFrame.encoder_inputs(prepared)
         frames = [(p.frame, t) for p, (_, t) in zip(prepared, frames)]
         t1 = clock()
         grids = self.model.encode_frames(pixel_values, grid_thw, merge_sizes)

@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_serve(sub)
     b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video), "
-                                     "stream (question latency), pipeline (time per stage, decoding ahead), encode (time per frame by "
-                                     "batch size) or serve "
-                                     "(concurrent sessions on one served model)")
+                                     "stream (question latency), pipeline (time per stage, decoding ahead), "
+                                     "encode (time per frame by batch size) or serve (concurrent sessions on one "
+                                     "served model)")
     b.add_argument("target", choices=["memory", "stream", "pipeline", "encode", "serve"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)
