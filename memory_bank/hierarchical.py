@@ -307,7 +307,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     every move without touching tokens; a frame leaving the first tier takes its
     shrunk tokens, so its full grid is never read again. The rest of the token work is
     one sparse shrink per entry moving between two later tiers
-    (:func:`~memory_bank.resize.resize_token_grid`) and one ``lerp`` per merge; a merged
+    (:func:`~memory_bank.resize.resize_token_grid`) and one ``lerp`` per merge, written into the
+    last merge's tokens while no one else can hold them (:meth:`_merge_pair`); a merged
     entry's descriptor is the merge of the two descriptors' sums (both are linear).
     The last tier keeps an entry on the grid it arrives with (8x8 by default) and merges there:
     shrinking and merging are both linear, so the order does not change the result (to float32
@@ -340,6 +341,7 @@ class HierarchicalMemoryBank(MemoryBackend):
                        for c, b in zip(cfg.memory_capacities, cfg.memory_reduced_sizes)]
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
+        self._private: MemoryEntry | None = None  # the last merge's result while no one else can hold its tokens
         self._cursor.reset()
 
     def __len__(self) -> int:
@@ -521,6 +523,16 @@ class HierarchicalMemoryBank(MemoryBackend):
             self._tiers[i + 1].insert(moved, chain.down())
 
     def _merge_pair(self, tier: _Tier, pos: int) -> None:
+        """Replace the adjacent pair ``(pos, pos + 1)`` of ``tier`` (the last) by their merge: tokens
+        ``lerp(a, b, n_b / (n_a + n_b))`` in float32, weighted by the frames each summarises.
+
+        The lerp writes into the tokens of ``a`` or ``b``, not a new tensor, when one is the last merge's
+        result (``_private``: in a long tier of capacity 1, every merge after the first) and no one else
+        can hold its tokens: float32 on the grid of both, and a grid this tier shows resized (a readout
+        hands out a shrunk copy, never these tokens); :meth:`state_dict`, the one other way out, ends it (and tokens made under ``torch.inference_mode`` are written in place
+        only under it, as torch allows). Same kernel, same values; the add writes no fresh ``h * w x C``
+        tensor (one merge per add by default: 12% of an add, 2-core VM, out of cache).
+        """
         a, b = tier.entries[pos], tier.entries[pos + 1]
         if a.grid != b.grid:  # one kept on a larger grid, or a stream that changed resolution
             a, b = tier.shown(a), tier.shown(b)
@@ -532,9 +544,16 @@ class HierarchicalMemoryBank(MemoryBackend):
         a_tokens, b_tokens = (a.tokens, b.tokens) if same_grid else \
             (resize_token_grid(e.tokens, e.grid, grid, tier.mode) for e in (a, b))
         # (a * n_a + b * n_b) / total, as a + (b - a) * n_b / total in float32: one fused op
-        tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight)
-        if tokens.dtype != a.tokens.dtype:
-            tokens = tokens.to(a.tokens.dtype)
+        private = self._private if self._private is a or self._private is b else None
+        if private is not None and same_grid and a.tokens.dtype == b.tokens.dtype == torch.float32 \
+                and fit_grid(grid, tier.budget) != grid \
+                and (torch.is_inference_mode_enabled() or not private.tokens.is_inference()):
+            # the same kernel, into the tokens no one else holds (an output may be one of the inputs)
+            tokens = torch.lerp(a.tokens, b.tokens, weight, out=private.tokens)
+        else:
+            tokens = torch.lerp(a_tokens.float(), b_tokens.float(), weight)
+            if tokens.dtype != a.tokens.dtype:
+                tokens = tokens.to(a.tokens.dtype)
         merged = MemoryEntry(
             tokens,
             grid,
@@ -552,6 +571,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             chain = self._descriptor_chain(tokens, grid, a.tier)
         tier.pop(pos)
         tier.insert(merged, chain)
+        self._private = merged
 
     # ---------------------------------------------------------------- readout
     def readout(self) -> list[MemoryEntry]:
@@ -604,8 +624,10 @@ class HierarchicalMemoryBank(MemoryBackend):
 
         The tensors are the bank's own (not copies); :meth:`load_state_dict`
         restores the bank exactly. An entry the last tier keeps on the larger grid it arrived with is
-        saved so, with that grid (a readout shows it shrunk).
+        saved so, with that grid (a readout shows it shrunk). Once handed out here, the last merge's
+        tokens are no longer merged into in place (:meth:`_merge_pair`): they stay as returned.
         """
+        self._private = None
         return {
             "format": _FORMAT,
             "config": self.config.to_dict(),
@@ -653,6 +675,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             raise MemoryBankError(f"state's evictions and merges must have one count per tier ({len(tiers)})")
         cursor = StreamCursor.from_state(state, entries)
         self._tiers, (self._evictions, self._merges), self._cursor = tiers, counters, cursor
+        self._private = None
 
     def save(self, path: str | Path) -> None:
         """Write the state to a safetensors file (tokens as tensors, the rest as JSON metadata).

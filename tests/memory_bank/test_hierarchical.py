@@ -341,6 +341,71 @@ def test_add_frames_equals_adding_in_turn(shape, dtype):
         [(e.frame_index, s) for e, s in batched.retrieve(query, threshold=-1)]
 
 
+class MergeOutOfPlace(HierarchicalMemoryBank):
+    """Every merge into a new tensor, as before merges were written in place."""
+
+    def _merge_pair(self, tier, pos):
+        self._private = None
+        super()._merge_pair(tier, pos)
+
+
+def _last_kept(bank):
+    return bank._tiers[-1].entries[0].tokens
+
+
+def test_the_last_merge_is_written_in_place_with_the_same_values():
+    """From its second merge on, the long tier (capacity 1) merges into the tokens of the last merge,
+    which no one else holds: the same tensor after every add, bit for bit the memory of merges into new
+    tensors."""
+    g = torch.Generator().manual_seed(12)
+    frames = torch.randn(60, 144, 16, generator=g).cumsum(0) * 0.3
+    bank, fresh = HierarchicalMemoryBank(mm_hidden_size=16), MergeOutOfPlace(mm_hidden_size=16)
+    kept = []
+    for i, x in enumerate(frames):
+        bank.add(x, i, 0.5 * i)
+        fresh.add(x, i, 0.5 * i)
+        assert same(snapshot(bank), snapshot(fresh))
+        if bank.stats()["tiers"]["long"]["merges"]:
+            kept.append(_last_kept(bank))
+    assert bank.stats()["tiers"]["long"]["merges"] == 60 - 13  # from the 14th frame on (8 + 4 + 1 held)
+    assert all(t is kept[0] for t in kept) and _last_kept(fresh) is not kept[0]  # made by the first merge
+
+
+@pytest.mark.parametrize("way_out", ["readout", "state_dict", "readout of an unshrunk last tier", "bfloat16",
+                                     "inference mode"])
+def test_tokens_handed_out_are_never_merged_into(way_out):
+    """What a readout or state_dict returned stays as it was while the stream goes on: state_dict ends
+    merging in place into the tokens it returned (the next merge makes new ones, merged into in place
+    again), so do tokens made under inference mode when the stream goes on outside it, and a last tier
+    shown on its own grid or bfloat16 tokens are always merged into new tensors. The memory equals
+    merges into new tensors throughout."""
+    g = torch.Generator().manual_seed(13)
+    sizes = (144, 64, 64) if way_out == "readout of an unshrunk last tier" else (144, 64, 36)
+    dtype = torch.bfloat16 if way_out == "bfloat16" else torch.float32
+    frames = (torch.randn(50, 144, 16, generator=g).cumsum(0) * 0.3).to(dtype)
+    bank = HierarchicalMemoryBank(mm_hidden_size=16, memory_reduced_sizes=sizes)
+    fresh = MergeOutOfPlace(mm_hidden_size=16, memory_reduced_sizes=sizes)
+    with torch.inference_mode(way_out == "inference mode"):
+        for i, x in enumerate(frames[:30]):
+            bank.add(x, i, float(i))
+            fresh.add(x, i, float(i))
+    if way_out == "state_dict":
+        held = [item["tokens"] for item in bank.state_dict()["entries"]]
+    else:
+        held = [e.tokens for e in bank.readout()]
+    before = [t.clone() for t in held]
+    last = _last_kept(bank)
+    for i, x in enumerate(frames[30:], start=30):
+        bank.add(x, i, float(i))
+        fresh.add(x, i, float(i))
+    assert all(torch.equal(t, b) for t, b in zip(held, before))
+    assert same(snapshot(bank), snapshot(fresh))
+    assert (_last_kept(bank) is last) == (way_out == "readout")  # a readout hands out a shrunk copy
+    last = _last_kept(bank)
+    bank.add(frames[0], 50, 50.0)
+    assert (_last_kept(bank) is last) == (way_out in ("readout", "state_dict", "inference mode"))
+
+
 def test_a_frame_moves_down_with_the_tokens_resized_when_it_arrived():
     """The first tier's entries carry their next-tier tokens (made at arrival, with the descriptors):
     what reaches the second tier is exactly the resize of the frame's tokens."""
