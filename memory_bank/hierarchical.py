@@ -230,10 +230,6 @@ class _Tier:
         return [c.unit() if c.sums else _Chain.of_sum(self.shown(e).tokens.sum(0, dtype=torch.float64).cpu()).unit()
                 for e, c in zip(self.entries, self.chains)]
 
-    def _sim(self, i: int) -> float:
-        a, b = self.chains[i], self.chains[i + 1]
-        return float(torch.dot(a.sums[0], b.sums[0])) / max(a.norms[0] * b.norms[0], _EPS * _EPS)
-
     def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
         """Insert ``entry`` (descriptor chain ``chain``) in time order; the one or two pairs it makes are unknown."""
         key = (entry.timestamp, entry.frame_index)
@@ -269,9 +265,12 @@ class _Tier:
         sims = self.sims
         if len(sims) == 1:
             return 0
-        for i, sim in enumerate(sims):
-            if sim is None:
-                sims[i] = self._sim(i)
+        if None in sims:  # cosine similarity of the pooled descriptors: sums_a . sums_b / (norm_a * norm_b)
+            chains, dot, eps2 = self.chains, torch.dot, _EPS * _EPS
+            for i, sim in enumerate(sims):
+                if sim is None:
+                    a, b = chains[i], chains[i + 1]
+                    sims[i] = float(dot(a.sums[0], b.sums[0])) / max(a.norms[0] * b.norms[0], eps2)
         return sims.index(max(sims))  # the first of equal maxima
 
 
