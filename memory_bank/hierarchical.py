@@ -468,7 +468,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
         ``F.embedding_bag`` (:meth:`_arrival_operator`) gives the tokens resized for the next tier and
-        its ``k`` token sums (each the sum of two halves), copied to the host in float64 (the one device
+        its ``k`` token sums, copied to the host in float64 (the one device
         sync of an add). An entry in a tier after the last that compares gets an empty chain."""
         key = (grid, tier, flat.device)
         op = self._arrival_operators.get(key)
@@ -476,7 +476,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             op = self._arrival_operators[key] = self._arrival_operator(grid, tier, flat.device)
         out = weighted_bags(flat.float(), op.indices, op.offsets, op.weights)
         sums = op.token_sums(out).to("cpu", torch.float64)
-        shrunk = out[op.sums: op.sums + op.resized] if op.resized else None
+        shrunk = op.resized_tokens(out) if op.resized else None
         if shrunk is not None and shrunk.dtype != flat.dtype:
             shrunk = shrunk.to(flat.dtype)
         if tier > self._compared:  # its one sum is not needed (a bank restored, a merge of unlike grids)
@@ -493,7 +493,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         out = out.view(count, op.rows, batch.shape[1])
         sums = op.token_sums(out).to("cpu", torch.float64)
         norms = torch.linalg.vector_norm(sums, dim=2).tolist()
-        shrunk = [own_storage(frame.to(batch.dtype)) for frame in out[:, op.sums: op.sums + op.resized].unbind(0)] \
+        shrunk = [own_storage(frame.to(batch.dtype)) for frame in op.resized_tokens(out).unbind(0)] \
             if op.resized else [None] * count
         return [_Chain(sums[j].unbind(0), norms[j], shrunk[j]) for j in range(count)]
 
