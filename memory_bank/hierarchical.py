@@ -468,7 +468,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
         ``F.embedding_bag`` (:meth:`_arrival_operator`) gives the tokens resized for the next tier and
-        its ``k`` token sums, copied to the host in float64 (the one device
+        its ``k`` token sums (each of two halves, added in float64), copied to the host (the one device
         sync of an add). An entry in a tier after the last that compares gets an empty chain."""
         key = (grid, tier, flat.device)
         op = self._arrival_operators.get(key)

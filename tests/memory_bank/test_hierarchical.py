@@ -236,17 +236,22 @@ def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grid
     op = arrival_operator(grids, mode)
     out = F.embedding_bag(op.indices, x, op.offsets, mode="sum", per_sample_weights=op.weights)
     shrinks = len(grids) > 1 and grids[1] != grids[0]
-    n, k, first = op.resized, op.sums, (len(grids) + 1) // 2
-    assert n == (grids[1][0] * grids[1][1] if shrinks else 0) and k == len(grids) and op.first == first
-    assert out.shape == (op.rows, 16) == (n + k, 16)
+    n, k = op.resized, op.sums
+    assert n == (grids[1][0] * grids[1][1] if shrinks else 0) and k == len(grids)
+    assert out.shape == (op.rows, 16) == (n + 2 * k, 16)
     if shrinks:  # the same bags as resize_token_grid: the same values
-        assert torch.equal(out[first: first + n], resize_token_grid(x, grids[0], grids[1], mode))
-        assert torch.equal(op.resized_tokens(out), out[first: first + n])
-    # the first half of the sums before the resized tokens, the others after; in the chain's order
-    sums = sum_weights(grids, mode).float() @ x
-    torch.testing.assert_close(out[:first], sums[:first], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out[first + n:], sums[first:], rtol=1e-5, atol=1e-5)
-    assert torch.equal(op.token_sums(out), torch.cat((out[:first], out[first + n:])))
+        assert torch.equal(out[k: k + n], resize_token_grid(x, grids[0], grids[1], mode))
+        assert torch.equal(op.resized_tokens(out), out[k: k + n])
+    # the halves added in float64, exactly
+    assert op.token_sums(out).dtype == torch.float64
+    assert torch.equal(op.token_sums(out), out[:k].double() + out[k + n:].double())
+    assert torch.equal(op.token_sums(out.t().contiguous().t()), op.token_sums(out))  # any layout
+    torch.testing.assert_close(op.token_sums(out), sum_weights(grids, mode) @ x.double(), rtol=1e-5, atol=1e-5)
+    # the first sums read only the top half of the grid's rows, the last ones only the bottom half
+    top = (grids[0][0] + 1) // 2 * grids[0][1]
+    bottom = x.clone()
+    bottom[:top] = 0
+    torch.testing.assert_close(out[k + n:], sum_weights(grids, mode).float() @ bottom, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("summed", [1, 2, 3])
@@ -258,12 +263,12 @@ def test_arrival_operator_sums_only_the_grids_asked_for(summed):
     grids = ((12, 12), (8, 8), (6, 6))
     x = torch.randn(144, 16)
     full, op = arrival_operator(grids, "area"), arrival_operator(grids, "area", torch.device("cpu"), 1, summed)
-    assert (op.sums, op.resized, op.rows) == (summed, 64, 64 + summed)
+    assert (op.sums, op.resized, op.rows) == (summed, 64, 64 + 2 * summed)
     out, full_out = (F.embedding_bag(o.indices, x, o.offsets, mode="sum", per_sample_weights=o.weights)
                      for o in (op, full))
     assert torch.equal(op.resized_tokens(out), full.resized_tokens(full_out))
     assert torch.equal(op.token_sums(out), full.token_sums(full_out)[:summed])
-    torch.testing.assert_close(op.token_sums(out), sum_weights(grids[:summed], "area").float() @ x,
+    torch.testing.assert_close(op.token_sums(out), sum_weights(grids[:summed], "area") @ x.double(),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -278,16 +283,15 @@ def test_arrival_operator_refuses_to_sum_no_grid_or_more_than_it_has(summed):
 @pytest.mark.parametrize("summed", [2, 3])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_arrival_work_is_split_evenly_between_two_threads(threads, summed):
-    """F.embedding_bag's threads take equal runs of bags: with two and two sums (a memory's default),
-    each gets one sum and half the resized tokens of a 12x12 arrival, so half the rows read (with
-    three, the first gets one sum more); the results do not depend on the threads."""
+    """F.embedding_bag's threads take equal runs of bags: with two, each gets half the rows read of a
+    12x12 arrival, and reads only its own half of the grid; the results do not depend on the threads."""
     from memory_bank.resize import arrival_operator
 
     op = arrival_operator(((12, 12), (8, 8), (6, 6)), "area", torch.device("cpu"), 1, summed)
     bags = op.offsets.numel()
-    half = op.offsets[(bags + 1) // 2].item()
-    reads = [half, op.indices.numel() - half]
-    assert reads == ([144 + 32 * 4] * 2 if summed == 2 else [2 * 144 + 32 * 4, 32 * 4 + 144])
+    half = op.offsets[bags // 2].item()
+    assert bags % 2 == 0 and half * 2 == op.indices.numel()
+    assert op.indices[:half].max() < 72 <= op.indices[half:].min()
     x = torch.randn(144, 64)
     before = torch.get_num_threads()
     try:
