@@ -320,6 +320,10 @@ class MemoryBackend(abc.ABC):
     subclass plus a subclass of this class naming it in :attr:`config_class`, bound to
     a name by one :func:`~memory_bank.register_memory` call.
 
+    A memory is not thread-safe: one thread at a time adds, reads out or saves (a streaming session's
+    caller; ``vl3mem serve`` takes a lock per request). A readout's tokens are never changed by later
+    adds.
+
     Args:
         config: the backend's settings (an instance of :attr:`config_class`; defaults when None).
         **overrides: settings to set on top of ``config``, e.g. ``mm_hidden_size=1152``.

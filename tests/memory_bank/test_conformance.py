@@ -117,6 +117,21 @@ def test_readout_is_in_time_order_after_every_add(key):
 
 
 @backends
+def test_what_a_readout_or_state_handed_out_is_never_changed_by_later_adds(key):
+    """Readouts and states taken along the stream (the hierarchical bank merges into tokens of its own in
+    place: never into ones it has handed out) hold the same values after 60 more frames and questions."""
+    memory, stream = make(key), Stream()
+    held = []
+    for start in range(0, 60, 6):
+        feed(memory, stream, start, start + 6)
+        held += [e.tokens for e in memory.readout()] + [item["tokens"] for item in memory.state_dict()["entries"]
+                                                          if isinstance(item, dict) and "tokens" in item]
+    before = [t.clone() for t in held]
+    feed(memory, stream, 60, 120)
+    assert len(held) > 20 and all(torch.equal(t, b) for t, b in zip(held, before))
+
+
+@backends
 def test_memory_is_bounded_on_a_10000_frame_stream(key):
     _, _, max_entries, max_tokens = BACKENDS[key]
     memory, stream = make(key), Stream()
