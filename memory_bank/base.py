@@ -244,7 +244,7 @@ def own_storage(tokens: torch.Tensor) -> torch.Tensor:
     in memory for as long as the entry lives.
     """
     tokens = tokens.detach()
-    if tokens.is_contiguous() and tokens.untyped_storage().nbytes() == tokens.numel() * tokens.element_size():
+    if tokens.is_contiguous() and tokens.untyped_storage().nbytes() == tokens.nbytes:
         return tokens
     return tokens.clone(memory_format=torch.contiguous_format)
 

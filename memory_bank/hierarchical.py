@@ -270,7 +270,7 @@ class _Tier:
             for i, sim in enumerate(sims):
                 if sim is None:
                     a, b = chains[i], chains[i + 1]
-                    sims[i] = float(dot(a.sums[0], b.sums[0])) / max(a.norms[0] * b.norms[0], eps2)
+                    sims[i] = dot(a.sums[0], b.sums[0]).item() / max(a.norms[0] * b.norms[0], eps2)
         return sims.index(max(sims))  # the first of equal maxima
 
 
@@ -451,8 +451,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _take(self, flat: torch.Tensor, grid: tuple[int, int], frame_index: int, timestamp: float, chain: _Chain) -> None:
         """Insert a checked frame's ``(h * w, C)`` tokens with their :class:`_Chain` in the first tier and
         cascade; the finite check first, so a bad frame changes nothing."""
-        if self.config.memory_check_finite:
-            check_finite_norm(chain.norms[0], frame_index)
+        if self.config.memory_check_finite and not math.isfinite(chain.norms[0]):
+            check_finite_norm(chain.norms[0], frame_index)  # raises
         self._tiers[0].insert(MemoryEntry(own_storage(flat), grid, frame_index, timestamp, tier=0), chain)
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
@@ -470,13 +470,16 @@ class HierarchicalMemoryBank(MemoryBackend):
         ``F.embedding_bag`` (:meth:`_arrival_operator`) gives the tokens resized for the next tier and
         its ``k`` token sums (each of two halves, added in float64), copied to the host (the one device
         sync of an add). An entry in a tier after the last that compares gets an empty chain."""
-        key = (grid, tier, flat.device)
+        # every call and tensor op counts here: in a stream the encoder has emptied the caches between two adds
+        key = (grid, tier, None if flat.is_cpu else flat.device)
         op = self._arrival_operators.get(key)
         if op is None:  # one per grid, tier and device of a bank: the lookup is a dict's, not lru_cache's
             op = self._arrival_operators[key] = self._arrival_operator(grid, tier, flat.device)
-        out = weighted_bags(flat.float(), op.indices, op.offsets, op.weights)
-        sums = op.token_sums(out).to("cpu", torch.float64)
-        shrunk = op.resized_tokens(out) if op.resized else None
+        out = weighted_bags(flat if flat.dtype is torch.float32 else flat.float(), op.indices, op.offsets, op.weights)
+        sums = op.token_sums(out)
+        if not sums.is_cpu:
+            sums = sums.cpu()
+        shrunk = out[op.sums: op.sums + op.resized] if op.resized else None  # op.resized_tokens(out), inline
         if shrunk is not None and shrunk.dtype != flat.dtype:
             shrunk = shrunk.to(flat.dtype)
         if tier > self._compared:  # its one sum is not needed (a bank restored, a merge of unlike grids)
@@ -491,7 +494,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         op = self._arrival_operator(grid, 0, batch.device, count)
         out = weighted_bags(batch.float(), op.indices, op.offsets, op.weights)
         out = out.view(count, op.rows, batch.shape[1])
-        sums = op.token_sums(out).to("cpu", torch.float64)
+        sums = op.token_sums(out).cpu()
         norms = torch.linalg.vector_norm(sums, dim=2).tolist()
         shrunk = [own_storage(frame.to(batch.dtype)) for frame in op.resized_tokens(out).unbind(0)] \
             if op.resized else [None] * count
@@ -499,9 +502,9 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def _cascade(self) -> None:
         cfg = self.config
-        last = cfg.num_tiers - 1
+        last = len(self._tiers) - 1
         for i, tier in enumerate(self._tiers):
-            if len(tier) <= tier.capacity:
+            if len(tier.entries) <= tier.capacity:
                 return
             pos = tier.most_similar_adjacent_pair()
             if i == last:

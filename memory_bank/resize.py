@@ -255,10 +255,13 @@ class ArrivalOperator(NamedTuple):
                 of the ``(count * rows, C)`` output); copied first if not contiguous.
 
         Returns:
-            ``(sums, C)``, or ``(count, sums, C)``, float64 on ``blocks``' device.
+            ``(sums, C)``, or ``(count, sums, C)``, float64 on ``blocks``' device (on the CPU for a device
+            without float64, such as MPS).
         """
         if not blocks.is_contiguous():
             blocks = blocks.contiguous()
+        if not (blocks.is_cpu or blocks.is_cuda):  # a device without float64 (MPS): add on the host
+            blocks = blocks.cpu()
         k, rows, c = self.sums, self.rows, blocks.shape[-1]
         gap = (rows - k) * c  # from a top-half sum to its bottom-half sum
         if blocks.dim() == 2:
