@@ -233,13 +233,19 @@ class _Tier:
     def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
         """Insert ``entry`` (descriptor chain ``chain``) in time order; the one or two pairs it makes are unknown."""
         key = (entry.timestamp, entry.frame_index)
-        pos = bisect.bisect_right(self.keys, key)
+        keys = self.keys
+        if not keys or key >= keys[-1]:  # later than every entry held (a new frame): appended
+            keys.append(key)
+            self.entries.append(entry)
+            self.chains.append(chain)
+            if len(keys) > 1:
+                self.sims.append(None)
+            return
+        pos = bisect.bisect_right(keys, key)
         self.entries.insert(pos, entry)
-        self.keys.insert(pos, key)
+        keys.insert(pos, key)
         self.chains.insert(pos, chain)
         n = len(self.entries)
-        if n == 1:
-            return
         if pos == 0:
             self.sims.insert(0, None)
         elif pos == n - 1:
