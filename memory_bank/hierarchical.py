@@ -481,7 +481,8 @@ class HierarchicalMemoryBank(MemoryBackend):
         op = self._arrival_operators.get(key)
         if op is None:  # one per grid, tier and device of a bank: the lookup is a dict's, not lru_cache's
             op = self._arrival_operators[key] = self._arrival_operator(grid, tier, flat.device)
-        # weighted_bags, inline: (weight, indices, offsets, scale_grad_by_freq, mode 0 = "sum", sparse, per_sample_weights)
+        # weighted_bags, inline: (weight, indices, offsets, scale_grad_by_freq, mode 0 = "sum", sparse,
+        # per_sample_weights)
         out = torch.embedding_bag(flat if flat.dtype is torch.float32 else flat.float(), op.indices, op.offsets, False,
                                   0, False, op.weights)[0]
         if out.is_cpu:  # op.token_sums(out), inline (out is new: contiguous from 0): the halves added in float64
