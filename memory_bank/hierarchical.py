@@ -457,8 +457,8 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _take(self, flat: torch.Tensor, grid: tuple[int, int], frame_index: int, timestamp: float, chain: _Chain) -> None:
         """Insert a checked frame's ``(h * w, C)`` tokens with their :class:`_Chain` in the first tier and
         cascade; the finite check first, so a bad frame changes nothing."""
-        if self.config.memory_check_finite and not math.isfinite(chain.norms[0]):
-            check_finite_norm(chain.norms[0], frame_index)  # raises
+        if self.config.memory_check_finite:
+            check_finite_norm(chain.norms[0], frame_index)
         self._tiers[0].insert(MemoryEntry(own_storage(flat), grid, frame_index, timestamp, tier=0), chain)
         self._cascade()
         self._cursor.advance(frame_index, timestamp, flat.device)
@@ -481,16 +481,11 @@ class HierarchicalMemoryBank(MemoryBackend):
         op = self._arrival_operators.get(key)
         if op is None:  # one per grid, tier and device of a bank: the lookup is a dict's, not lru_cache's
             op = self._arrival_operators[key] = self._arrival_operator(grid, tier, flat.device)
-        # weighted_bags, inline: (weight, indices, offsets, scale_grad_by_freq, mode 0 = "sum", sparse,
-        # per_sample_weights)
-        out = torch.embedding_bag(flat if flat.dtype is torch.float32 else flat.float(), op.indices, op.offsets, False,
-                                  0, False, op.weights)[0]
-        if out.is_cpu:  # op.token_sums(out), inline (out is new: contiguous from 0): the halves added in float64
-            c = out.shape[1]
-            sums = out.as_strided((2, op.sums, c), ((op.resized + op.sums) * c, c, 1)).sum(0, dtype=torch.float64)
-        else:
-            sums = op.token_sums(out).cpu()
-        shrunk = out[op.sums: op.sums + op.resized] if op.resized else None  # op.resized_tokens(out), inline
+        out = weighted_bags(flat if flat.dtype is torch.float32 else flat.float(), op.indices, op.offsets, op.weights)
+        sums = op.token_sums(out)
+        if not sums.is_cpu:
+            sums = sums.cpu()
+        shrunk = op.resized_tokens(out) if op.resized else None
         if shrunk is not None and shrunk.dtype != flat.dtype:
             shrunk = shrunk.to(flat.dtype)
         if tier > self._compared:  # its one sum is not needed (a bank restored, a merge of unlike grids)
@@ -533,7 +528,7 @@ class HierarchicalMemoryBank(MemoryBackend):
                 tokens = resize_token_grid(e.tokens, e.grid, grid, cfg.memory_resize_mode)
             moved = MemoryEntry(tokens, grid, e.frame_index, e.timestamp, i + 1, e.last_frame_index, e.end_timestamp,
                                 e.num_frames)
-            self._tiers[i + 1].insert(moved, _Chain(chain.sums[1:], chain.norms[1:]))  # chain.down(), inline
+            self._tiers[i + 1].insert(moved, chain.down())
 
     def _merge_pair(self, tier: _Tier, pos: int) -> None:
         """Replace the adjacent pair ``(pos, pos + 1)`` of ``tier`` (the last) by their merge: tokens
