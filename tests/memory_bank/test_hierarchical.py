@@ -12,6 +12,7 @@ from memory_bank import (
     MemoryBankError,
     MemoryConfigError,
     fit_grid,
+    hierarchical,
     resize_token_grid,
 )
 
@@ -322,12 +323,22 @@ def test_arrival_operator_of_a_batch_gives_each_frame_its_own_rows(grids, count)
     assert torch.equal(batch.token_sums(out.view(count, batch.rows, 16)), torch.stack([one.token_sums(e) for e in each]))
 
 
+@pytest.mark.parametrize("chunk", [None, 3, 1])
 @pytest.mark.parametrize("shape, dtype", [((12, 12, 32), torch.float32), ((9, 16, 32), torch.bfloat16),
                                           ((16, 16, 32), torch.float32)])
-def test_add_frames_equals_adding_in_turn(shape, dtype):
-    """One batch tensor per call (a 16x16 grid, over the first tier's budget, is added frame by frame):
-    the same entries, tokens, descriptors and counters as add() in turn, and no entry keeps a batch's
-    buffers alive (at most its own rows and the 6 rows of partial descriptor sums computed beside them)."""
+def test_add_frames_equals_adding_in_turn(shape, dtype, chunk, monkeypatch):
+    """One batch tensor per call (a 16x16 grid, over the first tier's budget, is added frame by frame),
+    its arrival work done for the whole batch at once, or on the CPU in chunks of ``chunk`` frames
+    (``ARRIVAL_CHUNK_BYTES``): the same entries, tokens, descriptors and counters as add() in turn, and no
+    entry keeps a batch's buffers alive (at most its own rows and the 6 rows of partial descriptor sums
+    computed beside them)."""
+    frame_bytes = 144 * 32 * torch.empty(0, dtype=dtype).element_size()
+    if chunk is not None:  # frames of a chunk: floor(budget / frame_bytes); 3.5 frames' bytes still make 3
+        monkeypatch.setattr(hierarchical, "ARRIVAL_CHUNK_BYTES", int((chunk + 0.5) * frame_bytes))
+    counts = []
+    chains = HierarchicalMemoryBank._descriptor_chains
+    monkeypatch.setattr(HierarchicalMemoryBank, "_descriptor_chains",
+                        lambda self, batch, grid, count: counts.append(count) or chains(self, batch, grid, count))
     g = torch.Generator().manual_seed(11)
     frames = (torch.randn(30, *shape, generator=g).cumsum(0) * 0.3).to(dtype)
     one, batched = HierarchicalMemoryBank(mm_hidden_size=32), HierarchicalMemoryBank(mm_hidden_size=32)
@@ -337,6 +348,8 @@ def test_add_frames_equals_adding_in_turn(shape, dtype):
         batch = frames[first: first + 8]
         indices = range(first, first + len(batch))
         assert batched.add_frames(batch, indices, [0.5 * i for i in indices]) == [True] * len(batch)
+    expected = {None: [8, 8, 8, 6], 3: [3, 3, 2] * 3 + [3, 3], 1: []}[chunk]
+    assert counts == ([] if shape[0] * shape[1] > 144 else expected)
     assert same(snapshot(one), snapshot(batched)) and one.stats() == batched.stats()
     for a, b in zip(one.readout(), batched.readout()):
         assert a.metadata() == b.metadata() and a.tokens.dtype == dtype and torch.equal(a.tokens, b.tokens)
