@@ -458,11 +458,11 @@ class HierarchicalMemoryBank(MemoryBackend):
             return super().add_frames(tokens, frame_indices, timestamps, frames)
         if accepted:
             batch = tokens[: len(accepted)].reshape(-1, cfg.mm_hidden_size)  # a view of the encoder's output
-            n = grid[0] * grid[1]
-            step = max(1, ARRIVAL_CHUNK_BYTES // (n * batch.shape[1] * batch.element_size())) if batch.is_cpu \
+            n = grid[0] * grid[1]  # tokens per frame
+            per_chunk = max(1, ARRIVAL_CHUNK_BYTES // (n * batch.shape[1] * batch.element_size())) if batch.is_cpu \
                 else len(accepted)
-            for first in range(0, len(accepted), step):
-                part = accepted[first: first + step]
+            for first in range(0, len(accepted), per_chunk):
+                part = accepted[first: first + per_chunk]
                 chains = self._descriptor_chains(batch[first * n: (first + len(part)) * n], grid, len(part)) \
                     if len(part) > 1 else [self._descriptor_chain(part[0][0], grid, 0)]
                 for (flat, index, timestamp), chain in zip(part, chains):
