@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="frames encoded together in the batched path (default: the device's, 8 or 32 on CUDA)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the three paths, interleaved (median shown)")
     args = parser.parse_args(argv)
-    args.encode_batch = args.encode_batch or default_encode_batch(check_device(args.device, "--device"))
+    device = check_device(args.device, "--device")
+    if args.encode_batch is None:  # 0 is refused below, not taken for the default
+        args.encode_batch = default_encode_batch(device)
     if min(args.decode_ahead, args.new_tokens, args.encode_batch, args.repeats) < 1 or not args.fps > 0:
         raise BenchmarkInputError("--decode-ahead, --new-tokens, --encode-batch and --repeats must be at least 1, "
                                   "--fps positive")

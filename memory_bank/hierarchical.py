@@ -48,8 +48,8 @@ ARRIVAL_CHUNK_BYTES = 512 * 1024
 """On the CPU, :meth:`HierarchicalMemoryBank.add_frames` does the arrival work of at most this many bytes of
 tokens at once (a frame at least): what one ``F.embedding_bag`` reads and the copies made from its output then
 stay in a core's cache. A frame of a real checkpoint (144 x 1152 fp32, 648 KiB) arrives alone, as :meth:`add`
-would take it: batches of 2, 4 or 8 such frames cost 1.1x-1.3x as much per frame (2-core VM, ``python -m
-benchmarks.memory``), while narrow frames (the tiny test model's 32 or 64 channels) go 1.3x faster 8 at a time.
+would take it: batches of 2, 4 or 8 such frames cost 1.03x-1.4x as much per frame as :meth:`add` in turn
+(2-core VM, 1 and 2 threads; ``python -m benchmarks.memory``), while narrow frames (the tiny test model's 32 or 64 channels) go 1.3x faster 8 at a time.
 On a GPU the whole batch is one chunk: its one host copy of descriptors is one device sync."""
 
 

@@ -129,6 +129,11 @@ def test_bench_encode_refuses_a_batch_of_zero(capsys):
     assert "--batches and --repeats must be at least 1" in capsys.readouterr().err
 
 
+def test_bench_pipeline_refuses_an_encode_batch_of_zero(capsys):
+    assert main(["bench", "pipeline", "--encode-batch", "0"]) == 2
+    assert "--encode-batch and --repeats must be at least 1" in capsys.readouterr().err
+
+
 def test_bench_serve_prints_rates_drops_and_latencies(videos, capsys):
     code = main(["bench", "serve", "--videos", str(videos / "bikes.mp4"), "--sessions", "1", "2", "--seconds", "3",
                  "--ask-every", "1"])
