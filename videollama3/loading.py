@@ -26,7 +26,7 @@ from memory_bank import MEMORY_BACKENDS, UnboundedMemory, build_memory
 
 from .checkpoint import CheckpointInfo, load_adapter, resolve_checkpoint
 from .errors import ModelLoadError, UsageError
-from .modeling import VideoLlama3WithMemory
+from .modeling import VideoLlama3WithMemory, use_matmul_patch_embedding
 from .options import check_device, read_memory_config
 from .preprocess import FRAME_TOKENS
 from .processing import MemoryProcessor
@@ -146,6 +146,7 @@ def load_checkpoint(
         from .tiny import build_tiny_model
 
         model, tokenizer = build_tiny_model()
+        use_matmul_patch_embedding(model)
         return model.to(device), tokenizer, None
     if dtype is None:
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
@@ -166,6 +167,7 @@ def load_checkpoint(
             "without network access or weights, use --model tiny"
         ) from None
     system_prompt = DAMO_SYSTEM_PROMPT if kind == "damo" or _converted(source) else None
+    use_matmul_patch_embedding(model)
     return model.to(device).eval(), tokenizer, system_prompt
 
 

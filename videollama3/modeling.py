@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import VideoLlama3ForConditionalGeneration
 
@@ -37,6 +38,46 @@ def memory_tokens(
         torch.tensor([e.num_tokens for e in entries], device=tokens.device),
     )
     return tokens, tier_ids
+
+
+class MatmulPatchEmbedding(nn.Conv2d):
+    """The vision encoder's patch embedding, ``nn.Conv2d(3, D, kernel_size=p, stride=p)`` applied to
+    ``(N, 3, p, p)`` patches (one output position each), computed on the CPU as the matrix product it
+    is: ``(N, 3 * p * p) @ (3 * p * p, D) + bias`` -> ``(N, D, 1, 1)``, the convolution's own output
+    shape. Same parameters (names, shapes, the very tensors), so checkpoints, LoRA and optimisers see
+    the native module; values equal the convolution's to float rounding (about 3e-6 at width 1152).
+
+    Why: on the CPU, torch runs this convolution through oneDNN, which reorders the 3-channel patches
+    and is 2.9x-3.6x slower than the product (batch of 8 frames of 520 patches, 1 thread, 2-core VM:
+    7.8 against 2.6 ms at the tiny model's width 32; 53 against 15 ms for 2 frames at a real
+    checkpoint's 1152). The same rewrite as vLLM's ``Conv2dLayer`` for kernel == stride. On other
+    devices, and for any other input shape, it is the native convolution.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``(N, C_in, p, p)`` patches -> ``(N, D, 1, 1)``, in the input's dtype and on its device."""
+        if input.is_cpu and input.dim() == 4 and tuple(input.shape[-2:]) == self.kernel_size:
+            n = input.shape[0]
+            out = F.linear(input.reshape(n, -1), self.weight.reshape(self.out_channels, -1), self.bias)
+            return out.view(n, self.out_channels, 1, 1)
+        return super().forward(input)
+
+
+def use_matmul_patch_embedding(model: VideoLlama3ForConditionalGeneration) -> None:
+    """Swap the vision encoder's patch-embedding ``nn.Conv2d`` for a :class:`MatmulPatchEmbedding`
+    sharing its parameters (no copy), in place, when its kernel equals its stride with no padding,
+    dilation or groups (every VideoLLaMA3 checkpoint's); otherwise leave it. Called by
+    :func:`~videollama3.loading.load_model` on every model it loads."""
+    embeddings = model.model.vision_model.embeddings
+    conv = embeddings.patch_embedding
+    if type(conv) is not nn.Conv2d or conv.stride != conv.kernel_size or conv.groups != 1 \
+            or conv.dilation != (1, 1) or conv.padding not in ("valid", (0, 0)) or conv.padding_mode != "zeros":
+        return
+    swapped = MatmulPatchEmbedding(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                                   bias=conv.bias is not None, device="meta")
+    swapped.weight, swapped.bias = conv.weight, conv.bias
+    swapped.train(conv.training)
+    embeddings.patch_embedding = swapped
 
 
 class VideoLlama3WithMemory(nn.Module):

@@ -52,3 +52,58 @@ def test_frames_are_cut_into_the_vision_encoders_own_patch_size(tiny, bikes_fram
     grid = (height // 32, width // 32)  # 16-pixel patches, merged 2 x 2
     assert result.answers[0].frames_seen == 6 and grid[0] * grid[1] <= 144
     assert [(e.grid, e.tokens.shape) for e in session.memory.readout()] == [(grid, (grid[0] * grid[1], 32))] * 6
+
+
+def test_the_patch_embedding_runs_as_a_matrix_product_of_the_native_parameters(tiny, bikes_frames):
+    """load_model swaps the vision encoder's patch-embedding Conv2d for MatmulPatchEmbedding: the same
+    parameter tensors and state_dict, the native encoder's features and gradients to float rounding."""
+    import copy
+
+    from torch import nn
+
+    from videollama3.modeling import MatmulPatchEmbedding, use_matmul_patch_embedding
+    from videollama3.preprocess import preprocess_frames
+
+    native = tiny[0]
+    model = copy.deepcopy(native)
+    conv = model.model.vision_model.embeddings.patch_embedding
+    use_matmul_patch_embedding(model)
+    swapped = model.model.vision_model.embeddings.patch_embedding
+    assert type(conv) is nn.Conv2d and type(swapped) is MatmulPatchEmbedding
+    assert swapped.weight is conv.weight and swapped.bias is conv.bias  # shared, not copied
+    assert list(model.state_dict()) == list(native.state_dict())
+    assert type(load_model("tiny")[0].model.vision_model.embeddings.patch_embedding) is MatmulPatchEmbedding
+
+    pixel_values, grid_thw, merge_sizes = preprocess_frames(bikes_frames[0][0])
+    outputs, grads = [], []
+    for m in (native, model):
+        m.zero_grad()
+        out = m.model.vision_model(pixel_values=pixel_values, grid_thw=grid_thw, merge_sizes=merge_sizes)
+        out.last_hidden_state.square().sum().backward()
+        outputs.append(out.last_hidden_state.detach())
+        grads.append(m.model.vision_model.embeddings.patch_embedding.weight.grad.clone())
+    native.zero_grad()
+    assert outputs[0].shape == outputs[1].shape == (pixel_values.shape[0] // 4, 32)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-4)
+    assert not torch.equal(outputs[1], torch.zeros_like(outputs[1]))
+
+    # any other input is the native convolution's: an image larger than one patch
+    image = torch.randn(2, 3, 28, 42)
+    with torch.no_grad():
+        assert torch.equal(swapped(image), nn.functional.conv2d(image, conv.weight, conv.bias, stride=14))
+    assert swapped(image).shape == (2, 32, 2, 3)
+
+
+def test_a_patch_embedding_that_is_not_one_patch_per_output_is_left_alone(tiny):
+    import copy
+
+    from torch import nn
+
+    from videollama3.modeling import use_matmul_patch_embedding
+
+    model = copy.deepcopy(tiny[0])
+    embeddings = model.model.vision_model.embeddings
+    overlapping = embeddings.patch_embedding = nn.Conv2d(3, 32, 14, stride=7)
+    use_matmul_patch_embedding(model)
+    assert embeddings.patch_embedding is overlapping
