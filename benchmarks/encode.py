@@ -9,6 +9,11 @@ largest difference between each batch's features and those of one frame at a tim
 as the vision attention is per frame). On a GPU one frame's encode is bound by the host (kernel
 launches), which batches amortise; :func:`videollama3.session.default_encode_batch` picks the default
 per device from these numbers.
+
+Each round also encodes the frames with the native ``nn.Conv2d`` patch embedding put back in place of
+:class:`~videollama3.modeling.MatmulPatchEmbedding` (the same parameters; the two alternate, so the
+VM's noise falls on both): the last columns give its best ms per frame, its time over ours, and the
+largest difference between the two's features (float rounding).
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from videollama3.loading import build_session, load_model
+from videollama3.modeling import MatmulPatchEmbedding
 from videollama3.options import check_device
 from videollama3.session import PreparedFrame, default_encode_batch
 from videollama3.video import open_video
@@ -30,8 +39,30 @@ from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_s
 DEFAULT_VIDEOS = ["trailer_bbb.mp4"]
 
 
+@contextmanager
+def native_patch_embedding(model) -> Iterator[bool]:
+    """Within the block, ``model``'s vision encoder embeds patches with a plain ``nn.Conv2d`` sharing the
+    parameters of its :class:`~videollama3.modeling.MatmulPatchEmbedding` (as transformers builds it);
+    yields whether there was one to replace (False: the model already has its own module, left alone)."""
+    embeddings = model.model.vision_model.embeddings
+    ours = embeddings.patch_embedding
+    if not isinstance(ours, MatmulPatchEmbedding):
+        yield False
+        return
+    conv = nn.Conv2d(ours.in_channels, ours.out_channels, ours.kernel_size, stride=ours.stride,
+                     bias=ours.bias is not None, device="meta")
+    conv.weight, conv.bias = ours.weight, ours.bias
+    embeddings.patch_embedding = conv
+    try:
+        yield True
+    finally:
+        embeddings.patch_embedding = ours
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark and print the table; return ``{video: {batch: {"ms_per_frame", "max_abs_diff"}}}``."""
+    """Run the benchmark and print the table; return ``{video: {batch: {"ms_per_frame", "max_abs_diff",
+    "native_conv_ms_per_frame", "native_conv_over_ours", "native_conv_max_abs_diff"}}}`` (the last three
+    None for a model without :class:`~videollama3.modeling.MatmulPatchEmbedding`)."""
     parser = argparse.ArgumentParser(prog="vl3mem bench encode", description=__doc__.split("\n")[0])
     add_video_arguments(parser, DEFAULT_VIDEOS, fps=1.0)
     parser.add_argument("--frames", type=int, default=32, help="frames encoded per round (default 32)")
@@ -49,8 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     sync = torch.cuda.synchronize if session.model.device.type == "cuda" else (lambda: None)
     print(f"model {args.model} on {args.device} ({session.model.vision_dtype}), {torch.get_num_threads()} torch "
           f"threads; default batch here: {default_encode_batch(session.model.device)}")
-    print("| video | batch | ms per frame | frames/s | max abs diff from one at a time |")
-    print("|---|---|---|---|---|")
+    print("| video | batch | ms per frame | frames/s | max abs diff from one at a time | native conv ms per frame | "
+          "native conv / ours | max abs diff from native conv |")
+    print("|---|---|---|---|---|---|---|---|")
     results: dict[str, dict] = {}
     for video in args.videos:
         decoded = open_video(video).frames(fps=args.fps)
@@ -72,17 +104,34 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {}
         single = run(1)
         for batch in args.batches:
-            for _ in range(2):  # warm-up: the allocator and kernels of this batch size
+            for _ in range(2):  # warm-up: the allocator and kernels of this batch size, both ways
                 run(batch)
-            seconds = []
+                with native_patch_embedding(model):
+                    run(batch)
+            seconds, native_seconds, native_grids = [], [], None
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 grids = run(batch)
                 seconds.append(time.perf_counter() - start)
+                with native_patch_embedding(model) as swapped:
+                    if swapped:
+                        start = time.perf_counter()
+                        native_grids = run(batch)
+                        native_seconds.append(time.perf_counter() - start)
             ms = 1000 * min(seconds) / len(frames)
             diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(grids, single))
-            results[name][batch] = {"ms_per_frame": ms, "max_abs_diff": diff}
-            print(f"| {name} | {batch} | {ms:.2f} | {1000 / ms:.1f} | {diff:.3g} |", flush=True)
+            row = results[name][batch] = {"ms_per_frame": ms, "max_abs_diff": diff, "native_conv_ms_per_frame": None,
+                                          "native_conv_over_ours": None, "native_conv_max_abs_diff": None}
+            if native_grids is not None:
+                row["native_conv_ms_per_frame"] = 1000 * min(native_seconds) / len(frames)
+                row["native_conv_over_ours"] = row["native_conv_ms_per_frame"] / ms
+                row["native_conv_max_abs_diff"] = max(float((a.float() - b.float()).abs().max())
+                                                      for a, b in zip(grids, native_grids))
+                native = (f"{row['native_conv_ms_per_frame']:.2f} | {row['native_conv_over_ours']:.2f}x | "
+                          f"{row['native_conv_max_abs_diff']:.3g}")
+            else:
+                native = " | | "
+            print(f"| {name} | {batch} | {ms:.2f} | {1000 / ms:.1f} | {diff:.3g} | {native} |", flush=True)
     return results
 
 

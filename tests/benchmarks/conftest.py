@@ -1,1 +1,1 @@
-from tests.videollama3.conftest import videos  # noqa: F401  (shared fixture)
+from tests.videollama3.conftest import tiny, videos  # noqa: F401  (shared fixtures)

@@ -122,6 +122,32 @@ def test_bench_encode_prints_time_per_frame_by_batch_and_the_features_equal_one_
     assert "default batch here: 8" in out  # on the CPU
     assert all(float(r[2]) == pytest.approx(results["bikes.mp4"][int(r[1])]["ms_per_frame"], abs=0.006) for r in rows)
     assert all(float(r[3]) == pytest.approx(1000 / float(r[2]), rel=0.01) for r in rows)
+    for r in rows:  # the native convolution, timed in the same rounds: its ms, its time over ours, its distance
+        numbers = results["bikes.mp4"][int(r[1])]
+        assert float(r[5]) == pytest.approx(numbers["native_conv_ms_per_frame"], abs=0.006)
+        assert r[6].strip() == f"{numbers['native_conv_ms_per_frame'] / numbers['ms_per_frame']:.2f}x"
+        assert 0 < numbers["native_conv_max_abs_diff"] < 1e-4 and float(r[7]) < 1e-4
+
+
+def test_native_patch_embedding_puts_the_native_convolution_back_for_the_block(tiny):
+    import copy
+
+    from torch import nn
+
+    from benchmarks.encode import native_patch_embedding
+    from videollama3.modeling import MatmulPatchEmbedding, use_matmul_patch_embedding
+
+    model = copy.deepcopy(tiny[0])
+    embeddings = model.model.vision_model.embeddings
+    with native_patch_embedding(model) as swapped:  # the model as transformers builds it: nothing to replace
+        assert swapped is False and type(embeddings.patch_embedding) is nn.Conv2d
+    use_matmul_patch_embedding(model)
+    ours = embeddings.patch_embedding
+    with native_patch_embedding(model) as swapped:
+        conv = embeddings.patch_embedding
+        assert swapped is True and type(conv) is nn.Conv2d
+        assert conv.weight is ours.weight and conv.bias is ours.bias and conv.stride == ours.stride == (14, 14)
+    assert embeddings.patch_embedding is ours and isinstance(ours, MatmulPatchEmbedding)
 
 
 def test_bench_encode_refuses_a_batch_of_zero(capsys):
