@@ -50,8 +50,10 @@ class MatmulPatchEmbedding(nn.Conv2d):
     Why: on the CPU, torch runs this convolution through oneDNN, which reorders the 3-channel patches
     and is 2.9x-3.6x slower than the product (batch of 8 frames of 520 patches, 1 thread, 2-core VM:
     7.8 against 2.6 ms at the tiny model's width 32; 53 against 15 ms for 2 frames at a real
-    checkpoint's 1152). The same rewrite as vLLM's ``Conv2dLayer`` for kernel == stride. On other
-    devices, and for any other input shape, it is the native convolution.
+    checkpoint's 1152), and in bfloat16 and float16 too (one frame at width 1152: 3.5 against 9.9 ms,
+    54 against 169 ms). Against a float64 convolution its float32 error is 1.1e-6, oneDNN's 3.3e-6.
+    The same rewrite as vLLM's ``Conv2dLayer`` for kernel == stride. On other devices, and for any
+    other input shape, it is the native convolution.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
