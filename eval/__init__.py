@@ -7,10 +7,33 @@ retention and weight, predictions), :mod:`eval.report` (summary, report.md, plot
 (``vl3mem eval``).
 """
 
-from .answers import is_correct, parse_letter
-from .benchmarks import BENCHMARKS, Benchmark, BenchmarkFormat, load_benchmark, register_benchmark
-from .report import summarize
-from .runner import PredictionStore, evaluate_video, evidence_weight, retention
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .answers import is_correct, parse_letter
+    from .benchmarks import BENCHMARKS, Benchmark, BenchmarkFormat, load_benchmark, register_benchmark
+    from .report import summarize
+    from .runner import PredictionStore, evaluate_video, evidence_weight, retention
+
+_EXPORTS = {
+    "is_correct": "answers",
+    "parse_letter": "answers",
+    "BENCHMARKS": "benchmarks",
+    "Benchmark": "benchmarks",
+    "BenchmarkFormat": "benchmarks",
+    "load_benchmark": "benchmarks",
+    "register_benchmark": "benchmarks",
+    "summarize": "report",
+    "PredictionStore": "runner",
+    "evaluate_video": "runner",
+    "evidence_weight": "runner",
+    "retention": "runner",
+}
+"""Each public name and the submodule it comes from, imported when first used
+(a command's ``--help`` does not load transformers)."""
 
 __all__ = [
     "BENCHMARKS",
@@ -26,3 +49,28 @@ __all__ = [
     "retention",
     "summarize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The public name ``name`` from its submodule, or the submodule ``name``, imported now (PEP 562).
+
+    Raises:
+        AttributeError: for a name that is neither.
+    """
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the public ones not imported yet included."""
+    return sorted({*globals(), *__all__})

@@ -33,8 +33,6 @@ from videollama3.errors import UsageError, VideoError
 from videollama3.options import check_output_path
 
 from .benchmarks import BENCHMARKS, load_benchmark
-from .report import write_outputs
-from .runner import PredictionStore, evaluate_video, first_of_each_id, read_records
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -133,6 +131,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from videollama3.loading import load_session
+
+    from .report import write_outputs
+    from .runner import PredictionStore, evaluate_video, first_of_each_id, read_records
 
     start = time.perf_counter()
     rank, world, barrier, device = process_group()

@@ -74,3 +74,25 @@ def test_the_checker_sees_a_violation():
             test_imports_point_one_way(bad)
     finally:
         bad.unlink()
+
+
+def test_a_commands_help_does_not_load_transformers():
+    """``vl3mem --help`` and every command's parser need torch (the memory backends' names) but not
+    transformers, peft or PyAV, whose imports took 4 s more: the package ``__init__``s import on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vl3mem.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "for command in ('answer', 'eval', 'train', 'serve', 'convert', 'bench'):\n"
+        "    try:\n"
+        "        parser.parse_args([command, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'av', 'videollama3.loading') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['torch']"

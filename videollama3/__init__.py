@@ -10,14 +10,49 @@ memory, sessions), :mod:`~videollama3.session` (streaming), :mod:`~videollama3.c
 :mod:`~videollama3.tiny` (the offline test model), :mod:`~videollama3.cli`.
 """
 
-from .errors import AnnotationError, CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
-from .loading import DEFAULT_MODEL, LoadSpec, build_session, load_model, load_session, resolve_load_spec
-from .modeling import VideoLlama3WithMemory, memory_tokens
-from .preprocess import preprocess_frames
-from .processing import MemoryProcessor
-from .session import Answer, StreamingSession, run_stream
-from .tiny import build_tiny_model
-from .video import VideoInfo, iter_frames, open_video, probe_video
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import AnnotationError, CheckpointError, ModelLoadError, QuestionError, UsageError, VideoError
+    from .loading import DEFAULT_MODEL, LoadSpec, build_session, load_model, load_session, resolve_load_spec
+    from .modeling import VideoLlama3WithMemory, memory_tokens
+    from .preprocess import preprocess_frames
+    from .processing import MemoryProcessor
+    from .session import Answer, StreamingSession, run_stream
+    from .tiny import build_tiny_model
+    from .video import VideoInfo, iter_frames, open_video, probe_video
+
+_EXPORTS = {
+    "AnnotationError": "errors",
+    "CheckpointError": "errors",
+    "ModelLoadError": "errors",
+    "QuestionError": "errors",
+    "UsageError": "errors",
+    "VideoError": "errors",
+    "DEFAULT_MODEL": "loading",
+    "LoadSpec": "loading",
+    "build_session": "loading",
+    "load_model": "loading",
+    "load_session": "loading",
+    "resolve_load_spec": "loading",
+    "VideoLlama3WithMemory": "modeling",
+    "memory_tokens": "modeling",
+    "preprocess_frames": "preprocess",
+    "MemoryProcessor": "processing",
+    "Answer": "session",
+    "StreamingSession": "session",
+    "run_stream": "session",
+    "build_tiny_model": "tiny",
+    "VideoInfo": "video",
+    "iter_frames": "video",
+    "open_video": "video",
+    "probe_video": "video",
+}
+"""Each public name and the submodule it comes from, imported when first used
+(a command's ``--help`` does not load transformers)."""
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -45,3 +80,28 @@ __all__ = [
     "resolve_load_spec",
     "run_stream",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The public name ``name`` from its submodule, or the submodule ``name``, imported now (PEP 562).
+
+    Raises:
+        AttributeError: for a name that is neither.
+    """
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the public ones not imported yet included."""
+    return sorted({*globals(), *__all__})

@@ -416,7 +416,7 @@ def apply_torch_threads(args: argparse.Namespace, device: str | None = None) -> 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:
     """``--memory``, ``--memory-option``, ``--memory-config`` (shared by answer, eval and train)."""
-    from .loading import memory_names
+    from .options import memory_names
 
     p.add_argument("--memory", default=None,
                    help=f"memory backend: {', '.join(memory_names())} (default hierarchical; none: every frame, "

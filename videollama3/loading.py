@@ -27,20 +27,13 @@ from memory_bank import MEMORY_BACKENDS, UnboundedMemory, build_memory
 from .checkpoint import CheckpointInfo, load_adapter, resolve_checkpoint
 from .errors import ModelLoadError, UsageError
 from .modeling import VideoLlama3WithMemory, use_matmul_patch_embedding
-from .options import check_device, read_memory_config
+from .options import NATIVE_MEMORY, check_device, memory_names, read_memory_config
 from .preprocess import FRAME_TOKENS
 from .processing import MemoryProcessor
 from .session import StreamingSession
 
 DEFAULT_MODEL = "DAMO-NLP-SG/VideoLLaMA3-7B"
 DEFAULT_MEMORY = "hierarchical"
-NATIVE_MEMORY = "none"
-"""``--memory none``: every frame (``unbounded``) with no FeatureAdapter: the native offline model."""
-
-
-def memory_names() -> tuple[str, ...]:
-    """Names ``--memory`` accepts: the registered backends and ``none``."""
-    return (*MEMORY_BACKENDS, NATIVE_MEMORY)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

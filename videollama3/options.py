@@ -10,9 +10,17 @@ from typing import Any
 
 import torch
 
-from memory_bank import MemoryConfigError
+from memory_bank import MEMORY_BACKENDS, MemoryConfigError
 
 from .errors import UsageError
+
+NATIVE_MEMORY = "none"
+"""``--memory none``: every frame (``unbounded``) with no FeatureAdapter: the native offline model."""
+
+
+def memory_names() -> tuple[str, ...]:
+    """Names ``--memory`` accepts: the registered backends and ``none``."""
+    return (*MEMORY_BACKENDS, NATIVE_MEMORY)
 
 
 def parse_value(text: str) -> Any:

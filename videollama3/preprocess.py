@@ -18,7 +18,6 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import smart_resize
 
 PATCH_SIZE = 14
 MERGE_SIZE = 2
@@ -41,6 +40,9 @@ def frame_size(height: int, width: int, max_tokens: int = FRAME_TOKENS, patch_si
         raise ValueError(f"max_tokens (tokens per frame) must be an integer >= {MIN_FRAME_TOKENS}, got {max_tokens!r}")
     if height < 1 or width < 1:
         raise ValueError(f"a frame of {height}x{width} pixels is empty")
+    # imported here: transformers' image processing takes 2 s to import, which a command's --help need not pay
+    from transformers.models.video_llama_3.image_processing_pil_video_llama_3 import smart_resize
+
     factor = patch_size * merge_size
     return smart_resize(height, width, factor, MIN_FRAME_TOKENS * factor**2, max_tokens * factor**2)
 

@@ -11,14 +11,16 @@ on exactly what it sees at inference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from memory_bank import MemoryEntry
 
 from .errors import QuestionError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 VIDEO_TOKEN = "<|video_pad|>"
 IMAGE_TOKEN = "<|image_pad|>"
