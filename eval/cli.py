@@ -128,6 +128,7 @@ def output_lock(output_dir: Path, rank: int) -> Iterator[None]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation; returns the exit status."""
+    check_run_arguments(args)  # before the imports below (transformers' model code): a bad flag fails in 3 s, not 5
     from tqdm import tqdm
 
     from videollama3.loading import load_session
@@ -137,7 +138,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     rank, world, barrier, device = process_group()
-    check_run_arguments(args)
     check_output_path(args.output_dir, "--output-dir", folder=True)
     apply_torch_threads(args, args.device or device or "cpu")
     spec = load_spec_from_args(args)

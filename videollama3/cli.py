@@ -131,6 +131,7 @@ def _print_answer(a: dict[str, Any]) -> None:
 
 def cmd_answer(args: argparse.Namespace) -> int:
     """Stream a video, answer each question when the stream reaches its time."""
+    check_run_arguments(args)  # before the imports below (transformers' model code): a bad flag fails in 3 s, not 5
     from tqdm import tqdm
 
     from .loading import load_session
@@ -139,7 +140,6 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     from .live import is_live_source
 
-    check_run_arguments(args)
     if args.output:
         check_output_path(args.output, "--output")
     apply_torch_threads(args)
