@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from videollama3.loading import build_session, load_model
-from videollama3.modeling import MatmulPatchEmbedding
+from videollama3.modeling import MatmulPatchEmbedding, conv_sharing_parameters
 from videollama3.options import check_device
 from videollama3.session import PreparedFrame, default_encode_batch
 from videollama3.video import open_video
@@ -49,10 +49,7 @@ def native_patch_embedding(model) -> Iterator[bool]:
     if not isinstance(ours, MatmulPatchEmbedding):
         yield False
         return
-    conv = nn.Conv2d(ours.in_channels, ours.out_channels, ours.kernel_size, stride=ours.stride,
-                     bias=ours.bias is not None, device="meta")
-    conv.weight, conv.bias = ours.weight, ours.bias
-    embeddings.patch_embedding = conv
+    embeddings.patch_embedding = conv_sharing_parameters(ours, nn.Conv2d)
     try:
         yield True
     finally:

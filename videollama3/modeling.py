@@ -65,6 +65,16 @@ class MatmulPatchEmbedding(nn.Conv2d):
         return super().forward(input)
 
 
+def conv_sharing_parameters(conv: nn.Conv2d, cls: type[nn.Conv2d]) -> nn.Conv2d:
+    """A ``cls`` (``nn.Conv2d`` or a subclass) with ``conv``'s geometry and training mode whose
+    ``weight`` and ``bias`` are ``conv``'s very tensors (no copy, no allocation)."""
+    shared = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                 dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+                 padding_mode=conv.padding_mode, device="meta")
+    shared.weight, shared.bias = conv.weight, conv.bias
+    return shared.train(conv.training)
+
+
 def use_matmul_patch_embedding(model: VideoLlama3ForConditionalGeneration) -> None:
     """Swap the vision encoder's patch-embedding ``nn.Conv2d`` for a :class:`MatmulPatchEmbedding`
     sharing its parameters (no copy), in place, when its kernel equals its stride with no padding,
@@ -75,11 +85,7 @@ def use_matmul_patch_embedding(model: VideoLlama3ForConditionalGeneration) -> No
     if type(conv) is not nn.Conv2d or conv.stride != conv.kernel_size or conv.groups != 1 \
             or conv.dilation != (1, 1) or conv.padding not in ("valid", (0, 0)) or conv.padding_mode != "zeros":
         return
-    swapped = MatmulPatchEmbedding(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                                   bias=conv.bias is not None, device="meta")
-    swapped.weight, swapped.bias = conv.weight, conv.bias
-    swapped.train(conv.training)
-    embeddings.patch_embedding = swapped
+    embeddings.patch_embedding = conv_sharing_parameters(conv, MatmulPatchEmbedding)
 
 
 class VideoLlama3WithMemory(nn.Module):
