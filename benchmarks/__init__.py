@@ -1,4 +1,4 @@
-"""Benchmarks: scripts that print numbers (``vl3mem bench memory|stream``, or ``python -m benchmarks.NAME``).
+"""Benchmarks: scripts that print numbers (``vl3mem bench TARGET``, or ``python -m benchmarks.NAME``).
 
 They sit outside the library packages and import any layer. Sample videos are looked up
 in ``data/videos/`` (``scripts/get_sample_videos.sh`` fetches them there) under the current

@@ -391,7 +391,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                 batch = collate([next(samples) for _ in range(config.batch_size)], pad_id)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = model(**batch, return_logits=False).loss  # the head at answer tokens only
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and o.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(params, o.max_grad_norm)

@@ -8,13 +8,15 @@ and generate. Everything textual is :class:`~videollama3.processing.MemoryProces
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import VideoLlama3ForConditionalGeneration
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from memory_bank import FeatureAdapter, MemoryBackend, MemoryConfigError, MemoryEntry
 
@@ -86,6 +88,62 @@ def use_matmul_patch_embedding(model: VideoLlama3ForConditionalGeneration) -> No
             or conv.dilation != (1, 1) or conv.padding not in ("valid", (0, 0)) or conv.padding_mode != "zeros":
         return
     embeddings.patch_embedding = conv_sharing_parameters(conv, MatmulPatchEmbedding)
+
+
+ASSISTED_GENERATION_KWARGS = ("assistant_model", "prompt_lookup_num_tokens", "assistant_early_exit")
+"""``generate`` arguments that score candidate tokens at several positions of one forward
+(assisted decoding): :meth:`VideoLlama3WithMemory.generate` leaves the head whole for them."""
+
+
+def _keep_last_position(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of the language-model head: ``(B, L, D)`` hidden states -> ``(B, 1, D)``, the last position."""
+    return (args[0][:, -1:], *args[1:])
+
+
+@contextlib.contextmanager
+def last_position_logits(model: VideoLlama3ForConditionalGeneration) -> Iterator[None]:
+    """Within the block, ``model``'s language-model head computes the logits of the last position only:
+    ``(B, 1, vocab)`` instead of ``(B, L, vocab)``, all ``generate`` reads of a forward (greedy, sampling,
+    beam search; not assisted decoding, which scores several candidates at once).
+
+    This is what transformers' ``generate`` does with ``logits_to_keep=1`` for a model whose ``forward``
+    takes it (Qwen2's does); ``VideoLlama3ForConditionalGeneration.forward`` (transformers 5.24) does not,
+    so its prefill computes the head at every prompt position, about 1,500 of them for the default memory:
+    ``1500 x 151936`` logits, 0.7 TFLOP and 0.46 GB in bfloat16 at the 2B checkpoint's width 1536,
+    1.6 TFLOP at the 7B's 3584 (about 15 % and 8 % of the prefill). Done with a forward pre-hook on
+    ``model.get_output_embeddings()`` (a peft ``modules_to_save`` wrapper included), removed on exit;
+    the module and its weights are untouched. Not for a forward whose other positions are needed (a
+    loss): :meth:`VideoLlama3WithMemory.generate` is its one user.
+    """
+    handle = model.get_output_embeddings().register_forward_pre_hook(_keep_last_position)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def labelled_loss(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over the labelled tokens, with ``head`` applied to the positions that
+    predict one only.
+
+    The loss of transformers' ``ForCausalLMLoss`` (``labels`` shifted by one, -100 ignored, float32
+    logits, mean over the labelled tokens), which the native ``VideoLlama3ForConditionalGeneration``
+    computes from the logits of every position. A training sample is mostly prompt (the memory's
+    visual tokens), so that is ``(B, L, vocab)`` float32 logits, and their gradient, for the few
+    answer tokens the loss reads: at ``L = 1500`` and a vocabulary of 151,936, 0.9 GB per sample.
+
+    Args:
+        head: the language-model head (``model.get_output_embeddings()``), ``D -> vocab``.
+        hidden: ``(B, L, D)`` last hidden states of the language model, any dtype and device.
+        labels: ``(B, L)`` long, -100 where no loss is taken; any device.
+
+    Returns:
+        A float32 scalar on ``hidden``'s device, differentiable; NaN when no token is labelled (as the native loss).
+    """
+    targets = labels[:, 1:].to(hidden.device)
+    labelled = targets != -100
+    logits = head(hidden[:, :-1][labelled]).float()
+    return F.cross_entropy(logits, targets[labelled])
 
 
 class VideoLlama3WithMemory(nn.Module):
@@ -239,6 +297,7 @@ class VideoLlama3WithMemory(nn.Module):
         visual_tokens: torch.Tensor,
         tier_ids: torch.Tensor,
         labels: torch.Tensor | None = None,
+        return_logits: bool = True,
     ) -> Any:
         """Memory tokens through adapter and projector into the prompt, then the native language
         model (its loss when ``labels`` are given).
@@ -250,16 +309,24 @@ class VideoLlama3WithMemory(nn.Module):
                 batch order; ``N`` equals the number of ``<|video_pad|>`` ids in ``input_ids``.
             tier_ids: ``(N,)`` long.
             labels: ``(B, L)`` long, -100 where no loss is taken (prompt, padding).
+            return_logits: False, with ``labels``: no logits, and the head runs only at the positions
+                the loss reads (:func:`labelled_loss`): the same loss and gradients, without the
+                ``(B, L, vocab)`` logits (what training uses; ``train/trainer.py``).
 
         Returns:
             The native model's output (``.loss``: mean cross-entropy over the labelled tokens,
-            next-token shifted; ``.logits``: ``(B, L, vocab)``).
+            next-token shifted, float32; ``.logits``: ``(B, L, vocab)``), or with ``return_logits=False``
+            and ``labels`` a ``CausalLMOutputWithPast`` holding that ``.loss`` only.
 
         Raises:
             ValueError: when the pad-token count and ``N`` differ.
         """
         embeds = self.inputs_embeds(input_ids, visual_tokens, tier_ids)
-        return self.model(inputs_embeds=embeds, attention_mask=attention_mask.to(self.device), labels=labels)
+        attention_mask = attention_mask.to(self.device)
+        if labels is None or return_logits:
+            return self.model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        hidden = self.model.model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return CausalLMOutputWithPast(loss=labelled_loss(self.model.get_output_embeddings(), hidden, labels))
 
     @torch.no_grad()
     def generate(
@@ -278,12 +345,17 @@ class VideoLlama3WithMemory(nn.Module):
             max_new_tokens: generation budget.
             **generate_kwargs: passed to the native ``generate``.
 
+        The head computes the logits of the last position only (:func:`last_position_logits`), as
+        transformers does for models that take ``logits_to_keep``; same tokens and scores.
+
         Returns:
-            ``(1, T)`` long: the new tokens only.
+            ``(1, T)`` long: the new tokens only (or what ``generate_kwargs`` such as
+            ``return_dict_in_generate`` ask the native ``generate`` for).
         """
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", self.model.generation_config.pad_token_id)
-        return self.model.generate(
-            inputs_embeds=self.inputs_embeds(input_ids, visual_tokens, tier_ids),
-            attention_mask=attention_mask.to(self.device), max_new_tokens=max_new_tokens, **generate_kwargs,
-        )
+        embeds = self.inputs_embeds(input_ids, visual_tokens, tier_ids)
+        assisted = any(generate_kwargs.get(name) is not None for name in ASSISTED_GENERATION_KWARGS)
+        with contextlib.nullcontext() if assisted else last_position_logits(self.model):
+            return self.model.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(self.device),
+                                       max_new_tokens=max_new_tokens, **generate_kwargs)

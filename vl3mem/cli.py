@@ -14,36 +14,25 @@ from train.cli import add_command as add_train
 from videollama3.cli import add_commands
 from videollama3.cli import main as run
 
+BENCHMARKS = {
+    "memory": "add time of the hierarchical bank; --all: every backend on real video",
+    "stream": "question latency, memory vs naive re-encoding",
+    "pipeline": "time per stage, sequential vs decoding ahead",
+    "encode": "time per frame by batch size",
+    "head": "the language-model head only where its logits are read: prefill and training step",
+    "serve": "concurrent sessions on one served model",
+}
+"""``vl3mem bench TARGET``: each target is ``benchmarks/TARGET.py``'s ``main`` (``memory --all``: ``backends.py``)."""
+
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run a benchmark: ``memory`` (add time of the hierarchical bank; ``--all``: every backend on
-    real video), ``stream`` (question latency, memory vs naive re-encoding), ``pipeline`` (time per
-    stage, sequential vs decoding ahead), ``encode`` (time per frame by batch size) or ``serve``
-    (concurrent sessions)."""
-    if args.target == "memory" and "--all" in args.rest:
-        from benchmarks.backends import main as bench_backends
+    """Run a benchmark of :data:`BENCHMARKS` with the options after its name."""
+    import importlib
 
-        bench_backends([a for a in args.rest if a != "--all"])
-    elif args.target == "memory":
-        from benchmarks.memory import main as bench_memory
-
-        bench_memory(args.rest)
-    elif args.target == "pipeline":
-        from benchmarks.pipeline import main as bench_pipeline
-
-        bench_pipeline(args.rest)
-    elif args.target == "encode":
-        from benchmarks.encode import main as bench_encode
-
-        bench_encode(args.rest)
-    elif args.target == "serve":
-        from benchmarks.serve import main as bench_serve
-
-        bench_serve(args.rest)
-    else:
-        from benchmarks.stream import main as bench_stream
-
-        bench_stream(args.rest)
+    module, rest = args.target, args.rest
+    if module == "memory" and "--all" in rest:
+        module, rest = "backends", [a for a in rest if a != "--all"]
+    importlib.import_module(f"benchmarks.{module}").main(rest)
     return 0
 
 
@@ -55,11 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
     add_train(sub)
     add_serve(sub)
-    b = sub.add_parser("bench", help="benchmarks: memory (per-frame add; --all: every backend on real video), "
-                                     "stream (question latency), pipeline (time per stage, decoding ahead), "
-                                     "encode (time per frame by batch size) or serve (concurrent sessions on one "
-                                     "served model)")
-    b.add_argument("target", choices=["memory", "stream", "pipeline", "encode", "serve"])
+    b = sub.add_parser("bench", help="benchmarks: " + "; ".join(f"{k} ({v})" for k, v in BENCHMARKS.items()))
+    b.add_argument("target", choices=list(BENCHMARKS))
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help after the target)")
     b.set_defaults(func=cmd_bench)
     return parser

@@ -61,7 +61,8 @@ def test_a_missing_video_is_one_line_naming_the_flag(capsys, argv, flag):
     assert "scripts/get_sample_videos.sh" in lines[0]
 
 
-@pytest.mark.parametrize("target", [["memory"], ["memory", "--all"], ["stream"], ["pipeline"], ["encode"], ["serve"]])
+@pytest.mark.parametrize("target", [["memory"], ["memory", "--all"], ["stream"], ["pipeline"], ["encode"], ["head"],
+                                    ["serve"]])
 def test_every_benchmark_refuses_a_device_there_is_not_in_one_line(capsys, target):
     code = main(["bench", *target, "--device", "tpu9"])
     _, err = capsys.readouterr()
@@ -169,3 +170,34 @@ def test_bench_serve_prints_rates_drops_and_latencies(videos, capsys):
     assert [r[0].strip() for r in rows] == ["1", "2"]
     for sessions, rate, pushed, dropped, p50, p95 in rows:  # 2 frames/s for 3 s: frames 0 .. 3 s, each session
         assert int(pushed) + int(dropped) == 7 * int(sessions) and float(p95) >= float(p50) > 0
+
+
+SMALL_HEAD = ["--layers", "1", "--hidden-size", "64", "--intermediate-size", "128", "--heads", "4", "--kv-heads", "2",
+              "--vocab", "5000", "--prompt", "300", "--answer", "7", "--repeats", "1"]
+
+
+def test_bench_head_computes_the_head_where_its_logits_are_read_with_the_native_results(capsys):
+    from benchmarks.head import main as bench_head
+
+    results = bench_head(SMALL_HEAD)
+    prefill, step = results["prefill"], results["training step"]
+    assert (prefill["native_rows"], prefill["our_rows"]) == (300, 1)  # every prompt position against the last
+    assert (step["native_rows"], step["our_rows"]) == (300, 7)  # against the labelled answer tokens
+    assert prefill["max_abs_diff"] == 0  # the same greedy token
+    assert step["max_abs_diff"] < 1e-5  # the same loss
+    for row in (prefill, step):
+        assert row["native_ms"] > 0 and row["ours_ms"] > 0
+        assert row["native_over_ours"] == pytest.approx(row["native_ms"] / row["ours_ms"])
+        assert row["native_peak_mb"] is None and row["our_peak_mb"] is None  # measured on CUDA only
+    out = capsys.readouterr().out
+    assert "| prefill | " in out and "| training step | " in out
+    assert f"float32 logits the prefill does not compute: {299 * 5000 * 4 / 2**20:.0f} MB" in out
+
+
+@pytest.mark.parametrize("argv, message", [(["--prompt", "27"], "--prompt must exceed 20 question tokens + --answer 7"),
+                                           (["--heads", "5"], "--hidden-size must be a multiple of --heads"),
+                                           (["--layers", "0"], "must be at least 1")])
+def test_bench_head_refuses_a_prompt_too_short_or_widths_that_do_not_divide(capsys, argv, message):
+    assert main(["bench", "head", *SMALL_HEAD, *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

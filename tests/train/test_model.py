@@ -3,7 +3,7 @@ import re
 import pytest
 import torch
 
-from train.config import LM_PROJECTIONS, TrainConfig, TrainConfigError
+from train.config import LM_PROJECTIONS, LoraSettings, TrainConfig, TrainConfigError
 from train.samples import collate
 from train.trainer import apply_lora, count_parameters, prepare_model
 from videollama3.checkpoint import load_adapter, resolve_checkpoint, save_checkpoint
@@ -54,7 +54,8 @@ def test_trainable_parameters_are_lora_and_the_flagged_parts(fresh_tiny, adapter
     assert not wrapped.model.model.vision_model.training and wrapped.model.model.language_model.training
 
 
-def batch_for(session, frames, question="What is there?", answer="bikes"):
+def sample_for(session, frames, question="What is there?", answer="bikes"):
+    """A training sample of ``question`` / ``answer`` after ``frames``, and the readout it was made from."""
     from train.samples import TrainingSample
 
     session.reset()
@@ -63,7 +64,11 @@ def batch_for(session, frames, question="What is there?", answer="bikes"):
     entries = session.memory.readout()
     ids, labels, _ = session.processor.training_example(entries, question, answer, [], 8192)
     tokens, tiers = memory_tokens(entries, session.model.memory_width)
-    sample = TrainingSample("x", 0.0, ids, labels, tokens, tiers, len(frames), 0.0, [])
+    return TrainingSample("x", 0.0, ids, labels, tokens, tiers, len(frames), 0.0, []), entries
+
+
+def batch_for(session, frames, question="What is there?", answer="bikes"):
+    sample, entries = sample_for(session, frames, question, answer)
     return collate([sample], session.processor.pad_token_id), entries
 
 
@@ -80,6 +85,46 @@ def test_training_forward_equals_the_inference_inputs(tiny, bikes_frames):
         native = wrapped.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
     assert torch.equal(inputs["input_ids"][0], batch["input_ids"][0, :n_prompt])
     torch.testing.assert_close(logits[:, :n_prompt], native, rtol=1e-5, atol=1e-5)
+
+
+def test_the_loss_from_the_labelled_positions_equals_the_native_loss_and_gradients(fresh_tiny, bikes_frames):
+    """return_logits=False (the trainer's) runs the head at the answer tokens only: same loss, same gradients,
+    through LoRA, a trained head (peft's modules_to_save wrapper), the adapter and the projector."""
+    session = build_session(*fresh_tiny)
+    wrapped = session.model
+    lora = LoraSettings(dropout=0.0, modules_to_save=["lm_head"])
+    prepare_model(wrapped, TrainConfig(lora=lora, train_projector=True, gradient_checkpointing=False))
+    torch.manual_seed(0)
+    with torch.no_grad():  # away from the zero-initialised LoRA B and adapter output, where some gradients are 0
+        for p in wrapped.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    samples = [sample_for(session, bikes_frames[:2])[0], sample_for(session, bikes_frames[:3], "Which?", "two red bikes")[0]]
+    batch = collate(samples, session.processor.pad_token_id)  # of two lengths: the first is right-padded
+    labelled = int((batch["labels"] != -100).sum())
+    assert 0 < labelled < batch["input_ids"].shape[1] // 10  # a few answer tokens after hundreds of visual ones
+    rows = []
+    handle = wrapped.model.get_output_embeddings().register_forward_pre_hook(lambda m, args: rows.append(args[0].shape))
+    results = []
+    try:
+        for return_logits in (True, False):
+            wrapped.zero_grad()
+            rows.clear()
+            out = wrapped(**batch, return_logits=return_logits)
+            out.loss.backward()
+            results.append((out, list(rows), {n: p.grad.clone() for n, p in wrapped.named_parameters() if p.requires_grad}))
+    finally:
+        handle.remove()
+    (native, native_rows, native_grads), (ours, our_rows, our_grads) = results
+    assert native_rows == [batch["input_ids"].shape + (64,)]  # every position of both samples
+    assert our_rows == [(labelled, 64)] and ours.logits is None and native.logits.shape[:2] == batch["input_ids"].shape
+    assert ours.loss.dtype == torch.float32
+    torch.testing.assert_close(ours.loss, native.loss, rtol=1e-6, atol=1e-6)
+    assert our_grads.keys() == native_grads.keys()
+    assert any("lm_head" in n for n in our_grads) and any("lora_" in n for n in our_grads)
+    assert all(grad.abs().sum() > 0 for grad in native_grads.values())
+    for name in native_grads:
+        torch.testing.assert_close(our_grads[name], native_grads[name], rtol=1e-4, atol=1e-6)
 
 
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(fresh_tiny, bikes_frames):

@@ -57,6 +57,43 @@ def test_memory_disabled_logits_equal_the_native_forward(tiny, bikes_frames):
     torch.testing.assert_close(logits_ours, logits_native, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("sample", [False, True])
+def test_generate_computes_the_head_at_the_last_position_only_with_the_native_tokens_and_logits(tiny, bikes_frames,
+                                                                                                   sample):
+    """Our generate (the head hooked to the last position) against the native generate on the same embeddings."""
+    model, tokenizer = tiny
+    session = build_session(model, tokenizer)
+    for f, t in bikes_frames[:4]:
+        session.push_frame(f, t)
+    entries = session.memory.readout()
+    inputs = session.processor(entries, "What is moving?")
+    tokens, tier_ids = memory_tokens(entries, session.model.memory_width)
+    head = model.get_output_embeddings()
+    rows = []
+    handle = head.register_forward_hook(lambda m, args, out: rows.append(tuple(out.shape)))
+    kwargs = {"max_new_tokens": 6, "min_new_tokens": 6, "output_logits": True, "return_dict_in_generate": True,
+              **({"do_sample": True, "top_k": 0} if sample else {})}
+    try:
+        torch.manual_seed(3)
+        ours = session.model.generate(inputs["input_ids"], inputs["attention_mask"], tokens, tier_ids, **kwargs)
+        our_rows, rows[:] = list(rows), []
+        embeds = session.model.inputs_embeds(inputs["input_ids"], tokens, tier_ids)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            native = model.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                                    pad_token_id=model.generation_config.pad_token_id, **kwargs)
+    finally:
+        handle.remove()
+    length = inputs["input_ids"].shape[1]
+    vocab = len(tokenizer)
+    assert rows == [(1, length, vocab)] + [(1, 1, vocab)] * 5  # the native prefill: every position's logits
+    assert our_rows == [(1, 1, vocab)] * 6
+    assert torch.equal(ours.sequences, native.sequences) and ours.sequences.shape == (1, 6)
+    for a, b in zip(ours.logits, native.logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert not head._forward_pre_hooks  # the hook is gone
+
+
 def test_memory_on_all_frames_in_short_tier_gives_the_native_input_embeddings(tiny, bikes_frames):
     model, tokenizer = tiny
     session = build_session(model, tokenizer)  # adapter at init
