@@ -131,30 +131,35 @@ def _print_answer(a: dict[str, Any]) -> None:
 
 def cmd_answer(args: argparse.Namespace) -> int:
     """Stream a video, answer each question when the stream reaches its time."""
-    check_run_arguments(args)  # before the imports below (transformers' model code): a bad flag fails in 3 s, not 5
-    from tqdm import tqdm
-
-    from .loading import load_session
-    from .session import check_question_time, pipelined, run_stream
-    from .video import open_video
-
+    # the flags and the video before the imports below (transformers' model code): a bad flag or a missing
+    # video fails in 3 s, not 5.5
+    check_run_arguments(args)
     from .live import is_live_source
+    from .video import open_video
 
     if args.output:
         check_output_path(args.output, "--output")
-    apply_torch_threads(args)
-    spec = load_spec_from_args(args)
-    if is_live_source(args.video) or args.realtime or args.interactive:
-        return _answer_live(args, spec)
-    video = open_video(args.video, args.frame_rate)  # one open: the duration checks the questions, then the frames stream
+    live = is_live_source(args.video) or args.realtime or args.interactive
+    # one open: the duration checks the questions, then the frames stream
+    video = None if live else open_video(args.video, args.frame_rate)
     try:
+        from tqdm import tqdm
+
+        from .loading import load_session
+        from .session import check_question_time, pipelined, run_stream
+
+        apply_torch_threads(args)
+        spec = load_spec_from_args(args)
+        if video is None:
+            return _answer_live(args, spec)
         info = video.info
         questions = [(q, check_question_time(t, info.duration) if t is not None else None)
                      for q, t in _read_questions(args)]
         session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
         session.encode_batch = args.encode_batch or session.encode_batch
     except BaseException:
-        video.close()
+        if video is not None:
+            video.close()
         raise
     expected = math.ceil(info.duration * args.fps) if info.duration else None
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
