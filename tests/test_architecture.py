@@ -76,20 +76,25 @@ def test_the_checker_sees_a_violation():
         bad.unlink()
 
 
-def test_a_missing_video_is_refused_before_the_model_code_is_imported():
-    """``vl3mem answer`` opens the video before it imports ``videollama3.loading`` (transformers' model code):
-    a wrong path fails in 3 s, not 5.5."""
+def run_in_a_fresh_interpreter(code: str):
+    """``code`` run by a new Python (nothing imported yet); its completed process, which must have exited 0."""
     import subprocess
     import sys
 
-    code = (
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_missing_video_is_refused_before_the_model_code_is_imported():
+    """``vl3mem answer`` opens the video before it imports ``videollama3.loading`` (transformers' model code):
+    a wrong path fails in 3 s, not 5.5."""
+    done = run_in_a_fresh_interpreter(
         "import sys\n"
         "from vl3mem.cli import main\n"
         "code = main(['answer', 'nowhere/nope.mp4', '-q', 'hi', '--model', 'tiny'])\n"
         "print(code, 'videollama3.loading' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "2 False"
     assert done.stderr.strip().splitlines() == ["vl3mem: error: no such video file: nowhere/nope.mp4"]
 
@@ -97,10 +102,7 @@ def test_a_missing_video_is_refused_before_the_model_code_is_imported():
 def test_a_commands_help_does_not_load_transformers():
     """``vl3mem --help`` and every command's parser need torch (the memory backends' names) but not
     transformers, peft or PyAV, whose imports took 4 s more: the package ``__init__``s import on first use."""
-    import subprocess
-    import sys
-
-    code = (
+    done = run_in_a_fresh_interpreter(
         "import sys\n"
         "from vl3mem.cli import build_parser\n"
         "parser = build_parser()\n"
@@ -111,6 +113,4 @@ def test_a_commands_help_does_not_load_transformers():
         "        pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'peft', 'av', 'videollama3.loading') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "['torch']"
