@@ -343,13 +343,13 @@ class VideoLlama3WithMemory(nn.Module):
     ) -> torch.Tensor:
         """Generate after a prompt holding the memory (greedy unless ``generate_kwargs`` say otherwise).
 
+        The head computes the logits of the last position only (:func:`last_position_logits`), as
+        transformers does for models that take ``logits_to_keep``; same tokens and scores.
+
         Args:
             input_ids, attention_mask, visual_tokens, tier_ids: as for :meth:`forward`, ``B = 1``.
             max_new_tokens: generation budget.
             **generate_kwargs: passed to the native ``generate``.
-
-        The head computes the logits of the last position only (:func:`last_position_logits`), as
-        transformers does for models that take ``logits_to_keep``; same tokens and scores.
 
         Returns:
             ``(1, T)`` long: the new tokens only (or what ``generate_kwargs`` such as
