@@ -23,6 +23,7 @@ on the CPU the size of the float32 logits not computed.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -32,6 +33,7 @@ import torch
 
 from videollama3.modeling import VideoLlama3WithMemory
 from videollama3.options import check_device
+from videollama3.processing import IGNORE_INDEX
 
 from . import BenchmarkInputError, run_as_script
 
@@ -42,23 +44,16 @@ QUESTION_TOKENS = 20
 def random_model(hidden: int, intermediate: int, heads: int, kv_heads: int, vocab: int, layers: int):
     """A randomly initialised ``VideoLlama3ForConditionalGeneration`` with these language-model widths and a
     one-layer vision encoder of width 32 (the head's cost does not depend on it), in eval mode."""
-    from transformers import (
-        Qwen2Config,
-        VideoLlama3Config,
-        VideoLlama3ForConditionalGeneration,
-        VideoLlama3VisionConfig,
-    )
+    from transformers import Qwen2Config, VideoLlama3VisionConfig
+
+    from videollama3.tiny import build_random_model
 
     vision = VideoLlama3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                                      patch_size=14)
     text = Qwen2Config(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
                        num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=vocab,
                        max_position_embeddings=32768, tie_word_embeddings=False)
-    config = VideoLlama3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                               image_token_id=vocab - 2, video_token_id=vocab - 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return VideoLlama3ForConditionalGeneration(config).eval()
+    return build_random_model(text, vision, image_token_id=vocab - 2, video_token_id=vocab - 1)
 
 
 def _timed(run: Callable[[], torch.Tensor], device: torch.device) -> tuple[float, torch.Tensor, float | None]:
@@ -121,30 +116,26 @@ def main(argv: list[str] | None = None) -> dict:
     attention_mask = torch.ones_like(input_ids)
     tokens = torch.randn(visual, wrapped.memory_width, generator=generator).to(device, wrapped.vision_dtype)
     tier_ids = torch.zeros(visual, dtype=torch.long, device=device)
-    labels = torch.full_like(input_ids, -100)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
     labels[0, -args.answer:] = torch.randint(0, vocab, (args.answer,), generator=generator)
     pad = model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else 0
     head = model.get_output_embeddings()
     rows: list[int] = []
     handle = head.register_forward_hook(lambda module, inputs, output: rows.append(output[..., 0].numel()))
 
-    def prefill(native: bool) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            with torch.no_grad():
-                if native:
-                    embeds = wrapped.inputs_embeds(input_ids, tokens, tier_ids)
-                    return model.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(device),
-                                          max_new_tokens=1, do_sample=False, pad_token_id=pad)
-                return wrapped.generate(input_ids, attention_mask, tokens, tier_ids, max_new_tokens=1, pad_token_id=pad)
-        return run
+    def prefill(native: bool) -> torch.Tensor:
+        with torch.no_grad():
+            if native:
+                embeds = wrapped.inputs_embeds(input_ids, tokens, tier_ids)
+                return model.generate(inputs_embeds=embeds, attention_mask=attention_mask.to(device),
+                                      max_new_tokens=1, do_sample=False, pad_token_id=pad)
+            return wrapped.generate(input_ids, attention_mask, tokens, tier_ids, max_new_tokens=1, pad_token_id=pad)
 
-    def step(native: bool) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            wrapped.zero_grad(set_to_none=True)
-            loss = wrapped(input_ids, attention_mask, tokens, tier_ids, labels, return_logits=native).loss
-            loss.backward()
-            return loss.detach()
-        return run
+    def step(native: bool) -> torch.Tensor:
+        wrapped.zero_grad(set_to_none=True)
+        loss = wrapped(input_ids, attention_mask, tokens, tier_ids, labels, return_logits=native).loss
+        loss.backward()
+        return loss.detach()
 
     results: dict[str, dict] = {}
     print(f"model {described} on {device} ({model.dtype}), {torch.get_num_threads()} torch threads; prompt of "
@@ -153,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
           "native peak MB | our peak MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     try:
-        for stage, make in (("prefill", prefill), ("training step", step)):
+        for stage, run in (("prefill", prefill), ("training step", step)):
             if stage == "training step":
                 for name, p in model.named_parameters():  # the projector trains; the gradient crosses the model
                     p.requires_grad_(".projector." in f".{name}")
@@ -161,11 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
             runs = {True: [], False: []}
             outputs, peaks, counted = {}, {}, {}
             for native in (True, False):  # warm-up
-                make(native)()
+                run(native)
             for _ in range(args.repeats):
                 for native in (True, False):
                     rows.clear()
-                    seconds, outputs[native], peaks[native] = _timed(make(native), device)
+                    seconds, outputs[native], peaks[native] = _timed(functools.partial(run, native), device)
                     counted[native] = sum(rows)
                     runs[native].append(seconds)
             native_ms, ours_ms = (1000 * statistics.median(runs[n]) for n in (True, False))

@@ -36,20 +36,7 @@ _EXPORTS = {
 """Each public name and the submodule it comes from, imported when first used
 (a command's ``--help`` does not load transformers)."""
 
-__all__ = [
-    "BENCHMARKS",
-    "Benchmark",
-    "BenchmarkFormat",
-    "PredictionStore",
-    "evaluate_video",
-    "evidence_weight",
-    "is_correct",
-    "load_benchmark",
-    "parse_letter",
-    "register_benchmark",
-    "retention",
-    "summarize",
-]
+__all__ = list(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -30,20 +30,7 @@ _EXPORTS = {
 """Each public name and the submodule it comes from, imported when first used
 (a command's ``--help`` does not load peft and transformers)."""
 
-__all__ = [
-    "StreamingSampler",
-    "TrainConfig",
-    "TrainConfigError",
-    "TrainResult",
-    "TrainingData",
-    "TrainingSample",
-    "collate",
-    "count_parameters",
-    "load_config",
-    "load_training_data",
-    "prepare_model",
-    "train",
-]
+__all__ = list(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -55,32 +55,7 @@ _EXPORTS = {
 """Each public name and the submodule it comes from, imported when first used
 (a command's ``--help`` does not load transformers)."""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "AnnotationError",
-    "Answer",
-    "CheckpointError",
-    "LoadSpec",
-    "MemoryProcessor",
-    "ModelLoadError",
-    "QuestionError",
-    "StreamingSession",
-    "UsageError",
-    "VideoError",
-    "VideoInfo",
-    "VideoLlama3WithMemory",
-    "build_session",
-    "build_tiny_model",
-    "iter_frames",
-    "load_model",
-    "load_session",
-    "memory_tokens",
-    "open_video",
-    "preprocess_frames",
-    "probe_video",
-    "resolve_load_spec",
-    "run_stream",
-]
+__all__ = list(_EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_exports(package: str, exports: Mapping[str, str], public: Sequence[str]
-                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The module-level ``__getattr__`` and ``__dir__`` of ``package``.
 
     Args:
         package: the package's ``__name__``.
-        exports: each public name -> the submodule (relative, without the dot) that defines it.
-        public: the package's ``__all__``.
+        exports: each public name -> the submodule (relative, without the dot) that defines it
+            (the package's ``__all__`` is ``list(exports)``).
 
     Returns:
         ``(__getattr__, __dir__)``. ``__getattr__(name)`` imports ``name`` from its submodule, or the
@@ -45,6 +44,6 @@ def lazy_exports(package: str, exports: Mapping[str, str], public: Sequence[str]
 
     def __dir__() -> list[str]:
         """The package's names, the public ones not imported yet included."""
-        return sorted({*vars(sys.modules[package]), *public})
+        return sorted({*vars(sys.modules[package]), *exports})
 
     return __getattr__, __dir__

@@ -20,6 +20,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from memory_bank import FeatureAdapter, MemoryBackend, MemoryConfigError, MemoryEntry
 
+from .processing import IGNORE_INDEX
+
 
 def memory_tokens(
     entries: Sequence[MemoryEntry], width: int, device: torch.device | str | None = None
@@ -128,7 +130,7 @@ def labelled_loss(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -
     """Next-token cross-entropy over the labelled tokens, with ``head`` applied to the positions that
     predict one only.
 
-    The loss of transformers' ``ForCausalLMLoss`` (``labels`` shifted by one, -100 ignored, float32
+    The loss of transformers' ``ForCausalLMLoss`` (``labels`` shifted by one, :data:`IGNORE_INDEX` ignored, float32
     logits, mean over the labelled tokens), which the native ``VideoLlama3ForConditionalGeneration``
     computes from the logits of every position. A training sample is mostly prompt (the memory's
     visual tokens), so that is ``(B, L, vocab)`` float32 logits, and their gradient, for the few
@@ -137,14 +139,14 @@ def labelled_loss(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -
     Args:
         head: the language-model head (``model.get_output_embeddings()``), ``D -> vocab``.
         hidden: ``(B, L, D)`` last hidden states of the language model, any dtype and device.
-        labels: ``(B, L)`` long, -100 where no loss is taken; any device.
+        labels: ``(B, L)`` long, :data:`IGNORE_INDEX` (-100) where no loss is taken; any device.
 
     Returns:
         A float32 scalar on ``hidden``'s device, differentiable; NaN when no token is labelled (as the native loss).
         Selecting the labelled rows costs one device sync (their count).
     """
     targets = labels[:, 1:].to(hidden.device)
-    labelled = targets != -100
+    labelled = targets != IGNORE_INDEX
     logits = head(hidden[:, :-1][labelled]).float()
     return F.cross_entropy(logits, targets[labelled])
 

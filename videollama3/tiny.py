@@ -54,15 +54,19 @@ def build_tiny_model(seed: int = 0) -> tuple[VideoLlama3ForConditionalGeneration
         vocab_size=len(tokenizer), max_position_embeddings=8192, tie_word_embeddings=False,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    config = VideoLlama3Config(
-        text_config=text.to_dict(),
-        vision_config=vision.to_dict(),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = VideoLlama3ForConditionalGeneration(config)
+    model = build_random_model(text, vision, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                               tokenizer.convert_tokens_to_ids(VIDEO_TOKEN), seed)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
+    return model, tokenizer
+
+
+def build_random_model(text: Qwen2Config, vision: VideoLlama3VisionConfig, image_token_id: int, video_token_id: int,
+                       seed: int = 0) -> VideoLlama3ForConditionalGeneration:
+    """A randomly initialised native VideoLLaMA3 of these language-model and vision configs, in eval mode, on the
+    CPU in float32; deterministic for a given ``seed`` (torch's global RNG is left as it was)."""
+    config = VideoLlama3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                               image_token_id=image_token_id, video_token_id=video_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VideoLlama3ForConditionalGeneration(config).eval()

@@ -14,8 +14,8 @@ def package(tmp_path, monkeypatch):
     (root / "__init__.py").write_text(
         "from videollama3.exports import lazy_exports\n"
         "_EXPORTS = {'VALUE': 'a', 'MISSING': 'broken'}\n"
-        "__all__ = ['MISSING', 'VALUE']\n"
-        "__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)\n")
+        "__all__ = list(_EXPORTS)\n"
+        "__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)\n")
     (root / "a.py").write_text("VALUE = 42\n")
     (root / "b.py").write_text("OTHER = 7\n")
     (root / "broken.py").write_text("import no_such_module_anywhere\nMISSING = 1\n")
