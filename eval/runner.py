@@ -257,7 +257,7 @@ def evaluate_video(
     log = RecordLog(video.video, skip_bad)
     try:
         for q in late:
-            log.bad(f"question {q.id}", f"at {q.time:.2f}s it is beyond the end of the video ({duration:.2f}s)")
+            log.bad(f"question {q.id}", f"at {q.time:.6g}s it is beyond the end of the video ({duration:.2f}s)")
     except AnnotationError:
         reader.close()
         raise

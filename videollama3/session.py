@@ -403,7 +403,8 @@ def check_question_time(t: float, duration: float) -> float:
     if not math.isfinite(t) or t < 0:
         raise QuestionError(f"question time {t} s is negative or not finite; times are seconds from the start")
     if duration > 0 and t > duration + 1e-6:
-        raise QuestionError(f"question time {t:.2f} s is beyond the end of the video ({duration:.2f} s)")
+        raise QuestionError(f"question time {t:.6g} s is beyond the end of the video ({duration:.2f} s); "
+                            "ask at or before the end")
     return t
 
 

@@ -50,6 +50,7 @@ def test_memory_none_is_the_native_view(videos, capsys):
         (["{tmp}/empty.mp4", "-q", "x"], "empty"),
         (["{tmp}/cut.mp4", "-q", "x"], "cannot open"),
         (["{bikes}", "-q", "x", "--at", "11"], "beyond the end"),
+        (["{bikes}", "-q", "x", "--at", "1e300"], "question time 1e+300 s is beyond the end of the video (10.00 s)"),
         (["{bikes}", "-q", "x", "--at", "-1"], "negative"),
         (["{bikes}", "-q", "x", "--memory", "lru"], "unknown memory 'lru'; known: hierarchical, fifo, lru_quantized, significance, unbounded, none"),
         (["{bikes}", "--at", "1"], "--at 1.0 comes before any -q"),
