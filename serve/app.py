@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -31,6 +33,26 @@ from starlette.concurrency import run_in_threadpool
 from .sessions import ServeError, SessionManager
 
 STATIC = Path(__file__).parent / "static"
+
+
+def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
+    """FastAPI's request-validation errors as one line, like every other refusal of the service: where
+    (``body field 'fps'``, ``query parameter 'since'``), what pydantic says, and the value given, e.g.
+    ``body field 'fps': Input should be a valid number, unable to parse string as a number (got 'abc')``."""
+    places = {"body": "body field", "query": "query parameter", "path": "path parameter", "header": "header"}
+    parts = []
+    for error in errors:
+        where, *names = [str(part) for part in error.get("loc", ())] or ["request"]
+        place = places.get(where, where)
+        if error.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')}); "
+                         "send a JSON object")
+            continue
+        field_name = ".".join(n for n in names if n)
+        given = "" if error.get("type") == "missing" or "input" not in error else f" (got {error['input']!r:.80})"
+        parts.append(f"{place} {field_name!r}: {error.get('msg', 'invalid')}{given}" if field_name
+                     else f"{place}: {error.get('msg', 'invalid')}{given}")
+    return "; ".join(parts) or "the request is malformed"
 
 
 class OpenRequest(BaseModel):
@@ -71,6 +93,10 @@ def create_app(manager: SessionManager) -> FastAPI:
     @app.exception_handler(ServeError)
     async def refused(request: Request, e: ServeError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe_validation_errors(e.errors())}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -133,23 +159,25 @@ def create_app(manager: SessionManager) -> FastAPI:
         return manager.ask(manager.get(session_id), request.question, request.max_new_tokens)
 
     @app.get("/api/sessions/{session_id}/events")
-    def events(session_id: str, since: int = 0) -> StreamingResponse:
-        """Server-sent events of the session from event number ``since``: ``status``, ``answer``, ``closed``."""
+    async def events(session_id: str, since: int = Query(0, ge=0, description="events already received")
+                     ) -> StreamingResponse:
+        """Server-sent events of the session from event number ``since``: ``status``, ``answer``, ``closed`` (the
+        last); a comment every 15 s keeps a quiet stream open."""
         served = manager.get(session_id)
 
-        def stream():
+        async def stream():
             seen = since
             while True:
-                with served.changed:
-                    served.changed.wait_for(lambda: len(served.events) > seen or served.closed, timeout=15)
-                    new = served.events[seen:]
+                new = await served.next_events(seen, timeout=15)
                 seen += len(new)
                 if not new:
+                    if served.closed:  # closed before this client asked for events it had already seen
+                        return
                     yield ": keep-alive\n\n"
                 for event in new:
                     yield f"event: {event['event']}\ndata: {json.dumps(event)}\n\n"
-                if served.closed:
-                    return
+                    if event["event"] == "closed":
+                        return
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

@@ -9,6 +9,7 @@ frame, ``answer`` after each question) that server-sent-event clients receive as
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import pickle
@@ -68,7 +69,7 @@ class ServedSession:
         events: every event so far (``{"event": "status" | "answer" | "closed", ...}``), in order.
         error: why its source stopped, when it broke off.
         closed / ended: closed by a client; its source reached its end.
-        changed: notified on each new event.
+        changed: notified on each new event (threads wait on it; coroutines use :meth:`next_events`).
     """
 
     id: str
@@ -80,12 +81,47 @@ class ServedSession:
     closed: bool = False
     ended: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
+    _waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set, repr=False)
 
     def emit(self, kind: str, **data: Any) -> None:
-        """Record an event and wake the clients waiting for one."""
+        """Record an event and wake the clients waiting for one: threads on :attr:`changed`, coroutines in
+        :meth:`next_events` (through their event loop; this runs on the source's or a request's thread)."""
         with self.changed:
             self.events.append({"event": kind, **data})
             self.changed.notify_all()
+            waiters = list(self._waiters)
+        for loop, woken in waiters:
+            try:
+                loop.call_soon_threadsafe(woken.set)
+            except RuntimeError:  # that loop has closed (the service stopped): nobody is waiting there
+                pass
+
+    @property
+    def listeners(self) -> int:
+        """Coroutines waiting in :meth:`next_events` now (server-sent-event clients between two events)."""
+        with self.changed:
+            return len(self._waiters)
+
+    async def next_events(self, seen: int, timeout: float) -> list[dict[str, Any]]:
+        """The events after the first ``seen``, waiting up to ``timeout`` seconds for one when there is none yet
+        (then the empty list). Waits on the event loop, not on a thread: a server-sent-event client on a quiet
+        session holds no worker thread (a thread each would exhaust the service's pool at 40 clients and stall
+        every other request), and one that disconnects is dropped at once."""
+        loop, woken = asyncio.get_running_loop(), asyncio.Event()
+        waiter = (loop, woken)
+        with self.changed:  # checked and registered under the lock emit() takes: no event falls in between
+            if len(self.events) > seen:
+                return self.events[seen:]
+            self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(woken.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self.changed:
+                self._waiters.discard(waiter)
+        with self.changed:
+            return self.events[seen:]
 
     def state(self) -> dict[str, Any]:
         """``{id, source, time (s), frames_seen, dropped, playing, error, tiers: {tier: frame times}}``."""

@@ -1,18 +1,16 @@
 """The page in a real browser: Debian's Chromium, headless, driven by Selenium."""
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from serve.app import create_app
 from serve.sessions import SessionManager
 from videollama3.loading import build_session
+
+from .conftest import live_service
 
 OUTPUTS = Path(__file__).resolve().parents[2] / "outputs"
 
@@ -22,17 +20,8 @@ def server(tiny, videos, tmp_path):
     media = tmp_path / "media"
     media.mkdir()
     (media / "bikes.mp4").write_bytes((videos / "bikes.mp4").read_bytes())
-    manager = SessionManager(build_session(*tiny, "hierarchical"), "hierarchical", {}, media)
-    config = uvicorn.Config(create_app(manager), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with live_service(SessionManager(build_session(*tiny, "hierarchical"), "hierarchical", {}, media)) as url:
+        yield url
 
 
 @pytest.fixture

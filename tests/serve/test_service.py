@@ -12,6 +12,8 @@ from serve.app import create_app
 from serve.sessions import Limits, SessionManager
 from videollama3.loading import build_session
 
+from .conftest import live_service
+
 
 @pytest.fixture
 def manager(tiny, videos, tmp_path):
@@ -104,10 +106,51 @@ def test_pushed_frames_and_a_saved_memory_restored_answers_the_same(client):
     ("get", "/api/sessions/nope", {}, 404, "no session 'nope'"),
     ("post", "/api/sessions/nope/questions", {"json": {"question": "x"}}, 404, "no session 'nope'"),
     ("delete", "/api/sessions/nope", {}, 404, "no session 'nope'"),
+    # malformed requests: one line, as every refusal, not FastAPI's list of error objects
+    ("post", "/api/sessions", {"json": {"fps": "abc"}}, 422,
+     "body field 'fps': Input should be a valid number, unable to parse string as a number (got 'abc')"),
+    ("post", "/api/sessions", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422,
+     "the body is not valid JSON"),
+    ("post", "/api/sessions/nope/questions", {"json": {}}, 422, "body field 'question': Field required"),
+    ("get", "/api/sessions/nope/events?since=-1", {}, 422,
+     "query parameter 'since': Input should be greater than or equal to 0 (got '-1')"),
 ])
 def test_bad_requests_are_4xx_with_a_reason(client, method, path, kwargs, status, detail):
     r = getattr(client, method)(path, **kwargs)
-    assert r.status_code == status and detail in r.json()["detail"]
+    assert r.status_code == status and isinstance(r.json()["detail"], str) and detail in r.json()["detail"]
+
+
+def test_quiet_event_streams_hold_no_worker_thread(manager):
+    """60 clients on the events of a session nobody feeds yet, more than the service's 40 worker threads: the
+    service still answers other requests at once, each client gets the next frame's status as it comes,
+    then ``closed``, and its stream ends."""
+    import threading
+
+    import httpx
+
+    with live_service(manager) as url:
+        session_id = httpx.post(f"{url}/api/sessions", json={"source": None}).json()["id"]
+        received: list[list[str]] = [[] for _ in range(60)]
+
+        def listen(events: list[str]) -> None:
+            with httpx.stream("GET", f"{url}/api/sessions/{session_id}/events", timeout=60) as stream:
+                events += [line[len("event: "):] for line in stream.iter_lines() if line.startswith("event: ")]
+
+        clients = [threading.Thread(target=listen, args=(events,), daemon=True) for events in received]
+        for client in clients:
+            client.start()
+        served, deadline = manager.get(session_id), time.monotonic() + 30
+        while served.listeners < len(clients) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served.listeners == len(clients)
+        assert httpx.get(f"{url}/api/samples", timeout=5).status_code == 200  # stalled 15 s a round before
+        pushed = httpx.post(f"{url}/api/sessions/{session_id}/frames", params={"t": 0.0}, content=jpeg(80), timeout=30)
+        assert pushed.status_code == 200
+        assert httpx.delete(f"{url}/api/sessions/{session_id}", timeout=5).status_code == 200
+        for client in clients:
+            client.join(30)
+        assert not any(client.is_alive() for client in clients)
+        assert received == [["status", "closed"]] * len(clients) and served.listeners == 0
 
 
 def _saved(state) -> bytes:
