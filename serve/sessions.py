@@ -10,12 +10,14 @@ frame, ``answer`` after each question) that server-sent-event clients receive as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import math
 import pickle
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,31 @@ class ServedSession:
     ended: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
     _waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = field(default_factory=set, repr=False)
+    _in_flight: set[str] = field(default_factory=set, repr=False)
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, kind: str, wait_for: str) -> Iterator[None]:
+        """The block for one request of ``kind`` ("frame", "question") of this session at a time.
+
+        A request waiting for the model holds one of the service's worker threads (40), so a client firing
+        requests without waiting for their answers would take them all and stall every session; a second
+        one while the first is under way is refused instead, as a live source drops a frame the model
+        cannot take in time.
+
+        Raises:
+            ServeError: 429 while another request of ``kind`` of this session is under way, saying what to
+                wait for (``wait_for``).
+        """
+        with self.changed:
+            if kind in self._in_flight:
+                raise ServeError(429, f"a {kind} of session {self.id} is still {wait_for}; send the next one "
+                                      f"after its answer")
+            self._in_flight.add(kind)
+        try:
+            yield
+        finally:
+            with self.changed:
+                self._in_flight.discard(kind)
 
     def emit(self, kind: str, **data: Any) -> None:
         """Record an event and wake the clients waiting for one: threads on :attr:`changed`, coroutines in
@@ -261,8 +288,9 @@ class SessionManager:
         Raises:
             ServeError: 409 for a session that reads its own source; 413 for a frame too large;
                 422 for bytes that are not an image, a frame the model cannot take (an aspect ratio
-                over 200), or a timestamp that is not finite seconds >= 0 or is before the last frame's.
-                The session is unchanged.
+                over 200), or a timestamp that is not finite seconds >= 0 or is before the last frame's;
+                429 while the session's previous frame is still waiting for the model
+                (:meth:`ServedSession.one_at_a_time`). The session is unchanged.
         """
         from PIL import Image, UnidentifiedImageError
 
@@ -285,11 +313,12 @@ class SessionManager:
             raise ServeError(422, f"frame time {t} s is not a finite number of seconds >= 0")
         if last is not None and t < last:
             raise ServeError(422, f"frame time {t} s is before the last frame's ({last} s); push frames in time order")
-        try:
-            with self.model_lock:
-                served.session.push_frame(frame, t)
-        except (ValueError, MemoryBankError) as e:  # checked before the session changes
-            raise ServeError(422, f"the frame cannot be encoded: {e}") from None
+        with served.one_at_a_time("frame", "waiting for the model"):
+            try:
+                with self.model_lock:
+                    served.session.push_frame(frame, t)
+            except (ValueError, MemoryBankError) as e:  # checked before the session changes
+                raise ServeError(422, f"the frame cannot be encoded: {e}") from None
         state = served.state()
         served.emit("status", **state)
         return state
@@ -300,7 +329,7 @@ class SessionManager:
 
         Raises:
             ServeError: 422 for an empty or too long question, or one with a special token; 409
-                before the first frame.
+                before the first frame; 429 while the session's previous question is being answered.
         """
 
         if not isinstance(question, str) or not question.strip():
@@ -310,12 +339,13 @@ class SessionManager:
                                   f"{self.limits.max_question_chars}")
         if not served.session.frames_seen:
             raise ServeError(409, "the session has no frame yet; wait for the stream, or push a frame")
-        try:
-            with self.model_lock:
-                started = time.perf_counter()
-                answer = served.session.ask(question, max_new_tokens=max_new_tokens)
-        except (QuestionError, ValueError) as e:
-            raise ServeError(422, str(e)) from None
+        with served.one_at_a_time("question", "being answered"):
+            try:
+                with self.model_lock:
+                    started = time.perf_counter()
+                    answer = served.session.ask(question, max_new_tokens=max_new_tokens)
+            except (QuestionError, ValueError) as e:
+                raise ServeError(422, str(e)) from None
         result = {"question": question, "answer": answer.answer, "time": answer.time,
                   "latency_s": round(time.perf_counter() - started, 4), "frames_seen": answer.frames_seen,
                   "memory": answer.tiers}

@@ -226,3 +226,38 @@ def test_pushed_frames_the_model_cannot_take_are_422_and_change_nothing(client):
         assert client.get(f"/api/sessions/{sid}").json()["frames_seen"] == 0
     r = client.post(f"/api/sessions/{sid}/frames?t=0.5", content=jpeg(10))
     assert r.status_code == 200 and r.json()["frames_seen"] == 1 and r.json()["time"] == 0.5
+
+
+def test_a_second_request_while_the_first_waits_for_the_model_is_429_and_the_first_goes_through(manager):
+    """While another session has the model, a session's second frame (or question) before its first is
+    answered is refused at once, not queued on a worker thread; the first is then taken, and the next one
+    after it is too."""
+    import threading
+
+    import httpx
+
+    with live_service(manager) as url:
+        session_id = httpx.post(f"{url}/api/sessions", json={"source": None}).json()["id"]
+        assert httpx.post(f"{url}/api/sessions/{session_id}/frames", params={"t": 0.0}, content=jpeg(10)).status_code == 200
+        first: dict[str, httpx.Response] = {}
+        served = manager.get(session_id)
+        for kind, send in [("frame", lambda: httpx.post(f"{url}/api/sessions/{session_id}/frames", params={"t": 1.0},
+                                                        content=jpeg(90), timeout=60)),
+                           ("question", lambda: httpx.post(f"{url}/api/sessions/{session_id}/questions",
+                                                           json={"question": "What?", "max_new_tokens": 2}, timeout=60))]:
+            with manager.model_lock:  # the model busy with another session
+                waiting = threading.Thread(target=lambda kind=kind, send=send: first.update({kind: send()}))
+                waiting.start()
+                deadline = time.monotonic() + 30
+                while kind not in served._in_flight and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                second = send()
+                assert second.status_code == 429, (kind, second.json())
+                assert second.json()["detail"] == (
+                    f"a {kind} of session {session_id} is still "
+                    f"{'waiting for the model' if kind == 'frame' else 'being answered'}; send the next one after its answer")
+            waiting.join(60)
+            assert first[kind].status_code == 200
+        assert first["frame"].json()["frames_seen"] == 2 and first["question"].json()["time"] == 1.0
+        after = httpx.post(f"{url}/api/sessions/{session_id}/frames", params={"t": 2.0}, content=jpeg(50), timeout=60)
+        assert after.status_code == 200 and after.json()["frames_seen"] == 3 and not served._in_flight
