@@ -71,11 +71,28 @@ class QuestionRequest(BaseModel):
     max_new_tokens: int = Field(64, ge=1, le=512)
 
 
-def _check_length(request: Request, limit: int, what: str) -> None:
-    """Refuse a body announced larger than ``limit`` bytes before reading it (413)."""
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes an upload's body may hold beyond the video itself: the multipart boundaries and headers."""
+
+
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request's body, refused (413, naming ``what`` and ``limit``) as soon as it is over ``limit`` bytes:
+    before reading it when its ``Content-Length`` says so, else while it arrives (a chunked body announces
+    no length, and read whole first, one of any size would sit in memory before the check).
+
+    Raises:
+        ServeError: 413.
+    """
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise ServeError(413, f"{what} of {length} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServeError(413, f"{what} of more than {limit} bytes is over the limit of {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(manager: SessionManager) -> FastAPI:
@@ -89,10 +106,16 @@ def create_app(manager: SessionManager) -> FastAPI:
 
     app = FastAPI(title="vl3mem", description="Questions about a video while it streams, answered from a bounded memory.",
                   lifespan=lifespan)
+    limits = manager.limits
 
     @app.exception_handler(ServeError)
     async def refused(request: Request, e: ServeError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.exception_handler(413)
+    async def too_large(request: Request, e: Exception) -> JSONResponse:  # an upload cut off as it arrived
+        return JSONResponse({"detail": f"the upload is over the limit of {limits.max_upload_bytes} bytes"},
+                            status_code=413)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -112,7 +135,9 @@ def create_app(manager: SessionManager) -> FastAPI:
         """Open a session on a source, or one that waits for pushed frames."""
         return manager.open(request.source, request.fps, request.realtime).state()
 
-    @app.post("/api/sessions/upload", status_code=201)
+    # FastAPI parses an upload's form, spooling its file to disk, before the route runs: its size limit is
+    # FastAPI's, enforced as the body arrives (a chunked body announces no length); the others read theirs.
+    @app.post("/api/sessions/upload", status_code=201, max_body_size=limits.max_upload_bytes + MULTIPART_OVERHEAD)
     def upload(file: UploadFile = File(...), fps: float = Query(1.0)) -> dict[str, Any]:
         """Open a session on an uploaded video (kept under the media root's ``uploads/``)."""
         suffix = Path(file.filename or "video.mp4").suffix.lower()[:8] or ".mp4"
@@ -148,8 +173,7 @@ def create_app(manager: SessionManager) -> FastAPI:
     async def push(session_id: str, request: Request, t: float | None = Query(None, description="stream time, s")):
         """Push one JPEG / PNG frame (the request body) at stream time ``t``."""
         served = manager.get(session_id)
-        _check_length(request, manager.limits.max_frame_bytes, "a frame")
-        data = await request.body()
+        data = await read_body(request, limits.max_frame_bytes, "a frame")
 
         return await run_in_threadpool(manager.push, served, data, t)
 
@@ -190,8 +214,8 @@ def create_app(manager: SessionManager) -> FastAPI:
     async def restore(session_id: str, request: Request) -> dict[str, Any]:
         """Replace the session's memory by a saved state file (the request body)."""
         served = manager.get(session_id)
-        _check_length(request, manager.limits.max_upload_bytes, "a state file")
-        return await run_in_threadpool(manager.restore, served, await request.body())
+        data = await read_body(request, limits.max_upload_bytes, "a state file")
+        return await run_in_threadpool(manager.restore, served, data)
 
     app.mount("/media", StaticFiles(directory=manager.media_root), name="media")
     return app

@@ -261,3 +261,53 @@ def test_a_second_request_while_the_first_waits_for_the_model_is_429_and_the_fir
         assert first["frame"].json()["frames_seen"] == 2 and first["question"].json()["time"] == 1.0
         after = httpx.post(f"{url}/api/sessions/{session_id}/frames", params={"t": 2.0}, content=jpeg(50), timeout=60)
         assert after.status_code == 200 and after.json()["frames_seen"] == 3 and not served._in_flight
+
+
+def test_a_body_without_a_length_is_cut_off_at_the_limit_as_it_arrives():
+    """A chunked body announces no length: read_body refuses it once it is over the limit, having read no
+    more than that (here the client would send without end), instead of holding all of it first."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from serve.app import read_body
+    from serve.sessions import ServeError
+
+    received = 0
+
+    async def endless() -> dict:
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+    request = Request({"type": "http", "method": "POST", "headers": [], "path": "/"}, endless)
+    with pytest.raises(ServeError) as refused:
+        asyncio.run(read_body(request, 2500, "a frame"))
+    assert (refused.value.status, str(refused.value)) == (413, "a frame of more than 2500 bytes is over the limit of 2500")
+    assert received == 3
+
+
+def test_an_upload_far_over_the_limit_is_refused_before_it_is_spooled(client, manager, monkeypatch):
+    """FastAPI parses an upload's form (spooling the file to disk) before the route runs: the route's
+    max_body_size stops a body over the limit plus the multipart overhead as it arrives, chunked too, and
+    the route (which names the file it writes with uuid4) never runs."""
+    import serve.app
+    from serve.app import MULTIPART_OVERHEAD
+
+    named = []
+    monkeypatch.setattr(serve.app.uuid, "uuid4", lambda: named.append(1))
+
+    limit = manager.limits.max_upload_bytes + MULTIPART_OVERHEAD
+    sent = 0
+
+    def body():
+        nonlocal sent
+        boundary = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\n\r\n"
+        yield boundary
+        while sent < 4 * limit:
+            sent += 100_000
+            yield b"x" * 100_000
+
+    r = client.post("/api/sessions/upload", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json() == {"detail": f"the upload is over the limit of {manager.limits.max_upload_bytes} bytes"}
+    assert named == []
