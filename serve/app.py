@@ -12,7 +12,8 @@ Routes (OpenAPI docs at ``/docs``):
 - ``GET /api/sessions/{id}/events`` server-sent events: ``status`` after each frame, ``answer``;
 - ``GET /api/sessions/{id}/memory`` the memory as a state file; ``PUT`` restores one.
 
-Every refusal is a 4xx with ``{"detail": "what was wrong and what to do"}``.
+Every refusal is a 4xx with ``{"detail": "what was wrong and what to do"}``, but one: an upload whose
+``Content-Length`` is over the limit is refused by FastAPI before any of this runs, a plain-text 413.
 """
 
 from __future__ import annotations
