@@ -108,6 +108,7 @@ def create_app(manager: SessionManager) -> FastAPI:
     app = FastAPI(title="vl3mem", description="Questions about a video while it streams, answered from a bounded memory.",
                   lifespan=lifespan)
     limits = manager.limits
+    upload_too_large = f"the upload is over the limit of {limits.max_upload_bytes} bytes"
 
     @app.exception_handler(ServeError)
     async def refused(request: Request, e: ServeError) -> JSONResponse:
@@ -115,8 +116,7 @@ def create_app(manager: SessionManager) -> FastAPI:
 
     @app.exception_handler(413)
     async def too_large(request: Request, e: Exception) -> JSONResponse:  # an upload cut off as it arrived
-        return JSONResponse({"detail": f"the upload is over the limit of {limits.max_upload_bytes} bytes"},
-                            status_code=413)
+        return JSONResponse({"detail": upload_too_large}, status_code=413)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -148,10 +148,10 @@ def create_app(manager: SessionManager) -> FastAPI:
         with target.open("wb") as out:
             while chunk := file.file.read(1 << 20):
                 size += len(chunk)
-                if size > manager.limits.max_upload_bytes:
+                if size > limits.max_upload_bytes:
                     out.close()
                     target.unlink()
-                    raise ServeError(413, f"the upload is over the limit of {manager.limits.max_upload_bytes} bytes")
+                    raise ServeError(413, upload_too_large)
                 out.write(chunk)
         try:
             return manager.open(str(target.relative_to(manager.media_root)), fps).state()
