@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, one_line
 from .modeling import VideoLlama3WithMemory
 
 FORMAT_VERSION = 1
@@ -144,6 +145,9 @@ def resolve_checkpoint(path: str | Path) -> CheckpointInfo:
     try:
         meta = json.loads((path / META_FILE).read_text())
         memory = yaml.safe_load((path / MEMORY_FILE).read_text())
+        for file, content in ((META_FILE, meta), (MEMORY_FILE, memory)):
+            if not isinstance(content, dict):
+                raise TypeError(f"{file} holds a {type(content).__name__}, not a mapping")
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {meta.get('format')!r}, this version reads {FORMAT_VERSION}")
         return CheckpointInfo(path=path, base_model=str(meta["base_model"]), memory=str(memory["memory"]),
@@ -156,7 +160,11 @@ def resolve_checkpoint(path: str | Path) -> CheckpointInfo:
 def _load_module(module: torch.nn.Module, file: Path, what: str) -> None:
     if not file.is_file():
         raise CheckpointError(f"checkpoint file {file} is missing")
-    state = load_file(str(file))
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{what} in {file} is not a readable safetensors file ({one_line(e)}); the checkpoint "
+                              "is damaged: use another one, or train again") from None
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
@@ -186,9 +194,9 @@ def load_adapter(wrapped: VideoLlama3WithMemory, info: CheckpointInfo) -> VideoL
 
         try:
             peft_model = PeftModel.from_pretrained(wrapped.model, str(info.path))
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
             raise CheckpointError(f"cannot load the LoRA adapter in {info.path} "
-                                  f"({e.__class__.__name__}: {str(e).splitlines()[0]})") from None
+                                  f"({e.__class__.__name__}: {one_line(e)})") from None
         wrapped.model = peft_model.merge_and_unload()
     if wrapped.adapter is not None:
         _load_module(wrapped.adapter, info.path / FEATURE_ADAPTER_FILE, "the FeatureAdapter")

@@ -27,13 +27,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import VideoLlama3Config
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, one_line
+
+try:  # huggingface_hub's strict dataclasses (transformers' configs) raise their own error for a bad field
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # an older huggingface_hub validates nothing
+    StrictDataclassError = TypeError
+CONFIG_ERRORS = (ValueError, TypeError, StrictDataclassError)
+"""What building a transformers config from a bad ``config.json`` raises."""
 
 DAMO_MODEL_TYPE = "videollama3_qwen2"
 NATIVE_MODEL_TYPE = "video_llama_3"
@@ -114,7 +122,8 @@ def convert_config(remote: dict[str, Any], image_token_id: int = 151655, video_t
     placeholder ids are the tokenizer's ``<|image_pad|>`` / ``<|video_pad|>``.
 
     Raises:
-        ModelLoadError: for a projector the native class lacks, or no vision config.
+        ModelLoadError: for a projector the native class lacks, no vision config, or a field of the
+            wrong type or range (transformers' config validation).
     """
     projector = remote.get("mm_projector_type", "mlp2x_gelu")
     if projector not in PROJECTOR_TYPES:
@@ -127,8 +136,12 @@ def convert_config(remote: dict[str, Any], image_token_id: int = 151655, video_t
     tied = bool(remote.get("tie_word_embeddings", False))
     text.update(model_type="qwen2", use_cache=True, tie_word_embeddings=tied)
     vision = {k: v for k, v in vision.items() if k not in ("model_type", "architectures", "transformers_version")}
-    config = VideoLlama3Config(text_config=text, vision_config={**vision, "model_type": "video_llama_3_vision"},
-                               image_token_id=image_token_id, video_token_id=video_token_id, tie_word_embeddings=tied)
+    try:
+        config = VideoLlama3Config(text_config=text, vision_config={**vision, "model_type": "video_llama_3_vision"},
+                                   image_token_id=image_token_id, video_token_id=video_token_id,
+                                   tie_word_embeddings=tied)
+    except CONFIG_ERRORS as e:
+        raise ModelLoadError(f"the DAMO config.json has a bad value: {one_line(e)}") from None
     config.architectures = ["VideoLlama3ForConditionalGeneration"]
     dtype = remote.get("torch_dtype") or remote.get("dtype")
     if dtype:
@@ -167,6 +180,74 @@ def shard_files(src: Path) -> list[str]:
     return files
 
 
+def weight_shapes(src: Path, files: list[str]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a checkpoint's safetensors ``files`` (:func:`shard_files`), read
+    from their headers: no weight is loaded. ``safetensors`` checks that each file's size is the one its
+    header declares, so a truncated download is caught here too.
+
+    Raises:
+        ModelLoadError: for a file that is not a readable safetensors file (truncated, not safetensors).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        try:
+            with safe_open(str(src / file), framework="pt") as f:
+                for key in f.keys():
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        except (SafetensorError, OSError) as e:
+            raise ModelLoadError(f"{src / file} is not a readable safetensors file ({one_line(e)}); "
+                                 "download it again") from None
+    return shapes
+
+
+def check_weights(config: VideoLlama3Config, shapes: dict[str, tuple[int, ...]], where: str) -> None:
+    """Refuse weights (native name -> shape) that do not fill the model ``config`` describes exactly.
+
+    The model is built on the meta device (no memory, no initialisation cost to speak of), and its
+    ``state_dict`` is the list of what must be there; of a tied pair (``lm_head.weight`` and the input
+    embeddings when ``tie_word_embeddings``) one is enough.
+
+    Raises:
+        ModelLoadError: :func:`refuse_weights` for a weight missing, of another shape, or unknown.
+    """
+    from transformers import VideoLlama3ForConditionalGeneration
+
+    with torch.device("meta"):
+        model = VideoLlama3ForConditionalGeneration(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    tied = {**model.all_tied_weights_keys, **{v: k for k, v in model.all_tied_weights_keys.items()}}
+    missing = [k for k in expected if k not in shapes and tied.get(k) not in shapes]
+    refuse_weights(where, missing, [k for k in shapes if k not in expected],
+                   [(k, shape, expected[k]) for k, shape in shapes.items() if k in expected and shape != expected[k]])
+
+
+def refuse_weights(where: str, missing: Iterable[str], unexpected: Iterable[str],
+                   mismatched: Iterable[tuple[str, Sequence[int], Sequence[int]]]) -> None:
+    """Raise one line naming what is wrong with a checkpoint's weights, if anything is: a weight the
+    model has and the files lack (transformers would initialise it at random), one of another shape
+    (``(name, shape in the files, shape in the model)``), one the model does not have (it would be
+    dropped). Names are native ones.
+
+    Raises:
+        ModelLoadError: when any of the three is not empty.
+    """
+    missing, unexpected, mismatched = sorted(missing), sorted(unexpected), sorted(mismatched)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weight(s) missing ({', '.join(missing[:3])})")
+    if mismatched:
+        name, found, wanted = mismatched[0]
+        problems.append(f"{len(mismatched)} of another shape ({name}: {list(found)} in the files, {list(wanted)} "
+                        "in the model)")
+    if unexpected:
+        problems.append(f"{len(unexpected)} the model does not have ({', '.join(unexpected[:3])})")
+    if problems:
+        raise ModelLoadError(f"the weights of {where} do not fit the model its config.json describes: "
+                             f"{'; '.join(problems)}; download the whole checkpoint again, with its own config.json")
+
+
 def token_ids(tokenizer: Any) -> dict[str, int]:
     """``image_token_id`` and ``video_token_id`` from a tokenizer's ``<|image_pad|>`` / ``<|video_pad|>``."""
     from .processing import IMAGE_TOKEN, VIDEO_TOKEN
@@ -197,7 +278,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | No
 
     Raises:
         ModelLoadError: for a folder in neither layout, a projector the native class lacks,
-            missing shards, or a ``dst`` that already holds a checkpoint.
+            missing or unreadable shards, weights that do not fit the config (:func:`check_weights`;
+            checked before anything is written), or a ``dst`` that already holds a checkpoint.
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -218,6 +300,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | No
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot read the tokenizer in {src} ({e.__class__.__name__})") from None
     config = convert_config(remote, **token_ids(tokenizer))
+    check_weights(config, {native_key(k): shape for k, shape in weight_shapes(src, shards).items()}, str(src))
     dst.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
     total = 0

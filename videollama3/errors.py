@@ -52,6 +52,11 @@ USER_ERRORS = (VideoError, ModelLoadError, QuestionError, MemoryBankError, Usage
 line prints each as one line, never a traceback."""
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (a library's may span several), or its class name when empty."""
+    return " ".join(str(error).split()) or error.__class__.__name__
+
+
 def report_errors(run: Callable[[], int | None]) -> int:
     """``run()``'s exit status (None: 0); bad input (:data:`USER_ERRORS`) is one line ``vl3mem: error: ...``
     on stderr and status 2, an interrupt one line and status 130."""

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, VideoLlama3Conf
 from memory_bank import MEMORY_BACKENDS, UnboundedMemory, build_memory
 
 from .checkpoint import CheckpointInfo, load_adapter, resolve_checkpoint
-from .errors import ModelLoadError, UsageError
+from .errors import ModelLoadError, UsageError, one_line
 from .modeling import VideoLlama3WithMemory, use_matmul_patch_embedding
 from .options import NATIVE_MEMORY, check_device, memory_names, read_memory_config
 from .preprocess import FRAME_TOKENS
@@ -92,15 +92,15 @@ def native_config(name_or_path: str) -> VideoLlama3Config:
     Raises:
         ModelLoadError: see :func:`_config_of`, or a config of another model.
     """
-    from .conversion import checkpoint_kind, convert_config
+    from .conversion import CONFIG_ERRORS, checkpoint_kind, convert_config
 
     config, _ = _config_of(name_or_path)
     if checkpoint_kind(config, name_or_path) == "damo":
         return convert_config(config)
     try:
         return VideoLlama3Config.from_dict(config)
-    except (ValueError, TypeError) as e:
-        raise ModelLoadError(f"cannot read the config of {name_or_path!r} ({e})") from None
+    except CONFIG_ERRORS as e:
+        raise ModelLoadError(f"cannot read the config of {name_or_path!r} ({one_line(e)})") from None
 
 
 def local_checkpoint(name_or_path: str) -> Path:
@@ -131,7 +131,19 @@ def load_checkpoint(
         ModelLoadError: see :func:`load_model`.
         UsageError: for a device there is not (:func:`check_device`), before anything loads.
     """
-    from .conversion import DAMO_SYSTEM_PROMPT, KEY_MAPPING, checkpoint_kind, convert_config, shard_files, token_ids
+    from safetensors import SafetensorError
+
+    from .conversion import (
+        CONFIG_ERRORS,
+        DAMO_SYSTEM_PROMPT,
+        KEY_MAPPING,
+        checkpoint_kind,
+        convert_config,
+        refuse_weights,
+        shard_files,
+        token_ids,
+        weight_shapes,
+    )
 
     device = check_device(device)
 
@@ -145,20 +157,23 @@ def load_checkpoint(
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     config, source = _config_of(name_or_path)
     kind = checkpoint_kind(config, name_or_path)
-    if Path(source).is_dir():
-        shard_files(Path(source))  # a missing shard is one clear line, before anything loads
+    if Path(source).is_dir():  # a missing or unreadable shard is one clear line, before anything loads
+        weight_shapes(Path(source), shard_files(Path(source)))
+    # every weight is checked after loading: a missing one would be random, a mismatched one an exception
+    options = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         if kind == "damo":  # DAMO's layout: converted config, weights renamed while loading
-            model = VideoLlama3ForConditionalGeneration.from_pretrained(
-                source, config=convert_config(config, **token_ids(tokenizer)), key_mapping=KEY_MAPPING, dtype=dtype)
-        else:
-            model = VideoLlama3ForConditionalGeneration.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
+            options.update(config=convert_config(config, **token_ids(tokenizer)), key_mapping=KEY_MAPPING)
+        model, info = VideoLlama3ForConditionalGeneration.from_pretrained(source, **options)
+    except (OSError, KeyError, SafetensorError, *CONFIG_ERRORS) as e:
+        if isinstance(e, ModelLoadError):
+            raise
         raise ModelLoadError(
-            f"cannot load VideoLLaMA3 from {name_or_path!r} ({e.__class__.__name__}: {str(e).splitlines()[0]}); "
+            f"cannot load VideoLLaMA3 from {name_or_path!r} ({e.__class__.__name__}: {one_line(e)[:300]}); "
             "without network access or weights, use --model tiny"
         ) from None
+    refuse_weights(name_or_path, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"])
     system_prompt = DAMO_SYSTEM_PROMPT if kind == "damo" or _converted(source) else None
     use_matmul_patch_embedding(model)
     return model.to(device).eval(), tokenizer, system_prompt
@@ -192,7 +207,9 @@ def load_model(
 
     Raises:
         ModelLoadError: when the checkpoint cannot be found or read (at once when the hub
-            cannot be reached), or is not VideoLLaMA3, with a hint.
+            cannot be reached), is not VideoLLaMA3, or its weights do not fill the model its
+            config describes (a weight missing, of another shape, or unknown: never a model with
+            random weights), with a hint.
     """
     model, tokenizer, _ = load_checkpoint(name_or_path, device, dtype)
     return model, tokenizer

@@ -148,3 +148,33 @@ def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_p
     saved = sorted(int(p.name.split("-")[1]) for p in run.glob("checkpoint-*"))
     step = int(errors[0].split(" at step ")[1].split(";")[0])
     assert saved == list(range(1, step))  # every good step kept, none of the bad one
+
+
+def test_a_damaged_fine_tuned_checkpoint_is_one_line_for_answer(tmp_path, videos, short_data, capsys):
+    """`answer --adapter` on a checkpoint whose files are cut short, not safetensors, or of the wrong
+    shape of JSON: status 2 and one line naming the file, never a safetensors or attribute traceback."""
+    train(small_config(tmp_path, videos, short_data, max_steps=1, save_steps=1), progress=False)
+    good = tmp_path / "run" / "checkpoint-1"
+    capsys.readouterr()  # the run's own summary
+
+    def damaged(name: str, change) -> str:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        change(folder)
+        code = vl3mem(["answer", str(videos / "bikes.mp4"), "-q", "x", "--adapter", str(folder), "--quiet",
+                       "--max-new-tokens", "2"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (name, err)
+        return err[0]
+
+    def cut(file: str):
+        return lambda folder: (folder / file).write_bytes((folder / file).read_bytes()[:-7])
+
+    assert "the FeatureAdapter in" in damaged("adapter", cut("feature_adapter.safetensors"))
+    message = damaged("projector", lambda folder: (folder / "projector.safetensors").write_bytes(b"junk"))
+    assert "projector.safetensors is not a readable safetensors file (" in message and "train again" in message
+    assert "cannot load the LoRA adapter in" in damaged("lora", cut("adapter_model.safetensors"))
+    assert "vl3mem_checkpoint.json holds a list, not a mapping" in damaged(
+        "meta", lambda folder: (folder / "vl3mem_checkpoint.json").write_text("[]"))
+    assert "memory.yaml holds a str, not a mapping" in damaged(
+        "memory", lambda folder: (folder / "memory.yaml").write_text("hierarchical"))

@@ -1,17 +1,20 @@
 """DAMO's remote-code checkpoints load natively: key names, config, loading, `vl3mem convert`, bad folders."""
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
 
 from videollama3.cli import main
 from videollama3.conversion import (
     DAMO_SYSTEM_PROMPT,
     KEY_MAPPING,
+    check_weights,
     checkpoint_kind,
     convert_checkpoint,
     convert_config,
@@ -64,6 +67,7 @@ def test_every_real_key_maps_onto_a_native_parameter_of_the_same_shape(size, lay
     assert missing == (["lm_head.weight"] if listing["config"]["tie_word_embeddings"] else []), missing[:5]
     assert all(mapped[k] == native[k] for k in mapped), [k for k in mapped if mapped[k] != native[k]][:5]
     assert len(keys) == {"2b": 778, "7b": 779}[size]
+    check_weights(config, {k: tuple(shape) for k, shape in mapped.items()}, size)  # what convert checks: passes
 
 
 def test_the_mapping_is_anchored_and_ordered():
@@ -205,12 +209,44 @@ def bad_folders(tmp_path: Path, damo: Path) -> dict[str, tuple[Path, str]]:
         (projector / f.name).write_bytes(f.read_bytes())
     config = json.loads((damo / "config.json").read_text())
     (projector / "config.json").write_text(json.dumps({**config, "mm_projector_type": "linear"}))
+    first = "model-00001-of-00002.safetensors"
+    truncated = copy_with(damo, tmp_path / "truncated", lambda d: (d / first).write_bytes((d / first).read_bytes()[:-9]))
+    shape = copy_with(damo, tmp_path / "shape", lambda d: edit_shard(d / first, lambda s: s.update(
+        {"lm_head.weight": torch.zeros(3, 3)} if "lm_head.weight" in s else {k: torch.zeros(3, 3) for k in sorted(s)[:1]})))
+    dropped = copy_with(damo, tmp_path / "dropped", lambda d: edit_shard(d / first, lambda s: s.pop(max(s))))
+    extra = copy_with(damo, tmp_path / "extra", lambda d: edit_shard(d / first, lambda s: s.update(
+        {"model.mm_projector.extra.weight": torch.zeros(2)})))
+    value = copy_with(damo, tmp_path / "value", lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "hidden_size": "wide"})))
     return {"no config": (empty, "has no config.json"), "another model": (other, "'llava' model, not VideoLLaMA3"),
             "bad json": (broken, "does not parse"), "missing shard": (shards, "missing 1 of 2 weight shards"),
-            "projector": (projector, "mm_projector_type 'linear' has no native equivalent")}
+            "projector": (projector, "mm_projector_type 'linear' has no native equivalent"),
+            "truncated shard": (truncated, f"{first} is not a readable safetensors file"),
+            "weight of another shape": (shape, "1 of another shape (lm_head.weight: [3, 3] in the files, [261, 64] in"),
+            "weight missing": (dropped, "do not fit the model its config.json describes: 1 weight(s) missing ("),
+            "unknown weight": (extra, "1 the model does not have (model.projector.extra.weight)"),
+            "bad config value": (value, "Field 'hidden_size' expected int, got str (value: 'wide')")}
 
 
-@pytest.mark.parametrize("case", ["no config", "another model", "bad json", "missing shard", "projector"])
+def copy_with(src: Path, dst: Path, change) -> Path:
+    """A copy of the checkpoint folder ``src`` at ``dst``, then ``change(dst)``."""
+    shutil.copytree(src, dst)
+    change(dst)
+    return dst
+
+
+def edit_shard(file: Path, change) -> None:
+    """Rewrite a safetensors file after ``change(tensors)`` (a dict, changed in place)."""
+    tensors = load_file(str(file))
+    change(tensors)
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+BAD_FOLDERS = ["no config", "another model", "bad json", "missing shard", "projector", "truncated shard",
+               "weight of another shape", "weight missing", "unknown weight", "bad config value"]
+
+
+@pytest.mark.parametrize("case", BAD_FOLDERS)
 def test_bad_checkpoint_folders_exit_2_with_one_line(tmp_path, videos, capsys, case):
     model, tokenizer = tiny_pair(tied=False)
     folder, message = bad_folders(tmp_path, write_damo_checkpoint(model, tokenizer, tmp_path / "damo"))[case]
@@ -220,6 +256,26 @@ def test_bad_checkpoint_folders_exit_2_with_one_line(tmp_path, videos, capsys, c
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], (argv[0], err)
+        assert not (tmp_path / "out").exists()  # convert checks everything before it writes
+
+
+@pytest.mark.parametrize("case", ["weight missing", "weight of another shape"])
+def test_a_native_folder_with_bad_weights_is_refused_not_loaded_at_random(tmp_path, case):
+    """Native folders load through transformers' own key handling; its loading report is checked after the
+    load (transformers would initialise a missing weight at random and go on)."""
+    model, tokenizer = tiny_pair(tied=False)
+    native = convert_checkpoint(write_damo_checkpoint(model, tokenizer, tmp_path / "damo"), tmp_path / "native",
+                                progress=False)
+    name = "model.language_model.norm.weight"
+    shard = native / json.loads((native / "model.safetensors.index.json").read_text())["weight_map"][name]
+    if case == "weight missing":
+        edit_shard(shard, lambda s: s.pop(name))
+        message = "1 weight(s) missing (model.language_model.norm.weight)"
+    else:
+        edit_shard(shard, lambda s: s.update({name: torch.ones(65)}))
+        message = "1 of another shape (model.language_model.norm.weight: [65] in the files, [64] in the model)"
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        load_checkpoint(str(native))
 
 
 def test_no_remote_code_is_offered_or_run(tmp_path, monkeypatch):
