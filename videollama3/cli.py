@@ -178,7 +178,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
         _print_answer(a)
     unanswered = [{"question": q, "asked_at": t} for i, (q, t) in enumerate(questions) if i not in answers]
     for u in unanswered:
-        print(f"\n[{u['asked_at']}s] not answered: decoding stopped at {stopped_at:.2f}s before this time")
+        at, before = ("end", "the end of the video") if u["asked_at"] is None else (f"{u['asked_at']:.1f}s", "this time")
+        print(f"\n[{at}] Q: {u['question']}\n  not answered: decoding stopped at {stopped_at:.2f}s, before {before}")
     if args.output:
         report = {
             "video": str(args.video), "duration_s": info.duration, "model": spec.model,

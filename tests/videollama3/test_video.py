@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -110,10 +112,13 @@ def test_a_truncated_file_indexed_at_the_front_is_a_partial_decode(tmp_path, cap
         for frame, t in iter_frames(cut, fps=1):
             frames.append(t)
     assert frames and e.value.stopped_at is not None and frames[-1] <= e.value.stopped_at < 5
-    code = main(["answer", str(cut), "-q", "early", "--at", "1", "-q", "late", "--at", "8", "--model", "tiny",
-                 "--quiet", "--max-new-tokens", "1"])
+    code = main(["answer", str(cut), "-q", "early", "--at", "1", "-q", "late", "--at", "8", "-q", "at the end",
+                 "--model", "tiny", "--quiet", "--max-new-tokens", "1"])
     out, err = capsys.readouterr()
-    assert code == 1 and "[1.0s] Q: early" in out and "[8.0s] not answered" in out and "truncated" in err
+    assert code == 1 and "[1.0s] Q: early" in out and "truncated" in err
+    stopped = r"not answered: decoding stopped at [1-4]\.\d\ds, before"
+    assert re.search(rf"\[8\.0s\] Q: late\n  {stopped} this time\n", out), out
+    assert re.search(rf"\[end\] Q: at the end\n  {stopped} the end of the video\n", out), out
 
 
 @pytest.mark.parametrize("fmt, suffix", [(None, "mp4"), ("mpegts", "ts")])
