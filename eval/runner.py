@@ -8,6 +8,7 @@ evaluators re-encode the whole prefix for every question instead.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 from memory_bank import MemoryEntry
 from videollama3.errors import AnnotationError, QuestionError, UsageError
-from videollama3.questions import RecordLog, TimedQuestion, VideoQuestions
+from videollama3.questions import Poll, RecordLog, TimedQuestion, VideoQuestions
 from videollama3.session import StreamingSession, pipelined, run_stream, tier_layout
 from videollama3.video import open_video
 
@@ -27,6 +28,19 @@ PREDICTIONS = "predictions.jsonl"
 LATE_S = 1.0
 """Seconds past the end of the video a question time may be (benchmarks give whole seconds, the
 official evaluators cut the video at its end): such a question is asked after the last frame."""
+UNKNOWN_DURATION_POLL_S = 24 * 3600.0
+"""Seconds of stream a proactive question is polled for, from its first poll, in a video whose container
+does not give its duration (a raw stream): the one case where its polls cannot be cut at the end."""
+
+
+def poll_times(poll: Poll, duration: float) -> list[float]:
+    """The times ``poll`` is asked at in a video of ``duration`` seconds (0.0: unknown): those not past
+    the end (:data:`LATE_S` after it), else not past :data:`UNKNOWN_DURATION_POLL_S` after the first.
+    Found by bisection, so a ``range`` reaching far past the video is cut without being walked."""
+    if not poll.times:
+        return []
+    limit = duration + LATE_S if duration else poll.times[0] + UNKNOWN_DURATION_POLL_S
+    return [float(t) for t in poll.times[: bisect.bisect_right(poll.times, limit)]]
 
 
 def frames_inside(entry: MemoryEntry, start: float, end: float) -> float:
@@ -266,8 +280,7 @@ def evaluate_video(
     questions = [q for q in video.questions if q not in late]
     replayed = _replayed_polls(store, questions, done)
     events = sorted(((t, q) for q in questions
-                     for t in ([q.time] if q.poll is None else
-                               [t for t in q.poll.times if not duration or t <= duration + LATE_S])),
+                     for t in ([q.time] if q.poll is None else poll_times(q.poll, duration))),
                     key=lambda e: (e[0], e[1].order))
     pollers = {q.id: _Poller(q) for q in questions if q.poll is not None and q.id not in done}
     refused: set[str] = set()  # questions the model could not take (with skip_bad)
@@ -301,7 +314,8 @@ def evaluate_video(
     def finish(poller: _Poller, entries: list[MemoryEntry], prediction: str | None, answered_at: float | None):
         poller.finished = True
         return record(poller.question, entries, prediction, poller.latency, polls=poller.history,
-                      answered_at=answered_at, last_time=answered_at if answered_at is not None else poller.question.poll.times[-1])
+                      answered_at=answered_at,
+                      last_time=answered_at if answered_at is not None else float(poller.question.poll.times[-1]))
 
     def ask(i: int) -> dict[str, Any] | None:
         try:

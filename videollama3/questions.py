@@ -18,7 +18,7 @@ import json
 import math
 import re
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,12 +74,15 @@ class Poll:
     lower case); then the question itself is asked at that same moment, and polling stops.
 
     Attributes:
-        times: poll times in seconds, increasing; polls past the end of the video are not asked.
+        times: poll times in seconds, increasing; polls past the end of the video are not asked. A
+            ``range`` for polls at a fixed step (StreamingBench's, one a second): it costs nothing however
+            far an annotation's ground truth lies, and the evaluation cuts it at the end of the video
+            without walking it.
         query: the text of each poll.
         trigger: the reply that means "now" (``"yes"``).
     """
 
-    times: list[float]
+    times: Sequence[float]
     query: str
     trigger: str = "yes"
 

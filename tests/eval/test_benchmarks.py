@@ -10,8 +10,15 @@ from eval.benchmarks import BENCHMARKS, load_benchmark
 from eval.benchmarks.ovbench import mcq_key
 from eval.benchmarks.streamingbench import clock_seconds
 from eval.report import summarize
-from eval.runner import PredictionStore, evaluate_video, read_records
+from eval.runner import (
+    UNKNOWN_DURATION_POLL_S,
+    PredictionStore,
+    evaluate_video,
+    poll_times,
+    read_records,
+)
 from videollama3.loading import build_session
+from videollama3.questions import Poll
 from vl3mem.cli import main
 
 
@@ -133,7 +140,7 @@ def test_streamingbench_files_as_published(tmp_path, videos):
             "Who serves?; Options: A. Wang., B. Fan., C. Xu., D. Ma.; Answer: A; \n\nHere is the question.") in second
     assert "Options:\nA. 2.\nB. 6.\nC. 7.\nD. 4.\n\nThe best option is:" in second
     po = questions["questions_proactive:0:0"]
-    assert (po.time, po.poll.times) == (1.0, [2.0, 3.0, 4.0, 5.0, 6.0, 7.0])  # time_stamp + 1 .. ground truth + 4
+    assert (po.time, list(po.poll.times)) == (1.0, [2.0, 3.0, 4.0, 5.0, 6.0, 7.0])  # time_stamp + 1 .. ground truth + 4
     assert 'Question: When the score is 3, output "3". Is it the right time to output "3"? You can only answer yes or no.' \
         in po.poll.query
     assert clock_seconds("1:02:03", "t") == 3723
@@ -184,6 +191,28 @@ def test_a_proactive_question_is_polled_until_the_model_says_yes(tiny, videos, t
     (record,) = read_records(store.path)
     assert [p["time"] for p in record["polls"]] == [1.0, 2.0, 3.0] and record["answered_at"] == 3.0
     assert (record["last_time"], record["prediction"], record["correct"], record["on_time"]) == (3.0, "a bike, here", True, True)
+
+
+def test_a_ground_truth_far_past_the_video_is_polled_to_its_end_only(tiny, videos, tmp_path):
+    """An annotation whose ground truth lies ~11,000 years out (a typo, or an attack) loads at once and is
+    polled once a second to the end of the 10 s video, as any other: its polls are a range, cut by bisection."""
+    (video,) = load_benchmark("streamingbench", write(tmp_path / "questions_proactive.json", [
+        {"video_path": "bikes.mp4", "questions": [
+            {"task_type": "Proactive Output", "question": 'When a bike passes, output "bike".', "time_stamp": "00:00:01",
+             "ground_truth_time_stamp": "99999999:00:00", "ground_truth_output": "bike"}]}]), videos).videos
+    (question,) = video.questions
+    assert len(question.poll.times) == 359_999_996_400 + 4 - 1
+    assert poll_times(question.poll, 10.0) == [float(t) for t in range(2, 12)]  # up to LATE_S past the end
+    assert poll_times(Poll([1.0, 2.5, 7.0], "q"), 1.5) == [1.0, 2.5] and poll_times(Poll([], "q"), 5.0) == []
+    unknown = poll_times(question.poll, 0.0)  # a raw stream: at most UNKNOWN_DURATION_POLL_S of polls
+    assert (unknown[0], unknown[-1], len(unknown)) == (2.0, 2.0 + UNKNOWN_DURATION_POLL_S, 86_401)
+    session = build_session(*tiny)
+    store = PredictionStore(tmp_path / "run")
+    result = evaluate_video(session, video, 1.0, store, BENCHMARKS["streamingbench"], max_new_tokens=1, no_model=True)
+    assert result["asked"] == 1 and not result["unanswered"]
+    (record,) = read_records(store.path)
+    assert [p["time"] for p in record["polls"]] == [float(t) for t in range(2, 12)]  # 11 s: after the last frame
+    assert record["answered_at"] is None and record["last_time"] == 359_999_996_404.0
 
 
 # --------------------------------------------------------------------- OVBench
