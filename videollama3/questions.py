@@ -266,12 +266,15 @@ def option_list(value: Any) -> list[str]:
     """The options of a multiple-choice record (letters stripped), or ``[]`` when it has none.
 
     Raises:
-        ValueError: for options that are not a list of texts (a string would split into letters).
+        ValueError: for options that are not a list of texts (a string would split into letters), or
+            more of them than there are letters to name them (26).
     """
     if value is None:
         return []
     if not isinstance(value, list):
         raise ValueError(f"options must be a list of texts, got {type(value).__name__} {value!r:.60}")
+    if len(value) > len(LETTERS):
+        raise ValueError(f"{len(value)} options, but a multiple-choice question has at most {len(LETTERS)} (A to Z)")
     return [strip_letter(text_field(o, f"option {i}")) for i, o in enumerate(value)]
 
 
@@ -355,9 +358,9 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
             continue
         for k, q in enumerate(record["questions"]):
             qid = str(q.get("id", f"{record['video']}#{k}")) if isinstance(q, dict) else f"{record['video']}#{k}"
+            if not log.first_use(qid, f"line {n} question {qid}"):  # raises its own one line
+                continue
             try:
-                if not log.first_use(qid, f"line {n} question {qid}"):
-                    continue
                 if not isinstance(q, dict) or q.get("question") in (None, ""):
                     raise ValueError("no question text")
                 question = text_field(q["question"], "question")

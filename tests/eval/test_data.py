@@ -76,6 +76,11 @@ BAD = [
     ("ovo", [{"id": 7, "task": "EPM", "video": "bikes.mp4", "realtime": 1, "question": "Q?", "gt": 0}],
      "record 0 (id 7): a multiple-choice question needs at least 2 options"),
     ("ovo", [{"id": 7, "task": "XYZ", "video": "bikes.mp4"}], "unknown task 'XYZ'"),
+    ("jsonl", [{"video": "bikes.mp4", "questions": [{"id": "x", "time": 1, "question": "Q?", "options": ["o"] * 27,
+                                                     "answer": "A"}]}],
+     "question x: 27 options, but a multiple-choice question has at most 26 (A to Z)"),
+    ("ovo", [{"id": 7, "task": "EPM", "video": "bikes.mp4", "realtime": 1, "question": "Q?", "options": ["o"] * 40,
+              "gt": 0}], "record 0 (id 7): 40 options, but a multiple-choice question has at most 26"),
     ("ovbench", [{"video_id": "nope", "questions": []}], "video 0 ('nope'): video 'nope' not found"),
     ("ovbench", [{"video_id": "bikes", "questions": [{"question": "Q?", "options": ["A. a", "B. b"], "answer": "A"}]}],
      "question 0: middle_frame_timestamp must be a non-negative number"),
@@ -91,7 +96,8 @@ def test_bad_records_are_named_or_skipped(tmp_path, videos, kind, content, messa
         write(path, content, jsonl=kind == "jsonl")
     with pytest.raises(AnnotationError) as e:
         load_benchmark(kind, path, videos)
-    assert str(path) in str(e.value) and message in str(e.value) and "--skip-bad" in str(e.value)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+    assert str(e.value).count(f"{path}: ") == 1 and str(e.value).count("--skip-bad") == 1  # said once
     bench = load_benchmark(kind, path, videos, skip_bad=True)
     assert bench.num_questions == 0 and len(bench.skipped) == 1 and message in bench.skipped[0]
 

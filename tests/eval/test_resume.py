@@ -118,5 +118,6 @@ def test_duplicate_question_ids_are_named_not_merged(tmp_path, videos, kind, con
     with pytest.raises(AnnotationError) as e:
         load_benchmark(kind, path, videos)
     assert message in str(e.value)
+    assert str(e.value).count(f"{path}: ") == 1 and str(e.value).count("--skip-bad") == 1  # said once
     bench = load_benchmark(kind, path, videos, skip_bad=True)
     assert bench.num_questions == 1 and len(bench.skipped) == 1 and message in bench.skipped[0]
