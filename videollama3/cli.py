@@ -17,8 +17,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import QuestionError, UsageError, VideoError, report_errors
 from .options import check_device, check_output_path
@@ -197,19 +198,57 @@ def cmd_answer(args: argparse.Namespace) -> int:
     return 1 if stopped_at is not None else 0
 
 
+QUESTION_LINE_BYTES = 1 << 16
+"""Longest line ``--interactive`` takes as a question (64 KiB); a longer one is skipped, never held whole."""
+
+
+def question_lines(stream: BinaryIO, warn: Callable[[str], None]) -> Iterator[str]:
+    """The non-blank lines of a question stream (a terminal, a file, a FIFO), stripped, as they arrive.
+
+    A line that is not UTF-8 text, or longer than :data:`QUESTION_LINE_BYTES`, is skipped with
+    ``warn(message)`` naming its line number: one bad line never ends the questions after it, and a
+    stream with no newline never fills the memory.
+    """
+    number = 0
+    while raw := stream.readline(QUESTION_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > QUESTION_LINE_BYTES and not raw.endswith(b"\n"):  # read the rest of it away
+            while (rest := stream.readline(QUESTION_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            warn(f"question line {number} is longer than {QUESTION_LINE_BYTES} bytes; skipped")
+            continue
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            warn(f"question line {number} is not UTF-8 text (byte {e.start + 1}); skipped")
+            continue
+        if line:
+            yield line
+
+
 def _interactive_questions(path: str | None) -> Any:
     """A queue the lines of ``path`` (or standard input) arrive in, as they are typed (read by a
-    daemon thread: it ends with the run)."""
+    daemon thread: it ends with the run), through :func:`question_lines`.
+
+    Raises:
+        UsageError: when ``path`` cannot be opened (a FIFO is opened by the thread: opening one waits
+            for its writer).
+    """
     import queue
+    import stat
     import threading
 
     lines: queue.Queue = queue.Queue()
+    fifo = path is not None and Path(path).exists() and stat.S_ISFIFO(Path(path).stat().st_mode)
+    try:
+        stream = sys.stdin.buffer if path is None else None if fifo else open(path, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise UsageError(f"cannot read --ask-from {path} ({e.strerror}); give a file or a FIFO") from None
 
     def read() -> None:
-        stream = open(path, encoding="utf-8") if path else sys.stdin  # noqa: SIM115  (a FIFO stays open)
-        for line in stream:
-            if line.strip():
-                lines.put(line.strip())
+        with (open(path, "rb") if stream is None else stream) as source:  # a FIFO stays open
+            for line in question_lines(source, lambda message: print(f"vl3mem: warning: {message}", file=sys.stderr)):
+                lines.put(line)
 
     threading.Thread(target=read, name="vl3mem-questions", daemon=True).start()
     return lines
@@ -234,12 +273,12 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
                         drop=args.realtime or is_live_source(args.video),
                         read_timeout=args.read_timeout, duration=args.duration)
     try:
+        typed = _interactive_questions(args.ask_from) if args.interactive else None  # before a model loads
         session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
     except BaseException:
         source.close()
         raise
     session.encode_batch = 1  # answers come at once: frames are not held back for a batch
-    typed = _interactive_questions(args.ask_from) if args.interactive else None
     answered: list[dict[str, Any]] = []
 
     def answer(text: str) -> None:
@@ -270,6 +309,11 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
         for i in sorted(result.answers):
             answered.append({**result.answers[i].to_dict(), "asked_at": questions[i][1]})
             _print_answer(answered[-1])
+        while typed is not None and session.frames_seen:  # typed after the last frame: from the final memory
+            try:
+                answer(typed.get_nowait())
+            except queue.Empty:
+                break
         error = result.error
     except KeyboardInterrupt:
         interrupted, error = True, None

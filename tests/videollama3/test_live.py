@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import av
 import pytest
 
+from videollama3.cli import QUESTION_LINE_BYTES, question_lines
 from videollama3.errors import VideoError
 from videollama3.live import LiveSource, is_live_source
 from videollama3.loading import build_session
@@ -160,6 +161,36 @@ def test_questions_typed_while_the_stream_plays(videos, tmp_path, capsys):
     assert answer["question"] == "What is moving?" and 1.0 <= answer["time"] <= 4.0
     assert answer["frames_seen"] == int(answer["time"]) + 1  # frames up to its stream time, none after
     assert report["frames_encoded"] == 6  # 0..5 s
+
+
+def test_question_lines_skip_what_is_not_a_question_and_go_on():
+    """A line that is not UTF-8, or longer than QUESTION_LINE_BYTES (read away in pieces, never held whole),
+    is skipped with a warning naming it; the lines after it still arrive."""
+    long = b"x" * (QUESTION_LINE_BYTES * 3 + 5)
+    stream = io.BytesIO(b"What moves?\n\xff\xfe bad\n" + long + b"\n  \n" + b"y" * QUESTION_LINE_BYTES
+                        + b"\n\tLast?")
+    warnings: list[str] = []
+    assert list(question_lines(stream, warnings.append)) == ["What moves?", "y" * QUESTION_LINE_BYTES, "Last?"]
+    assert warnings == ["question line 2 is not UTF-8 text (byte 1); skipped",
+                        f"question line 3 is longer than {QUESTION_LINE_BYTES} bytes; skipped"]
+
+
+def test_a_bad_question_line_is_skipped_and_late_lines_are_answered_at_the_end(videos, tmp_path, capsys):
+    """--ask-from a file: a non-UTF-8 line is a warning, the questions around it are answered (those read after
+    the last frame from the final memory); a missing --ask-from is one line, before the model loads."""
+    questions = tmp_path / "questions.txt"
+    questions.write_bytes(b"What is moving?\nok \xff\nWhich colour?\n")
+    out = tmp_path / "a.json"
+    code = main(["answer", str(videos / "bikes.mp4"), "--interactive", "--ask-from", str(questions),
+                 "--model", "tiny", "--max-new-tokens", "2", "--quiet", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0 and "vl3mem: warning: question line 2 is not UTF-8 text (byte 4); skipped" in err, err
+    assert [a["question"] for a in json.loads(out.read_text())["answers"]] == ["What is moving?", "Which colour?"]
+    assert main(["answer", str(videos / "bikes.mp4"), "--interactive", "--ask-from", str(tmp_path / "nope"),
+                 "--model", "tiny", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"vl3mem: error: cannot read --ask-from {tmp_path / 'nope'} (No such file or directory); "
+                    "give a file or a FIFO")]
 
 
 def test_ctrl_c_ends_a_live_run_with_its_summary(videos, tmp_path):
