@@ -305,6 +305,9 @@ class SessionManager:
                     raise ServeError(413, f"a {image.width}x{image.height} frame is over the limit of "
                                           f"{self.limits.max_frame_pixels} pixels")
                 frame = np.array(image.convert("RGB"))
+        except Image.DecompressionBombError:  # Pillow refuses to open one this large (a few KB can declare it)
+            raise ServeError(413, f"a frame of over {2 * Image.MAX_IMAGE_PIXELS} pixels is over the limit of "
+                                  f"{self.limits.max_frame_pixels} pixels") from None
         except (UnidentifiedImageError, OSError) as e:
             raise ServeError(422, f"the frame is not a JPEG or PNG image ({e.__class__.__name__})") from None
         last = served.session.time

@@ -535,7 +535,7 @@ class FrameFolder:
         try:
             with Image.open(file) as image:
                 return image.size
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             raise VideoError(f"cannot read frame {file} ({e.__class__.__name__})", self.path) from None
 
     def __enter__(self) -> FrameFolder:
@@ -574,7 +574,7 @@ class FrameFolder:
                                          f"frame is {size[0]}x{size[1]}; a video's frames share one size",
                                          self.path, stopped_at=last)
                     frame = np.array(image.convert("RGB"))  # a writable copy, as decoded video frames are
-            except (OSError, UnidentifiedImageError) as e:
+            except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
                 raise VideoError(f"reading {self.path} stopped at {last or 0.0:.2f}s: cannot read frame {file.name} "
                                  f"({e.__class__.__name__})", self.path, stopped_at=last) from None
             last = round(t, 6)

@@ -161,12 +161,21 @@ def _saved(state) -> bytes:
     return out.getvalue()
 
 
+def bomb() -> bytes:
+    """A 50 KB PNG of 20,000 x 20,000 pixels: Pillow refuses to open it (a decompression bomb)."""
+    out = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(out, format="PNG")
+    return out.getvalue()
+
+
 def test_limits_are_4xx_with_a_reason(client, manager, tmp_path):
     pushed = client.post("/api/sessions", json={}).json()["id"]
     cases = [
         (client.post(f"/api/sessions/{pushed}/questions", json={"question": "x"}), 409, "no frame yet"),
         (client.post(f"/api/sessions/{pushed}/frames", content=b"not an image"), 422, "not a JPEG or PNG"),
         (client.post(f"/api/sessions/{pushed}/frames", content=jpeg(1, size=(800, 600))), 413, "pixels"),
+        (client.post(f"/api/sessions/{pushed}/frames", content=bomb()), 413,
+         f"a frame of over {2 * Image.MAX_IMAGE_PIXELS} pixels is over the limit of 307200 pixels"),
         (client.post(f"/api/sessions/{pushed}/frames", content=b"x" * 100_001), 413, "over the limit of 100000"),
     ]
     client.post(f"/api/sessions/{pushed}/frames", params={"t": 5}, content=jpeg(1))

@@ -258,6 +258,14 @@ def test_frame_folders_that_cannot_be_read_are_one_clear_error(tmp_path):
     with pytest.raises(VideoError, match="cannot read frame 4.png") as e:
         list(open_video(folder, 1).frames(fps=None))
     assert e.value.stopped_at == 2.0
+    Image.new("1", (20_000, 20_000)).save(folder / "4.png")  # 50 KB that Pillow refuses to open: 400 M pixels
+    with pytest.raises(VideoError, match="cannot read frame 4.png \\(DecompressionBombError\\)") as e:
+        list(open_video(folder, 1).frames(fps=None))
+    assert e.value.stopped_at == 2.0
+    bomb = frame_folder(tmp_path / "g", 1)
+    Image.new("1", (20_000, 20_000)).save(bomb / "1.png")  # the first frame, whose size the folder takes
+    with pytest.raises(VideoError, match="cannot read frame .*1.png \\(DecompressionBombError\\)"):
+        open_video(bomb, 1)
 
 
 def test_answer_streams_a_frame_folder(tmp_path, capsys):
