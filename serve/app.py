@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -184,23 +184,26 @@ def create_app(manager: SessionManager) -> FastAPI:
         return manager.ask(manager.get(session_id), request.question, request.max_new_tokens)
 
     @app.get("/api/sessions/{session_id}/events")
-    async def events(session_id: str, since: int = Query(0, ge=0, description="events already received")
+    async def events(session_id: str, since: int = Query(0, ge=0, description="events already received"),
+                     last_event_id: int | None = Header(None, ge=0, description="set by a reconnecting EventSource")
                      ) -> StreamingResponse:
-        """Server-sent events of the session from event number ``since``: ``status``, ``answer``, ``closed`` (the
-        last); a comment every 15 s keeps a quiet stream open."""
+        """Server-sent events of the session from event number ``since`` (events are numbered from 0; a session
+        keeps the latest ``max_events``, so one further behind starts at the oldest kept): ``status``,
+        ``answer``, ``closed`` (the last); a comment every 15 s keeps a quiet stream open. Each event carries
+        its number as its SSE ``id``, so a browser's EventSource that reconnects (``Last-Event-ID``) goes on
+        after the last event it got instead of receiving them all again."""
         served = manager.get(session_id)
 
         async def stream():
-            seen = since
+            seen = since if last_event_id is None else max(since, last_event_id + 1)
             while True:
-                new = await served.next_events(seen, timeout=15)
-                seen += len(new)
+                new, seen = await served.next_events(seen, timeout=15)
                 if not new:
                     if served.closed:  # closed before this client asked for events it had already seen
                         return
                     yield ": keep-alive\n\n"
-                for event in new:
-                    yield f"event: {event['event']}\ndata: {json.dumps(event)}\n\n"
+                for number, event in enumerate(new, seen - len(new)):
+                    yield f"id: {number}\nevent: {event['event']}\ndata: {json.dumps(event)}\n\n"
                     if event["event"] == "closed":
                         return
 

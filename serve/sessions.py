@@ -10,8 +10,10 @@ frame, ``answer`` after each question) that server-sent-event clients receive as
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
+import itertools
 import math
 import pickle
 import threading
@@ -50,6 +52,9 @@ class Limits:
         max_frame_bytes: size of a pushed JPEG / PNG frame.
         max_frame_pixels: width x height of a pushed frame.
         max_question_chars: length of a question.
+        max_events: events a session keeps for clients that connect (or reconnect) late: the latest
+            ones; older ones are dropped, so a session that streams for days holds no more (a status
+            follows each frame, and each supersedes the one before it).
     """
 
     max_sessions: int = 8
@@ -57,6 +62,7 @@ class Limits:
     max_frame_bytes: int = 8 * 2**20
     max_frame_pixels: int = 4096 * 4096
     max_question_chars: int = 1000
+    max_events: int = 1000
 
 
 @dataclass
@@ -68,7 +74,10 @@ class ServedSession:
         session: the streaming session (its memory is this client's alone).
         source: the source it reads, or None when its client pushes frames.
         name: the source as given (a media-root path or a URL), for display.
-        events: every event so far (``{"event": "status" | "answer" | "closed", ...}``), in order.
+        events: the latest events (``{"event": "status" | "answer" | "closed", ...}``), in order: at most
+            ``maxlen`` of the deque (:attr:`Limits.max_events`), the oldest dropped first.
+        first_event: the number of the first event in :attr:`events` (events are numbered from 0 over the
+            session's life): how many were dropped.
         error: why its source stopped, when it broke off.
         closed / ended: closed by a client; its source reached its end.
         changed: notified on each new event (threads wait on it; coroutines use :meth:`next_events`).
@@ -78,7 +87,8 @@ class ServedSession:
     session: StreamingSession
     source: LiveSource | None = None
     name: str = "pushed frames"
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=Limits.max_events))
+    first_event: int = 0
     error: str | None = None
     closed: bool = False
     ended: bool = False
@@ -114,6 +124,8 @@ class ServedSession:
         """Record an event and wake the clients waiting for one: threads on :attr:`changed`, coroutines in
         :meth:`next_events` (through their event loop; this runs on the source's or a request's thread)."""
         with self.changed:
+            if len(self.events) == self.events.maxlen:
+                self.first_event += 1  # the deque drops its oldest
             self.events.append({"event": kind, **data})
             self.changed.notify_all()
             waiters = list(self._waiters)
@@ -129,16 +141,22 @@ class ServedSession:
         with self.changed:
             return len(self._waiters)
 
-    async def next_events(self, seen: int, timeout: float) -> list[dict[str, Any]]:
-        """The events after the first ``seen``, waiting up to ``timeout`` seconds for one when there is none yet
-        (then the empty list). Waits on the event loop, not on a thread: a server-sent-event client on a quiet
-        session holds no worker thread (a thread each would exhaust the service's pool at 40 clients and stall
-        every other request), and one that disconnects is dropped at once."""
+    def _events_from(self, seen: int) -> tuple[list[dict[str, Any]], int]:
+        """Under :attr:`changed`: the events kept from number ``seen`` on, and the number after the last."""
+        new = list(itertools.islice(self.events, max(seen - self.first_event, 0), None))
+        return new, self.first_event + len(self.events)
+
+    async def next_events(self, seen: int, timeout: float) -> tuple[list[dict[str, Any]], int]:
+        """The events from number ``seen`` on (those still kept: a client further behind gets the oldest kept
+        first), waiting up to ``timeout`` seconds for one when there is none yet (then the empty list), with
+        the number to ask from next. Waits on the event loop, not on a thread: a server-sent-event client on a
+        quiet session holds no worker thread (a thread each would exhaust the service's pool at 40 clients and
+        stall every other request), and one that disconnects is dropped at once."""
         loop, woken = asyncio.get_running_loop(), asyncio.Event()
         waiter = (loop, woken)
         with self.changed:  # checked and registered under the lock emit() takes: no event falls in between
-            if len(self.events) > seen:
-                return self.events[seen:]
+            if self.first_event + len(self.events) > seen:
+                return self._events_from(seen)
             self._waiters.add(waiter)
         try:
             await asyncio.wait_for(woken.wait(), timeout)
@@ -148,7 +166,7 @@ class ServedSession:
             with self.changed:
                 self._waiters.discard(waiter)
         with self.changed:
-            return self.events[seen:]
+            return self._events_from(seen)
 
     def state(self) -> dict[str, Any]:
         """``{id, source, time (s), frames_seen, dropped, playing, error, tiers: {tier: frame times}}``."""
@@ -208,7 +226,8 @@ class SessionManager:
                     live = LiveSource(target, fps=fps, realtime=realtime, buffer=2, drop=url or realtime)
                 except VideoError as e:
                     raise ServeError(422, str(e).replace(str(self.media_root), "<media root>")) from None
-            served = ServedSession(uuid.uuid4().hex[:12], self._new_session(), live, source or "pushed frames")
+            served = ServedSession(uuid.uuid4().hex[:12], self._new_session(), live, source or "pushed frames",
+                                   events=collections.deque(maxlen=self.limits.max_events))
             self.sessions[served.id] = served
         if live is not None:
             threading.Thread(target=self._play, args=(served,), name=f"vl3mem-session-{served.id}", daemon=True).start()

@@ -168,6 +168,53 @@ def bomb() -> bytes:
     return out.getvalue()
 
 
+def test_a_session_keeps_its_latest_events_only_and_numbers_them_over_its_life(tiny, tmp_path):
+    """A status follows each frame: a session streaming for days would hold every one of them. It keeps the
+    latest ``max_events``; a client asking from an event already dropped starts at the oldest kept, and the
+    number it is told to ask from next counts every event of the session."""
+    import asyncio
+
+    import httpx
+
+    manager = SessionManager(build_session(*tiny, "hierarchical"), "hierarchical", {}, tmp_path, Limits(max_events=5))
+    try:
+        with live_service(manager) as url:
+            session_id = httpx.post(f"{url}/api/sessions", json={}).json()["id"]
+            for i in range(8):
+                assert httpx.post(f"{url}/api/sessions/{session_id}/frames", params={"t": i}, content=jpeg(i * 30),
+                                  timeout=30).status_code == 200
+            served = manager.get(session_id)
+            assert (len(served.events), served.first_event) == (5, 3)
+            assert [e["frames_seen"] for e in served.events] == [4, 5, 6, 7, 8]
+            new, after = asyncio.run(served.next_events(0, timeout=1))
+            assert ([e["frames_seen"] for e in new], after) == ([4, 5, 6, 7, 8], 8)
+            new, after = asyncio.run(served.next_events(6, timeout=1))
+            assert ([e["frames_seen"] for e in new], after) == ([7, 8], 8)
+            assert asyncio.run(served.next_events(8, timeout=0.05)) == ([], 8)
+
+            def received(count: int, **options) -> list[tuple[int, int]]:
+                """(SSE id, frames_seen) of the first ``count`` events of a stream (it goes on: then leave)."""
+                got, number = [], None
+                with httpx.stream("GET", f"{url}/api/sessions/{session_id}/events", timeout=30, **options) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("id: "):
+                            number = int(line[len("id: "):])
+                        elif line.startswith("data: "):
+                            got.append((number, json.loads(line[len("data: "):])["frames_seen"]))
+                            if len(got) == count:
+                                return got
+                return got
+
+            assert received(2, params={"since": 6}) == [(6, 7), (7, 8)]
+            assert received(1, headers={"Last-Event-ID": "6"}) == [(7, 8)]  # an EventSource reconnecting
+            assert received(5) == [(3, 4), (4, 5), (5, 6), (6, 7), (7, 8)]  # from 0: the oldest kept first
+            for i in range(8, 2000):  # a long stream: the session holds 5 events, whatever its length
+                served.emit("status", frames_seen=i + 1)
+            assert (len(served.events), served.first_event) == (5, 1995)
+    finally:
+        manager.close_all()
+
+
 def test_limits_are_4xx_with_a_reason(client, manager, tmp_path):
     pushed = client.post("/api/sessions", json={}).json()["id"]
     cases = [
