@@ -245,10 +245,17 @@ def _interactive_questions(path: str | None) -> Any:
     except OSError as e:
         raise UsageError(f"cannot read --ask-from {path} ({e.strerror}); give a file or a FIFO") from None
 
+    def warn(message: str) -> None:
+        print(f"vl3mem: warning: {message}", file=sys.stderr)
+
     def read() -> None:
-        with (open(path, "rb") if stream is None else stream) as source:  # a FIFO stays open
-            for line in question_lines(source, lambda message: print(f"vl3mem: warning: {message}", file=sys.stderr)):
-                lines.put(line)
+        try:
+            with (open(path, "rb") if stream is None else stream) as source:  # a FIFO stays open
+                for line in question_lines(source, warn):
+                    lines.put(line)
+        except OSError as e:  # a FIFO that cannot be opened, a terminal that went away: the stream goes on
+            warn(f"questions can no longer be read from {path or 'standard input'} ({e.strerror or e}); the stream "
+                 "goes on without them")
 
     threading.Thread(target=read, name="vl3mem-questions", daemon=True).start()
     return lines
@@ -290,13 +297,17 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
         answered.append(a.to_dict())
         _print_answer(answered[-1])
 
+    def answer_typed() -> None:
+        """Answer the lines typed so far, from the memory now (once it holds a frame)."""
+        while typed is not None and session.frames_seen:
+            try:
+                answer(typed.get_nowait())
+            except queue.Empty:
+                return
+
     def frames():
         for item in source:
-            while typed is not None and session.frames_seen:  # a question typed now: from the memory now
-                try:
-                    answer(typed.get_nowait())
-                except queue.Empty:
-                    break
+            answer_typed()
             yield item
 
     started = time.perf_counter()
@@ -309,11 +320,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
         for i in sorted(result.answers):
             answered.append({**result.answers[i].to_dict(), "asked_at": questions[i][1]})
             _print_answer(answered[-1])
-        while typed is not None and session.frames_seen:  # typed after the last frame: from the final memory
-            try:
-                answer(typed.get_nowait())
-            except queue.Empty:
-                break
+        answer_typed()  # lines typed after the last frame: from the final memory
         error = result.error
     except KeyboardInterrupt:
         interrupted, error = True, None
