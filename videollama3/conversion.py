@@ -272,18 +272,18 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | No
 
     Args:
         src: a DAMO checkpoint folder (published or training layout).
-        dst: the folder to write (created; must not hold a checkpoint already).
+        dst: the folder to write: new (created), or empty.
         dtype: cast floating weights to this dtype (default: keep the checkpoint's).
         progress: a progress bar over shards.
 
     Raises:
         ModelLoadError: for a folder in neither layout, a projector the native class lacks,
             missing or unreadable shards, weights that do not fit the config (:func:`check_weights`;
-            checked before anything is written), or a ``dst`` that already holds a checkpoint.
+            checked before anything is written), a ``dst`` that is a file, holds a checkpoint or other
+            files, or cannot be written (then nothing is left behind: the files are written in a
+            hidden sibling folder and renamed once complete).
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-    from tqdm import tqdm
+    from safetensors import SafetensorError
     from transformers import AutoTokenizer
 
     src, dst = Path(src), Path(dst)
@@ -295,13 +295,39 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | No
     shards = shard_files(src)
     if (dst / "config.json").exists():
         raise ModelLoadError(f"{dst} already holds a checkpoint; give an empty folder")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ModelLoadError(f"{dst} is {'a file' if not dst.is_dir() else 'a folder that is not empty'}; "
+                             "give a new or empty folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(src), trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot read the tokenizer in {src} ({e.__class__.__name__})") from None
     config = convert_config(remote, **token_ids(tokenizer))
     check_weights(config, {native_key(k): shape for k, shape in weight_shapes(src, shards).items()}, str(src))
-    dst.mkdir(parents=True, exist_ok=True)
+    # written next to dst, then renamed: a conversion that fails (a full disk) leaves no half checkpoint
+    partial = dst.absolute().with_name(f".{dst.absolute().name}.partial")
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        _write_native(src, partial, shards, remote, config, tokenizer, dtype, progress)
+        if dst.exists():
+            dst.rmdir()  # the empty folder given
+        partial.rename(dst)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ModelLoadError(f"cannot write {dst} ({getattr(e, 'strerror', None) or one_line(e)}); nothing was "
+                             "written: give a folder on a writable disk with room for the weights") from None
+    return dst
+
+
+def _write_native(src: Path, out: Path, shards: list[str], remote: dict[str, Any], config: VideoLlama3Config,
+                  tokenizer: Any, dtype: torch.dtype | None, progress: bool) -> None:
+    """The files of :func:`convert_checkpoint` in ``out``: the renamed shards (one in memory at a time) and
+    their index, the config, tokenizer, generation and processor configs, ``vl3mem_conversion.json``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
     weight_map: dict[str, str] = {}
     total = 0
     for shard in tqdm(shards, desc="converting", unit="shard", disable=not progress):
@@ -311,23 +337,22 @@ def convert_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype | No
                 t = f.get_tensor(key)
                 tensors[native_key(key)] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
         total += sum(t.numel() * t.element_size() for t in tensors.values())
-        save_file(tensors, str(dst / shard), metadata={"format": "pt"})
+        save_file(tensors, str(out / shard), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, shard))
         del tensors
     if len(shards) > 1:
-        (dst / "model.safetensors.index.json").write_text(json.dumps(
+        (out / "model.safetensors.index.json").write_text(json.dumps(
             {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
     if dtype is not None:
         config.dtype = str(dtype).removeprefix("torch.")
-    config.save_pretrained(str(dst))
-    tokenizer.save_pretrained(str(dst))
+    config.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
     if (src / "generation_config.json").is_file():
-        shutil.copy(src / "generation_config.json", dst / "generation_config.json")
+        shutil.copy(src / "generation_config.json", out / "generation_config.json")
     use_compression = bool(remote.get("use_token_compression", False))
-    (dst / "preprocessor_config.json").write_text(json.dumps(IMAGE_PROCESSOR, indent=2))
-    (dst / "video_preprocessor_config.json").write_text(
+    (out / "preprocessor_config.json").write_text(json.dumps(IMAGE_PROCESSOR, indent=2))
+    (out / "video_preprocessor_config.json").write_text(
         json.dumps({**VIDEO_PROCESSOR, "use_token_compression": use_compression}, indent=2))
-    (dst / "processor_config.json").write_text(json.dumps({"processor_class": "VideoLlama3Processor"}, indent=2))
-    (dst / "vl3mem_conversion.json").write_text(json.dumps(
+    (out / "processor_config.json").write_text(json.dumps({"processor_class": "VideoLlama3Processor"}, indent=2))
+    (out / "vl3mem_conversion.json").write_text(json.dumps(
         {"source": str(src), "source_model_type": DAMO_MODEL_TYPE, "system_prompt": DAMO_SYSTEM_PROMPT}, indent=2))
-    return dst

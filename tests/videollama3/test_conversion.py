@@ -189,6 +189,38 @@ def test_convert_command_casts_and_refuses_a_second_write(tmp_path, capsys):
     assert "already holds a checkpoint" in capsys.readouterr().err
 
 
+def test_convert_leaves_nothing_behind_when_it_cannot_write(tmp_path, monkeypatch):
+    """A disk that fills up on the second shard: one line, and neither the folder nor a partial one is left; a
+    destination that is a file or a folder with other files is refused before anything is read."""
+    import errno
+
+    import safetensors.torch
+
+    model, tokenizer = tiny_pair(tied=False)
+    damo = write_damo_checkpoint(model, tokenizer, tmp_path / "damo")
+    real_save, written = safetensors.torch.save_file, []
+
+    def fill_up(tensors, path, metadata=None):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fill_up)
+    with pytest.raises(ModelLoadError, match=re.escape(f"cannot write {tmp_path / 'native'} (No space left on device); "
+                                                       "nothing was written")):
+        convert_checkpoint(damo, tmp_path / "native", progress=False)
+    assert len(written) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["damo"]
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelLoadError, match="file is a file; give a new or empty folder"):
+        convert_checkpoint(damo, tmp_path / "file", progress=False)
+    with pytest.raises(ModelLoadError, match=f"{tmp_path} is a folder that is not empty; give a new or empty folder"):
+        convert_checkpoint(damo, tmp_path, progress=False)
+    (tmp_path / "empty").mkdir()
+    assert (convert_checkpoint(damo, tmp_path / "empty", progress=False) / "config.json").is_file()
+
+
 def bad_folders(tmp_path: Path, damo: Path) -> dict[str, tuple[Path, str]]:
     empty = tmp_path / "empty"
     empty.mkdir()
