@@ -107,6 +107,10 @@ class LiveSource:
         head = target.peek(12)[:12] if source == "-" and hasattr(target, "peek") else b""
         try:
             container = av.open(target, format=input_format, options=options, timeout=self.read_timeout)
+        except av.error.ExitError:  # FFmpeg gave up waiting: the timeout's interrupt, not a broken stream
+            name = "standard input" if source == "-" else source
+            raise VideoError(f"nothing arrived from {name} within {self.read_timeout:g} s of opening it; check that "
+                             "it is sending (--read-timeout sets how long to wait)", source) from None
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
             name = "standard input" if source == "-" else source
             hint = ("; an MP4 read from a pipe needs its index first: remux it with ffmpeg -i IN -c copy -movflags "

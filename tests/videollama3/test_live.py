@@ -123,6 +123,21 @@ def test_a_network_stream_answers_a_question_asked_mid_stream(http_stream, capsy
     assert code == 2 and len(err.splitlines()) == 1 and "cannot open" in err and "missing.ts" in err
 
 
+def test_a_network_source_that_never_sends_is_one_line_naming_the_wait():
+    """A UDP port nobody sends to: FFmpeg's open gives up at the timeout with an 'Immediate exit requested',
+    which says nothing to a user; the error says what happened and which option sets the wait."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a free port, released for FFmpeg to bind
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(VideoError, match=f"nothing arrived from udp://127.0.0.1:{port} within 0.5 s of opening it; "
+                                         "check that it is sending \\(--read-timeout sets how long to wait\\)"):
+        LiveSource(f"udp://127.0.0.1:{port}", fps=1, read_timeout=0.5)
+    assert time.monotonic() - started < 10
+
+
 def test_a_source_that_stops_sending_is_one_line(tmp_path, bikes_ts):
     fifo = tmp_path / "stream.ts"
     os.mkfifo(fifo)
