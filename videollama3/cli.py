@@ -239,11 +239,14 @@ def _interactive_questions(path: str | None) -> Any:
     import threading
 
     lines: queue.Queue = queue.Queue()
-    fifo = path is not None and Path(path).exists() and stat.S_ISFIFO(Path(path).stat().st_mode)
-    try:
-        stream = sys.stdin.buffer if path is None else None if fifo else open(path, "rb")  # noqa: SIM115
-    except OSError as e:
-        raise UsageError(f"cannot read --ask-from {path} ({e.strerror}); give a file or a FIFO") from None
+    stream: BinaryIO | None = None  # a FIFO is opened by the thread: opening one waits for its writer
+    if path is None:
+        stream = sys.stdin.buffer
+    elif not (Path(path).exists() and stat.S_ISFIFO(Path(path).stat().st_mode)):
+        try:
+            stream = open(path, "rb")  # noqa: SIM115  (read by the thread, closed when it ends)
+        except OSError as e:
+            raise UsageError(f"cannot read --ask-from {path} ({e.strerror}); give a file or a FIFO") from None
 
     def warn(message: str) -> None:
         print(f"vl3mem: warning: {message}", file=sys.stderr)
