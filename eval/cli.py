@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from videollama3.cli import (
     apply_torch_threads,
     check_run_arguments,
     load_spec_from_args,
+    model_dtype,
 )
 from videollama3.cli import main as run
 from videollama3.errors import UsageError, VideoError
@@ -157,9 +158,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "frame_tokens": args.frame_tokens, "no_model": args.no_model, "max_new_tokens": args.max_new_tokens}
     if args.frame_rate is not None:
         settings["frame_rate"] = args.frame_rate
+    if args.dtype != "auto":  # only when given: a run of an earlier version resumes as it was
+        settings["dtype"] = args.dtype
     _check_run(output_dir, settings, rank)
     with output_lock(output_dir, rank):
-        session = load_session(spec, device=args.device or device or "cpu", frame_tokens=args.frame_tokens)
+        session = load_session(spec, device=args.device or device or "cpu", dtype=model_dtype(args),
+                               frame_tokens=args.frame_tokens)
         session.encode_batch = args.encode_batch or session.encode_batch
         if bench.system_prompt is not None:  # the benchmark's official evaluation sets its own
             session.processor.system_prompt = bench.system_prompt

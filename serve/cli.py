@@ -30,7 +30,7 @@ def build_manager(args: argparse.Namespace):
     Raises:
         UsageError: for a media root that is not a folder, or limits below 1.
     """
-    from videollama3.cli import load_spec_from_args
+    from videollama3.cli import load_spec_from_args, model_dtype
     from videollama3.errors import UsageError
     from videollama3.loading import load_session
     from videollama3.options import check_device
@@ -44,7 +44,7 @@ def build_manager(args: argparse.Namespace):
     if args.max_sessions < 1 or not args.max_upload_mb > 0:
         raise UsageError("--max-sessions must be at least 1 and --max-upload-mb positive")
     spec = load_spec_from_args(args)
-    base = load_session(spec, device=args.device, frame_tokens=args.frame_tokens or FRAME_TOKENS)
+    base = load_session(spec, device=args.device, dtype=model_dtype(args), frame_tokens=args.frame_tokens or FRAME_TOKENS)
     limits = Limits(max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20))
     return SessionManager(base, spec.memory, spec.memory_options, args.media_root, limits)
 

@@ -156,7 +156,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         info = video.info
         questions = [(q, check_question_time(t, info.duration) if t is not None else None)
                      for q, t in _read_questions(args)]
-        session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
+        session = load_session(spec, device=args.device, dtype=model_dtype(args), frame_tokens=args.frame_tokens)
         session.encode_batch = args.encode_batch or session.encode_batch
     except BaseException:
         if video is not None:
@@ -184,6 +184,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     if args.output:
         report = {
             "video": str(args.video), "duration_s": info.duration, "model": spec.model,
+            "dtype": str(session.model.model.dtype).removeprefix("torch."),
             "adapter": str(spec.checkpoint.path) if spec.checkpoint else None, "memory": spec.memory,
             "memory_options": spec.memory_options, "memory_stats": _json_safe(session.memory.stats()),
             "fps": args.fps, "frames_encoded": session.frames_seen, "throughput": session.throughput(wall),
@@ -284,7 +285,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
                         read_timeout=args.read_timeout, duration=args.duration)
     try:
         typed = _interactive_questions(args.ask_from) if args.interactive else None  # before a model loads
-        session = load_session(spec, device=args.device, frame_tokens=args.frame_tokens)
+        session = load_session(spec, device=args.device, dtype=model_dtype(args), frame_tokens=args.frame_tokens)
     except BaseException:
         source.close()
         raise
@@ -334,7 +335,8 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
           f"{stats.decoded} decoded), {len(answered)} questions answered, stream time {session.time or 0.0:.1f} s"
           + (" (interrupted)" if interrupted else ""))
     if args.output:
-        report = {"source": args.video, "model": spec.model, "memory": spec.memory, "fps": args.fps,
+        report = {"source": args.video, "model": spec.model, "dtype": str(session.model.model.dtype).removeprefix("torch."),
+                  "memory": spec.memory, "fps": args.fps,
                   "frames_encoded": session.frames_seen, "live": vars(stats), "answers": answered,
                   "throughput": session.throughput(time.perf_counter() - started), "error": error}
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -407,6 +409,22 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "loaded on top of the model, with the memory it was trained with unless --memory says otherwise")
     p.add_argument("--no-system-prompt", action="store_true",
                    help="drop the system prompt a DAMO checkpoint was trained with (on by default for them)")
+    p.add_argument("--dtype", choices=list(MODEL_DTYPES), default="auto",
+                   help="the model's weights and computation: auto (default) is bfloat16 on a CUDA GPU and float32 "
+                        "on the CPU; float16 for GPUs without bfloat16 (before Ampere), bfloat16 on the CPU halves "
+                        "the memory of a real checkpoint")
+
+
+MODEL_DTYPES = {"auto": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+"""``--dtype`` choices -> the ``torch`` dtype name (None: the device's default, :func:`~videollama3.loading.load_checkpoint`)."""
+
+
+def model_dtype(args: argparse.Namespace) -> Any:
+    """The ``torch.dtype`` that ``--dtype`` names, or None for ``auto`` (and for a command without the flag)."""
+    import torch
+
+    name = MODEL_DTYPES[getattr(args, "dtype", "auto")]
+    return None if name is None else getattr(torch, name)
 
 
 def add_frame_arguments(p: argparse.ArgumentParser) -> None:

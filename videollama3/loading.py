@@ -152,7 +152,8 @@ def load_checkpoint(
 
         model, tokenizer = build_tiny_model()
         use_matmul_patch_embedding(model)
-        return model.to(device), tokenizer, None
+        cast = dtype if isinstance(dtype, torch.dtype) else None  # None or "auto": as built, float32
+        return model.to(device=device, dtype=cast), tokenizer, None
     if dtype is None:
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     config, source = _config_of(name_or_path)

@@ -50,6 +50,8 @@ def test_outputs_and_resume(videos, tmp_path, capsys):
     assert "## Accuracy" in (out / "report.md").read_text() and "accuracy: micro" in stdout
     code, _, err = run_eval(capsys, videos, out, "--memory", "fifo")  # other settings: refused
     assert code == 2 and "holds a run with other settings (memory)" in err
+    code, _, err = run_eval(capsys, videos, out, "--dtype", "bfloat16")  # another dtype is another run too
+    assert code == 2 and "holds a run with other settings (dtype)" in err
 
 
 def test_shards_merge_into_one_file(tmp_path):

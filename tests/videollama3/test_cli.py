@@ -36,6 +36,26 @@ def test_answer_end_to_end_on_bikes(videos, tmp_path, capsys):
     assert "[4.0s] Q: What is moving?" in out and "visual tokens" in out
 
 
+@pytest.mark.parametrize("dtype, held", [("auto", "float32"), ("bfloat16", "bfloat16"), ("float16", "float16")])
+def test_dtype_sets_the_model_and_what_the_memory_holds(videos, tmp_path, capsys, dtype, held):
+    """--dtype: auto is float32 on the CPU; bfloat16 / float16 load the model so, its frames' tokens are held
+    so, and the report says which."""
+    import torch
+
+    from videollama3.loading import load_session, resolve_load_spec
+
+    output = tmp_path / "answers.json"
+    code, _, err = run(capsys, "answer", str(videos / "bikes.mp4"), "-q", "What moves?", "--at", "3", "--model", "tiny",
+                       "--dtype", dtype, "--max-new-tokens", "2", "--output", str(output), "--quiet")
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    assert report["dtype"] == held and report["answers"][0]["frames_seen"] == 4
+    session = load_session(resolve_load_spec("tiny"), dtype=getattr(torch, held))
+    session.push_frame(torch.zeros(272, 640, 3, dtype=torch.uint8).numpy(), 0.0)
+    assert {p.dtype for p in session.model.model.parameters()} == {getattr(torch, held)}
+    assert [e.tokens.dtype for e in session.memory.readout()] == [getattr(torch, held)]
+
+
 def test_memory_none_is_the_native_view(videos, capsys):
     code, out, _ = run(capsys, "answer", str(videos / "bikes.mp4"), "-q", "What?", "--model", "tiny", "--memory",
                        "none", "--max-new-tokens", "2", "--quiet")
