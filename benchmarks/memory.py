@@ -6,7 +6,8 @@ as a slowly drifting random walk so adjacent frames are similar, as in video.
 Prints mean and p95 time per ``add`` for each stream length (short streams are
 repeated until ``--min-adds`` adds are timed), the ratio of the
 longest stream's mean to the shortest's (the cost of a frame must not grow with
-the stream), resident memory before and after the longest stream, and, in the same
+the stream), the add's fixed cost (the same stream at 8 channels: :func:`fixed_cost_ms`),
+resident memory before and after the longest stream, and, in the same
 run, the time per add of :class:`ReferencePyramidMemory` (the reference algorithm) and
 the ratio of the two: with torch's default threads and, where it differs, with the threads
 ``vl3mem answer`` gives torch while it decodes ahead (:func:`videollama3.video.encoder_threads`:
@@ -20,6 +21,7 @@ each), while the reference's means over whole tiers all gain.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import resource
 import statistics
@@ -200,15 +202,36 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"    batches of 8 in one encoder buffer: add() in turn {r['in_turn_ms']:.4f} ms per frame, "
                       f"add_frames {r['batch_ms']:.4f} ms per frame ({r['batch_speedup']:.2f}x the reference); both "
                       "copy each frame out of the buffer")
+    fixed = fixed_cost_ms(config, device, min(args.frames[-1], 1000))
+    print(f"the same stream at {FIXED_COST_WIDTH} channels (the add's fixed cost: Python and torch dispatch, next to no "
+          f"memory traffic): {fixed:.4f} ms per add, {fixed / results[max(args.frames)]['mean_ms']:.0%} of the add "
+          f"at {c} channels")
     lo, hi = min(args.frames), max(args.frames)
     ratio = results[hi]["mean_ms"] / results[lo]["mean_ms"]
     print(f"mean add at {hi} frames / at {lo} frames: {ratio:.3f} (target <= 1.2)")
     print(f"resident memory before / after the {hi}-frame stream: {rss_before:.1f} MiB / {rss_after:.1f} MiB "
           f"(bank bound: {config.max_tokens * c * 4 / 2**20:.1f} MiB of tokens)")
     return {"results": results, "ratio": ratio, "rss_before_mib": rss_before, "rss_after_mib": rss_after,
+            "fixed_cost_ms": fixed,
             "reference_mean_ms": speedups[default_threads]["pool"]["reference_ms"],
             "speedup_vs_reference": speedups[default_threads]["pool"]["speedup"],
             "vs_reference": speedups[default_threads], "vs_reference_by_threads": speedups}
+
+
+FIXED_COST_WIDTH = 8
+"""Channels of the stream :func:`fixed_cost_ms` times: the same grids and code path, 1/144 of the data."""
+
+
+def fixed_cost_ms(config: MemoryBankConfig, device: torch.device, frames: int, rounds: int = 5) -> float:
+    """Ms per add of a stream of ``frames`` frames like the benchmark's (same grids, capacities, a random
+    walk) at :data:`FIXED_COST_WIDTH` channels instead of ``config.mm_hidden_size``: what an add costs
+    besides moving tokens (Python, torch's dispatch of each call). The median of ``rounds`` streams."""
+    narrow = dataclasses.replace(config, mm_hidden_size=FIXED_COST_WIDTH)
+    g = torch.Generator().manual_seed(1)
+    walk = (torch.randn(256, config.memory_reduced_sizes[0], FIXED_COST_WIDTH, generator=g) * 0.3).cumsum(0)
+    pool = [p.clone() for p in walk.to(device)]
+    time_stream(50, narrow, device, pool)  # warm-up
+    return statistics.median(statistics.mean(time_stream(frames, narrow, device, pool)[0]) for _ in range(rounds))
 
 
 def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool: list[torch.Tensor],
