@@ -409,22 +409,22 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "loaded on top of the model, with the memory it was trained with unless --memory says otherwise")
     p.add_argument("--no-system-prompt", action="store_true",
                    help="drop the system prompt a DAMO checkpoint was trained with (on by default for them)")
-    p.add_argument("--dtype", choices=list(MODEL_DTYPES), default="auto",
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="the model's weights and computation: auto (default) is bfloat16 on a CUDA GPU and float32 "
                         "on the CPU; float16 for GPUs without bfloat16 (before Ampere), bfloat16 on the CPU halves "
                         "the memory of a real checkpoint")
 
 
-MODEL_DTYPES = {"auto": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-"""``--dtype`` choices -> the ``torch`` dtype name (None: the device's default, :func:`~videollama3.loading.load_checkpoint`)."""
+DTYPES = ("float32", "bfloat16", "float16")
+"""The ``torch`` dtypes ``--dtype`` names (``answer``, ``eval``, ``serve`` add ``auto``; ``convert`` casts to one)."""
 
 
 def model_dtype(args: argparse.Namespace) -> Any:
-    """The ``torch.dtype`` that ``--dtype`` names, or None for ``auto`` (and for a command without the flag)."""
+    """The ``torch.dtype`` that ``--dtype`` names, or None for ``auto`` (the device's default,
+    :func:`~videollama3.loading.load_checkpoint`)."""
     import torch
 
-    name = MODEL_DTYPES[getattr(args, "dtype", "auto")]
-    return None if name is None else getattr(torch, name)
+    return None if args.dtype == "auto" else getattr(torch, args.dtype)
 
 
 def add_frame_arguments(p: argparse.ArgumentParser) -> None:
@@ -539,7 +539,7 @@ def add_commands(sub) -> None:
     c = sub.add_parser("convert", help="write a native VideoLLaMA3 folder from a DAMO remote-code checkpoint")
     c.add_argument("src", help="DAMO checkpoint: a local folder or a hub id (e.g. DAMO-NLP-SG/VideoLLaMA3-7B)")
     c.add_argument("dst", help="folder to write (new, or empty)")
-    c.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast the weights (default: keep)")
+    c.add_argument("--dtype", choices=DTYPES, help="cast the weights (default: keep)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 

@@ -105,14 +105,13 @@ class LiveSource:
             raise VideoError(f"no such video source: {source}", source)
         # the first bytes of a pipe, read before FFmpeg consumes them: an MP4 box header names an MP4
         head = target.peek(12)[:12] if source == "-" and hasattr(target, "peek") else b""
+        name = "standard input" if source == "-" else source
         try:
             container = av.open(target, format=input_format, options=options, timeout=self.read_timeout)
         except av.error.ExitError:  # FFmpeg gave up waiting: the timeout's interrupt, not a broken stream
-            name = "standard input" if source == "-" else source
             raise VideoError(f"nothing arrived from {name} within {self.read_timeout:g} s of opening it; check that "
                              "it is sending (--read-timeout sets how long to wait)", source) from None
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-            name = "standard input" if source == "-" else source
             hint = ("; an MP4 read from a pipe needs its index first: remux it with ffmpeg -i IN -c copy -movflags "
                     "+faststart+frag_keyframe+empty_moov -f mp4 -, stream MPEG-TS (-f mpegts), or pass the file's "
                     "path") if head[4:8] == b"ftyp" else ""

@@ -152,8 +152,9 @@ def load_checkpoint(
 
         model, tokenizer = build_tiny_model()
         use_matmul_patch_embedding(model)
-        cast = dtype if isinstance(dtype, torch.dtype) else None  # None or "auto": as built, float32
-        return model.to(device=device, dtype=cast), tokenizer, None
+        if isinstance(dtype, str):  # "auto": as built, float32
+            dtype = None if dtype == "auto" else getattr(torch, dtype)
+        return model.to(device=device, dtype=dtype), tokenizer, None
     if dtype is None:
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
     config, source = _config_of(name_or_path)
