@@ -7,7 +7,8 @@ end) runs twice in one process: *sequential* (decode, then preprocess, encode, a
 pipelined with frames encoded in batches of ``--encode-batch`` (same tokens; the default path of
 ``vl3mem answer`` and ``eval``, :func:`videollama3.session.default_encode_batch`). The
 pipelined paths run with the threads ``vl3mem answer`` gives them (:func:`videollama3.video.encoder_threads`:
-on the CPU, one core left to the decoding thread), the sequential one with torch's default.
+on the CPU, one core left to the decoding threads while frames come, every core after the last), the
+sequential one with torch's default.
 Prints, per frame, the ms of decode (the wait the pipeline could not hide), preprocess, encode and
 add; per question, prompt building and generation; then prefill and per-token generation from two
 extra questions; frames/s of both paths with their ratio, measured in the same run; and the cores
@@ -47,9 +48,11 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_tokens: int, encode_batch: int = 1) -> dict:
-    """One pass over ``path``: a fresh session (frames encoded in batches of ``encode_batch``),
-    questions at 25/50/75/100 % of the video; its timings."""
+def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_tokens: int, encode_batch: int = 1,
+                threads: int | None = None) -> dict:
+    """One pass over ``path``: a fresh session (frames encoded in batches of ``encode_batch``, torch at
+    ``threads`` while frames come: :func:`~videollama3.session.pipelined`), questions at 25/50/75/100 % of
+    the video; its timings."""
     video = open_video(path)
     duration = video.info.duration
     questions = [(f"What happens at {p} % of the video?", duration * p / 100) for p in (25, 50, 75)]
@@ -60,7 +63,7 @@ def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     sync()
     start, cpu_start = time.perf_counter(), _cpu_seconds()
-    run_stream(session, pipelined(session, frames, ahead), questions, new_tokens, min_new_tokens=new_tokens)
+    run_stream(session, pipelined(session, frames, ahead, threads), questions, new_tokens, min_new_tokens=new_tokens)
     sync()
     wall = time.perf_counter() - start
     result = session.throughput(wall)
@@ -122,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.new_tokens} new tokens per question")
     default_threads = torch.get_num_threads()
     pipelined_threads = encoder_threads(args.device, args.decode_ahead) or default_threads
-    print(f"sequential: {default_threads} torch threads; pipelined: {pipelined_threads} torch threads, with decoding "
-          "and preprocessing in two more threads")
+    print(f"sequential: {default_threads} torch threads; pipelined: {pipelined_threads} torch threads while frames come "
+          f"(decoding and preprocessing in more threads), then {default_threads}")
     header = ("| video | path | frames/s | cores busy | decode ms | preprocess ms | encode ms | add ms | prompt ms | "
               "generate ms | prefill ms | ms/token |")
     print(header)
@@ -137,11 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
         decoding: list[dict] = []
         for _ in range(args.repeats):
             for path, ahead, batch in paths:
-                torch.set_num_threads(pipelined_threads if ahead else default_threads)
-                try:
-                    rounds[path].append(stream_once(model, tokenizer, video, args.fps, ahead, args.new_tokens, batch))
-                finally:
-                    torch.set_num_threads(default_threads)
+                threads = pipelined_threads if ahead else None
+                rounds[path].append(stream_once(model, tokenizer, video, args.fps, ahead, args.new_tokens, batch, threads))
             decoding.append(decode_once(video, args.fps, args.decode_ahead))
         results[name] = {}
         for path, _, _ in paths:

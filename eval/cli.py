@@ -140,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rank, world, barrier, device = process_group()
     check_output_path(args.output_dir, "--output-dir", folder=True)
-    apply_torch_threads(args, args.device or device or "cpu")
+    threads = apply_torch_threads(args, args.device or device or "cpu")
     spec = load_spec_from_args(args)
     bench = load_benchmark(args.benchmark, args.annotations, args.video_root, args.skip_bad)
     if not bench.num_questions:
@@ -177,7 +177,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     result = evaluate_video(session, video, args.fps, store, bench.format, args.no_model,
                                             args.max_new_tokens, on_frame=lambda: bar.update(1),
                                             skip_bad=args.skip_bad, decode_ahead=args.decode_ahead,
-                                            frame_rate=args.frame_rate)
+                                            frame_rate=args.frame_rate, threads=threads)
                 except VideoError as e:
                     if not args.skip_bad:
                         raise VideoError(f"{e} (use --skip-bad to report it and go on)", e.path) from None

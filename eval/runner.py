@@ -228,6 +228,7 @@ def evaluate_video(
     skip_bad: bool = False,
     decode_ahead: int = 8,
     frame_rate: float | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Stream ``video`` once through ``session`` and answer its questions not yet in ``store``.
 
@@ -252,6 +253,8 @@ def evaluate_video(
             beyond its context), instead of stopping; it stays unanswered.
         decode_ahead: frames decoded ahead in a background thread (0: in turn with encoding).
         frame_rate: frames per second of a frame-folder video when the annotation gives none.
+        threads: torch's intra-op threads while frames come (None: as they are), back to what they
+            were after the last frame (:func:`~videollama3.session.pipelined`).
 
     Returns:
         ``{"asked": n, "unanswered": [ids], "skipped": [messages], "error": message or None}``.
@@ -350,7 +353,7 @@ def evaluate_video(
         return finish(poller, entries, said, None) if t == q.poll.times[-1] else None
 
     frames = reader.frames(fps=video.fps or fps, start=video.start, end=video.end)
-    frames = pipelined(session, frames, decode_ahead)
+    frames = pipelined(session, frames, decode_ahead, threads)
     result = run_stream(session, frames, [(q.question, t) for t, q in events], on_frame=on_frame, ask=ask)
     if result.error is None:  # polls past the end of the video: the last reply stands, as the official loop
         for poller in pollers.values():  # would get it again from the same last frames

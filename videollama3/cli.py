@@ -149,10 +149,10 @@ def cmd_answer(args: argparse.Namespace) -> int:
         from .loading import load_session
         from .session import check_question_time, pipelined, run_stream
 
-        apply_torch_threads(args)
+        threads = apply_torch_threads(args)
         spec = load_spec_from_args(args)
         if video is None:
-            return _answer_live(args, spec)
+            return _answer_live(args, spec, threads)
         info = video.info
         questions = [(q, check_question_time(t, info.duration) if t is not None else None)
                      for q, t in _read_questions(args)]
@@ -166,8 +166,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
     with tqdm(total=expected, unit="frame", desc="streaming", disable=args.quiet, file=sys.stderr) as bar:
         frames = video.frames(fps=args.fps)
         started = time.perf_counter()
-        result = run_stream(session, pipelined(session, frames, args.decode_ahead), questions, args.max_new_tokens,
-                            on_frame=lambda: bar.update(1))
+        result = run_stream(session, pipelined(session, frames, args.decode_ahead, threads), questions,
+                            args.max_new_tokens, on_frame=lambda: bar.update(1))
         wall = time.perf_counter() - started
     stopped_at = result.stopped_at
     if result.error:
@@ -265,16 +265,17 @@ def _interactive_questions(path: str | None) -> Any:
     return lines
 
 
-def _answer_live(args: argparse.Namespace, spec) -> int:
+def _answer_live(args: argparse.Namespace, spec, threads: int | None) -> int:
     """``vl3mem answer`` on a live source (or a file at its own pace, or with ``--interactive``): frames
     from a :class:`~videollama3.live.LiveSource`, questions at their ``--at`` stream times and, with
-    ``--interactive``, whenever a line arrives, each answered from the memory at that moment."""
+    ``--interactive``, whenever a line arrives, each answered from the memory at that moment; torch at
+    ``threads`` (:func:`apply_torch_threads`) while the source runs."""
     import queue
 
     from .live import LiveSource, is_live_source
     from .loading import load_session
     from .questions import text_field
-    from .session import run_stream
+    from .session import pipelined, run_stream
 
     if args.video == "-" and args.interactive and not args.ask_from:
         raise UsageError("the video comes on standard input, so questions cannot: give --ask-from FILE (a file or "
@@ -319,7 +320,7 @@ def _answer_live(args: argparse.Namespace, spec) -> int:
     interrupted = False
     try:
         with status:
-            result = run_stream(session, session.timed(frames()), questions, args.max_new_tokens,
+            result = run_stream(session, pipelined(session, frames(), 0, threads), questions, args.max_new_tokens,
                                 on_frame=status.update)
         for i in sorted(result.answers):
             answered.append({**result.answers[i].to_dict(), "asked_at": questions[i][1]})
@@ -439,7 +440,8 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 8; 0: decode, preprocess and encode in turn)")
     p.add_argument("--torch-threads", type=int, default=None, metavar="N",
                    help="torch threads for preprocessing, encoding and generation (default: torch's, one per core; "
-                        "on the CPU with --decode-ahead, one core is left to the decoding thread)")
+                        "on the CPU with --decode-ahead, one core is left to the decoding threads until the video "
+                        "ends)")
     p.add_argument("--encode-batch", type=int, default=None, metavar="N",
                    help="frames between two question times encoded in batches of N, with the same tokens as one "
                         "at a time (default 8; 32 on a CUDA GPU)")
@@ -479,17 +481,19 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         check_device(args.device, "--device")
 
 
-def apply_torch_threads(args: argparse.Namespace, device: str | None = None) -> None:
-    """Set torch's intra-op threads from ``--torch-threads``, or by
-    :func:`~videollama3.video.encoder_threads` for ``device`` (default ``--device``): a core left to
-    the decoding thread on the CPU."""
+def apply_torch_threads(args: argparse.Namespace, device: str | None = None) -> int | None:
+    """Set torch's intra-op threads to ``--torch-threads`` when given (for the whole run), and return the
+    threads to encode with while frames are decoded ahead (for :func:`~videollama3.session.pipelined`):
+    None with ``--torch-threads`` or off the CPU, else :func:`~videollama3.video.encoder_threads` for
+    ``device`` (default ``--device``), a core left to the decoding threads."""
     import torch
 
     from .video import encoder_threads
 
-    threads = args.torch_threads or encoder_threads(device or args.device, args.decode_ahead)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+        return None
+    return encoder_threads(device or args.device, args.decode_ahead)
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:

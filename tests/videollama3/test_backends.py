@@ -92,6 +92,49 @@ def test_the_three_stage_pipeline_equals_frames_pushed_in_turn(tiny, bikes_frame
     assert all(torch.equal(a[3], b[3]) for a, b in zip(readout0, readout1))
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+def test_the_pipeline_gives_torch_its_threads_back_when_the_source_ends(tiny, bikes_frames, depth):
+    """With ``threads``, torch runs at that many threads while frames come (a question mid-stream
+    too: the decoders still run) and at its own count again once the source has ended, broken off
+    or been closed: the end question and the last batch have every core."""
+    from videollama3.errors import VideoError
+
+    def breaking(frames):
+        yield from frames[:3]
+        raise VideoError("the file is cut here", "bikes.mp4")
+
+    own = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        session = build_session(*tiny, "hierarchical")
+        session.encode_batch = 4
+        threads_at, pushed_at = [], []
+        ask, push = session.ask, session.push_frames
+        session.ask = lambda *a, **k: (threads_at.append(torch.get_num_threads()), ask(*a, **k))[1]
+        session.push_frames = lambda frames: (pushed_at.append((len(frames), torch.get_num_threads())), push(frames))
+        frames = pipelined(session, iter(bikes_frames), depth, threads=1)
+        assert torch.get_num_threads() == 3  # nothing changes before the first frame is asked for
+        run_stream(session, frames, [("What?", 2.5), ("Now?", None)], max_new_tokens=2)
+        assert threads_at == [1, 3] and torch.get_num_threads() == 3
+        assert pushed_at == [(3, 1), (3, 3)]  # the batch after the source ended: every core
+
+        session.reset()
+        result = run_stream(session, pipelined(session, breaking(bikes_frames), depth, threads=1),
+                            [("What?", 1.5), ("Now?", 4.0)], max_new_tokens=2)
+        assert result.error and list(result.answers) == [0] and torch.get_num_threads() == 3
+
+        session.reset()
+        frames = pipelined(session, iter(bikes_frames), depth, threads=2)
+        next(frames)
+        assert torch.get_num_threads() == 2
+        frames.close()  # a consumer that leaves early
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            pipelined(session, iter(bikes_frames), depth, threads=0)
+    finally:
+        torch.set_num_threads(own)
+
+
 def test_a_prepared_frame_holds_what_preprocessing_gives(tiny, bikes_frames):
     from videollama3.preprocess import preprocess_frames
 

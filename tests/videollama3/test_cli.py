@@ -15,6 +15,9 @@ def run(capsys, *argv):
 
 
 def test_answer_end_to_end_on_bikes(videos, tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     output = tmp_path / "answers.json"
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"question": "Any cars?", "time": 7.2}) + "\n")
@@ -22,6 +25,7 @@ def test_answer_end_to_end_on_bikes(videos, tmp_path, capsys):
                          "-q", "How many bikes?", "--questions", str(questions), "--model", "tiny",
                          "--max-new-tokens", "4", "--output", str(output), "--quiet")
     assert code == 0, err
+    assert torch.get_num_threads() == threads  # the core left to the decoders while frames came is given back
     report = json.loads(output.read_text())
     assert report["frames_encoded"] == 10 and report["decoding_stopped_at"] is None
     answers = report["answers"]
