@@ -93,6 +93,11 @@ def summarize(records: list[dict[str, Any]], meta: dict[str, Any] | None = None,
             "benchmark_table": benchmark.table(records) if benchmark is not None else None}
 
 
+def _rounded(value: float | None, digits: int) -> float | str:
+    """``value`` rounded to ``digits`` decimals for a report line; ``-`` for None."""
+    return "-" if value is None else round(value, digits)
+
+
 def write_report(summary: dict[str, Any], path: Path, benchmark=None) -> None:
     """``report.md``: settings, the benchmark's own table (``benchmark.table_lines``), accuracy per
     task and sub-task, evidence retention and weight, costs, throughput, what was skipped."""
@@ -132,9 +137,10 @@ def write_report(summary: dict[str, Any], path: Path, benchmark=None) -> None:
         lines += [f"| {k} | {v['kept_own_pct']} | {v['kept_any_pct']} | {v['weight_pct']} | {v['questions']} |"
                   for k, v in ret["by_task"].items()]
         lines.append("")
+    held = summary["mean_memory_bytes"]
     lines += ["## Cost per question", "", f"- mean latency: {summary['mean_latency_s']} s",
-              f"- mean visual tokens: {summary['mean_visual_tokens']}",
-              f"- mean memory held: {summary['mean_memory_bytes']} bytes", ""]
+              f"- mean visual tokens: {_rounded(summary['mean_visual_tokens'], 1)}",
+              f"- mean memory held: {'-' if held is None else f'{held / 2**20:.2f} MiB ({held:.0f} bytes)'}", ""]
     speed = summary.get("throughput")
     if speed and speed.get("frames"):
         frame_ms, question_ms = speed["ms_per_frame"], speed["ms_per_question"]

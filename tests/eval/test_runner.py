@@ -47,7 +47,14 @@ def test_outputs_and_resume(videos, tmp_path, capsys):
         assert r["prediction"] is not None and r["visual_tokens"] > 0 and r["memory_bytes"] > 0
     for name in ("report.md", "accuracy.png", "timeline.png"):
         assert (out / name).stat().st_size > 0
-    assert "## Accuracy" in (out / "report.md").read_text() and "accuracy: micro" in stdout
+    report = (out / "report.md").read_text()
+    assert "## Accuracy" in report and "accuracy: micro" in stdout
+    held = summary["mean_memory_bytes"]  # the mean of the records', shown in MiB and in whole bytes
+    assert held == round(sum(r["memory_bytes"] for r in records) / 31, 4)
+    assert f"- mean memory held: {held / 2**20:.2f} MiB ({held:.0f} bytes)" in report
+    tokens = summary["mean_visual_tokens"]
+    assert tokens == round(sum(r["visual_tokens"] for r in records) / 31, 4)
+    assert f"- mean visual tokens: {round(tokens, 1)}" in report
     code, _, err = run_eval(capsys, videos, out, "--memory", "fifo")  # other settings: refused
     assert code == 2 and "holds a run with other settings (memory)" in err
     code, _, err = run_eval(capsys, videos, out, "--dtype", "bfloat16")  # another dtype is another run too
