@@ -23,6 +23,8 @@ class JsonlFormat(BenchmarkFormat):
     prompt_style = "jsonl"
 
     def load(self, path: Path, videos: VideoSet, log: RecordLog) -> None:
+        """One JSON object a line: a video (``video`` under ``--video-root``, optional ``fps``) and its timed
+        questions (:func:`videollama3.questions.read_jsonl_records`)."""
         records, skipped = read_jsonl_records(path, videos.video_root, log.skip_bad)
         log.skipped += skipped
         for r in records:

@@ -81,6 +81,8 @@ class OvBenchFormat(BenchmarkFormat):
     prompt_style = "ovbench"
 
     def load(self, path: Path, videos: VideoSet, log: RecordLog) -> None:
+        """The streaming layout (records with ``questions``, asked with OVBench's streaming system prompt)
+        or lmms-eval's (one question a record), told apart by the records."""
         data = read_json_list(path, "OVBench records")
         if any(isinstance(r, dict) and "questions" in r for r in data):
             videos.system_prompt = STREAM_SYSTEM_PROMPT

@@ -70,6 +70,9 @@ class OvoFormat(BenchmarkFormat):
     prompt_style = "ovo"
 
     def load(self, path: Path, videos: VideoSet, log: RecordLog) -> None:
+        """A list of records, each naming its ``video`` under ``--video-root``: a backward or real-time
+        task's record is one multiple-choice question at its ``realtime``; a forward task's (REC, SSR,
+        CRR) gives one question per probe of its ``test_info``, each asked at the probe's time."""
         for n, r in enumerate(read_json_list(path, "OVO-Bench records")):
             rid = f"record {n} (id {r.get('id')!r})" if isinstance(r, dict) else f"record {n}"
             questions = log.attempt(rid, lambda: self._questions(r, n))

@@ -105,6 +105,9 @@ class StreamingBenchFormat(BenchmarkFormat):
     help = "StreamingBench questions_{real,omni,sqa,proactive}[_stream].json"
 
     def load(self, path: Path, videos: VideoSet, log: RecordLog) -> None:
+        """A list of ``{"video_path", "questions": [...]}`` objects (sqa: a list of such lists, one per video,
+        each question asked with the earlier ones of its video as context); the kind from the file
+        (:func:`file_kind`)."""
         data = read_json_list(path, "StreamingBench videos")
         kind = file_kind(path, data)
         groups = data if kind == "sqa" else [[v] for v in data]
