@@ -19,16 +19,20 @@ def add_command(sub) -> None:
     add_memory_arguments(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--frame-tokens", type=int, default=None, help="token budget per frame (default 144)")
+    p.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="torch threads for preprocessing, encoding and generation (default: torch's, one per core; "
+                        "on the CPU, fewer leave the sessions' decoding threads a core)")
     p.add_argument("--max-sessions", type=int, default=8, help="sessions open at once (default 8)")
     p.add_argument("--max-upload-mb", type=float, default=200, help="largest upload, MiB (default 200)")
     p.set_defaults(func=cmd_serve)
 
 
 def build_manager(args: argparse.Namespace):
-    """The :class:`~serve.sessions.SessionManager` of the command's model, memory, media root and limits.
+    """The :class:`~serve.sessions.SessionManager` of the command's model, memory, media root and limits;
+    torch set to ``--torch-threads`` when given.
 
     Raises:
-        UsageError: for a media root that is not a folder, or limits below 1.
+        UsageError: for a media root that is not a folder, or limits or ``--torch-threads`` below 1.
     """
     from videollama3.cli import load_spec_from_args, model_dtype
     from videollama3.errors import UsageError
@@ -43,8 +47,14 @@ def build_manager(args: argparse.Namespace):
         raise UsageError(f"--media-root {args.media_root} is not a folder")
     if args.max_sessions < 1 or not args.max_upload_mb > 0:
         raise UsageError("--max-sessions must be at least 1 and --max-upload-mb positive")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise UsageError(f"--torch-threads must be a number of threads >= 1, got {args.torch_threads}")
     spec = load_spec_from_args(args)
     base = load_session(spec, device=args.device, dtype=model_dtype(args), frame_tokens=args.frame_tokens or FRAME_TOKENS)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     limits = Limits(max_sessions=args.max_sessions, max_upload_bytes=int(args.max_upload_mb * 2**20))
     return SessionManager(base, spec.memory, spec.memory_options, args.media_root, limits)
 

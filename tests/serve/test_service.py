@@ -10,6 +10,7 @@ from PIL import Image
 
 from serve.app import create_app
 from serve.sessions import Limits, SessionManager
+from videollama3.errors import UsageError
 from videollama3.loading import build_session
 
 from .conftest import live_service
@@ -260,6 +261,29 @@ def test_serve_refuses_a_media_root_that_is_not_a_folder(tmp_path, capsys):
     assert main(["serve", "--media-root", str(tmp_path / "none"), "--model", "tiny"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--media-root" in err and "is not a folder" in err
+
+
+def test_serve_takes_torch_threads_and_refuses_fewer_than_one(tmp_path, capsys):
+    import argparse
+
+    import torch
+
+    from serve.cli import add_command, build_manager
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_command(sub)
+    parser = sub.choices["serve"]
+    with pytest.raises(UsageError, match="--torch-threads must be a number of threads >= 1, got 0"):
+        build_manager(parser.parse_args(["--media-root", str(tmp_path), "--model", "tiny", "--torch-threads", "0"]))
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        build_manager(parser.parse_args(["--media-root", str(tmp_path), "--model", "tiny"]))
+        assert torch.get_num_threads() == 2  # torch's own count unless asked
+        build_manager(parser.parse_args(["--media-root", str(tmp_path), "--model", "tiny", "--torch-threads", "1"]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(own)
 
 
 def test_serve_refuses_a_device_there_is_not_before_loading(tmp_path, capsys):
