@@ -120,6 +120,8 @@ class VideoReader:
     """One open video: what its container says (:attr:`info`) and its frames, from a single open.
 
     Use as a context manager (``with open_video(path) as video: ...``) or call :meth:`close`.
+    The first :meth:`frames` iteration reads from the open made for :attr:`info`; the file is
+    closed when it ends, and a later :meth:`frames` call opens it again (one iteration at a time).
 
     Args:
         path: the video file.
@@ -132,6 +134,8 @@ class VideoReader:
         self.path = str(path)
         self._container = _open(path)
         self.info = _info(path, self._container)
+        self._closed = False
+        self._reader_of: VideoFrames | None = None  # the iteration reading the container now
 
     def __enter__(self) -> VideoReader:
         return self
@@ -140,22 +144,45 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        """Release the container (idempotent)."""
+        """Release the container (idempotent); an iteration still reading it ends."""
         self._container.close()
+        self._closed = True
+        self._reader_of = None
+
+    def _claim(self, frames: VideoFrames) -> None:
+        """Give the container to the iteration ``frames`` as it starts: the open one, or the file opened
+        again when an earlier iteration (or :meth:`close`) closed it.
+
+        Raises:
+            VideoError: while another iteration of this reader is reading, or when the file cannot be
+                opened again.
+        """
+        if self._reader_of is frames:
+            return
+        if self._reader_of is not None:
+            raise VideoError(f"the frames of {self.path} are being read by another iteration of this reader; "
+                             "finish or close it first, or open the video again (open_video) to read it twice at "
+                             "once", self.path)
+        if self._closed:
+            self._container = _open(self.path)
+            self._closed = False
+        self._reader_of = frames
 
     def frames(self, fps: float | None = 1.0, start: float = 0.0, end: float | None = None) -> VideoFrames:
         """``(frame, timestamp_s)`` sampled at ``fps``, decoded lazily as they are iterated (see
         :func:`iter_frames`); :func:`decode_ahead` of the result decodes them ahead in background threads,
         several GOPs at once where the file allows (:mod:`videollama3.gop`).
 
-        The reader is closed when the iteration ends, fails or is closed early.
+        The reader is closed when the iteration ends, fails or is closed early; a later call reads the
+        file again from its start (one iteration at a time).
 
         Frames are turned upright by their display rotation (:func:`upright`).
 
         Raises:
             VideoError: (while iterating) for a bad ``fps``; when the video yields no frame, breaks off
                 while decoding, or ends before the duration its container gives (a truncated file;
-                ``stopped_at`` gives the last time decoded, after the frames up to it were yielded).
+                ``stopped_at`` gives the last time decoded, after the frames up to it were yielded);
+                when another iteration of this reader is still reading, or the file cannot be opened again.
         """
         return VideoFrames(self, fps, start, end)
 
@@ -267,14 +294,16 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
 
     def __next__(self) -> tuple[np.ndarray, float]:
         if self._frames is None:
+            self._reader._claim(self)
             self._frames = self._reader._in_turn(*self._sampling)
         return next(self._frames)
 
     def close(self) -> None:
-        """Stop decoding and close the reader (idempotent)."""
+        """Stop decoding and close the reader, unless another iteration of it is reading (idempotent)."""
         if self._frames is not None:
             self._frames.close()
-        self._reader.close()
+        if self._reader._reader_of in (None, self):
+            self._reader.close()
 
     def ahead(self, depth: int) -> Iterator[tuple[np.ndarray, float]] | None:
         """These frames decoded ahead, several closed GOPs at once (:func:`videollama3.gop.decode_gops`),
@@ -290,6 +319,7 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
             return None
         fps, start, end = self._sampling
         reader = self._reader
+        reader._claim(self)
         time_base, t0, unneeded = reader._sampling(fps, start)
         if unneeded is None or fps * 2 > reader.info.fps:
             return None

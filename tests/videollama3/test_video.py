@@ -167,6 +167,28 @@ def test_decoding_ahead_gives_the_same_frames_in_order(videos):
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(ahead, direct))
 
 
+@pytest.mark.parametrize("name, fps", [("bikes.mp4", 2), ("trailer_bbb.mp4", 0.25)])
+def test_a_reader_reads_its_frames_again_one_iteration_at_a_time(videos, name, fps):
+    """After an iteration has closed the file, ``frames()`` opens it again: the same frames, in turn
+    and decoded ahead (trailer_bbb.mp4 sparsely sampled: several GOPs at once), and after
+    ``close()``; a second iteration while one reads is a clear error, not the first one's frames."""
+    from videollama3.video import decode_ahead, open_video
+
+    video = open_video(videos / name)
+    first = list(video.frames(fps=fps))
+    for again in (list(video.frames(fps=fps)), list(decode_ahead(video.frames(fps=fps), depth=3))):
+        assert [t for _, t in again] == [t for _, t in first]
+        assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(again, first))
+    reading, waiting = video.frames(fps=fps), video.frames(fps=fps)
+    next(reading)
+    with pytest.raises(VideoError, match="being read by another iteration of this reader; finish or close it"):
+        next(waiting)
+    waiting.close()  # closing an iteration that never read leaves the reading one alone
+    assert len(list(reading)) == len(first) - 1
+    video.close()
+    assert [t for _, t in video.frames(fps=fps)] == [t for _, t in first]
+
+
 def test_decoding_ahead_is_bounded_raises_in_place_and_stops_when_left():
     import threading
     import time
