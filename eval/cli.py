@@ -170,6 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         store = PredictionStore(output_dir, rank, world)
         unanswered: list[str] = []
         skipped_videos: list[str] = []
+        stopped: list[str] = []  # why a video's frames stopped before its last questions
         streaming = time.perf_counter()
         with tqdm(unit="frame", desc=f"eval rank {rank}", disable=args.quiet or rank != 0, file=sys.stderr) as bar:
             for video in videos[rank::world]:
@@ -187,6 +188,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     continue
                 if result["error"]:
                     print(f"vl3mem: warning: {result['error']}", file=sys.stderr)
+                    stopped.append(result["error"])
                 unanswered += result["unanswered"]
                 skipped += result["skipped"]
         throughput = session.throughput(time.perf_counter() - streaming)
@@ -197,7 +199,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     wanted = {q.id for v in videos for q in v.questions}
     records = first_of_each_id(r for r in records if r["id"] in wanted)
     meta = {**settings, "world_size": world, "wall_time_s": round(time.perf_counter() - start, 2),
-            "skipped_records": skipped, "skipped_videos": skipped_videos, "unanswered": unanswered,
+            "skipped_records": skipped, "skipped_videos": skipped_videos, "streams_stopped": stopped,
+            "unanswered": unanswered,
             "throughput": throughput}
     summary = write_outputs(records, meta, output_dir, bench.format)
     acc, ret = summary["accuracy"], summary["retention"]

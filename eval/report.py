@@ -151,7 +151,8 @@ def write_report(summary: dict[str, Any], path: Path, benchmark=None) -> None:
                   "- ms per question: " + ", ".join(f"{k} {v}" for k, v in question_ms.items()), ""]
     for key, title in (("skipped_records", "Records skipped (--skip-bad)"),
                        ("skipped_videos", "Videos skipped (--skip-bad): they could not be read"),
-                       ("unanswered", "Questions not answered (decoding stopped)")):
+                       ("streams_stopped", "Streams that stopped early"),
+                       ("unanswered", "Questions not answered (their stream stopped before them)")):
         if summary.get(key):
             lines += [f"## {title}", "", *[f"- {x}" for x in (summary[key].items() if isinstance(summary[key], dict)
                                                                else summary[key])], ""]

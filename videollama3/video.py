@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -116,6 +117,25 @@ def _info(path: str | Path, container: av.container.InputContainer) -> VideoInfo
                      int(stream.frames or 0))
 
 
+def check_sampling(fps: float | None, start: float = 0.0, end: float | None = None, path: str = "") -> None:
+    """Check what :meth:`VideoReader.frames` samples: ``fps`` a positive number of samples a second (or
+    None: every frame), ``start`` a finite number of seconds >= 0, ``end`` None or a number of seconds not
+    before ``start``.
+
+    Raises:
+        VideoError: naming the bad value (``path``: the video it was asked of).
+    """
+    def real(x: Any) -> bool:
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+    if fps is not None and not (real(fps) and math.isfinite(fps) and fps > 0):
+        raise VideoError(f"fps must be a positive number, got {fps!r}", path)
+    if not (real(start) and math.isfinite(start) and start >= 0):
+        raise VideoError(f"start must be a number of seconds >= 0, got {start!r}", path)
+    if end is not None and not (real(end) and end >= start):  # NaN fails this too
+        raise VideoError(f"end must be a number of seconds not before start ({start!r} s), got {end!r}", path)
+
+
 class VideoReader:
     """One open video: what its container says (:attr:`info`) and its frames, from a single open.
 
@@ -179,19 +199,24 @@ class VideoReader:
         Frames are turned upright by their display rotation (:func:`upright`).
 
         Raises:
-            VideoError: (while iterating) for a bad ``fps``; when the video yields no frame, breaks off
+            VideoError: (while iterating) for a bad ``fps``, ``start`` or ``end`` (:func:`check_sampling`);
+                when the video yields no frame (none at all, or none in the window asked for), breaks off
                 while decoding, or ends before the duration its container gives (a truncated file;
                 ``stopped_at`` gives the last time decoded, after the frames up to it were yielded);
                 when another iteration of this reader is still reading, or the file cannot be opened again.
         """
         return VideoFrames(self, fps, start, end)
 
-    def _sampling(self, fps: float | None, start: float) -> tuple[float, float | None, _UnsampledFrames | None]:
-        """Checks ``fps`` (closing the reader when it is bad); the stream's time base, the time of its
-        first frame when the container gives it, and the packets to leave undecoded (None: decode all)."""
-        if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+    def _sampling(self, fps: float | None, start: float, end: float | None
+                  ) -> tuple[float, float | None, _UnsampledFrames | None]:
+        """Checks ``fps``, ``start`` and ``end`` (:func:`check_sampling`, closing the reader when one is bad);
+        the stream's time base, the time of its first frame when the container gives it, and the packets
+        to leave undecoded (None: decode all)."""
+        try:
+            check_sampling(fps, start, end, self.path)
+        except VideoError:
             self.close()
-            raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
+            raise
         container = self._container
         stream = container.streams.video[0]
         time_base = float(stream.time_base) if stream.time_base else 0.0
@@ -202,7 +227,7 @@ class VideoReader:
 
     def _in_turn(self, fps: float | None, start: float, end: float | None) -> Iterator[tuple[np.ndarray, float]]:
         """:meth:`frames`, decoded by one decoder (FFmpeg's frame threads) as they are asked for."""
-        time_base, t0, unneeded = self._sampling(fps, start)
+        time_base, t0, unneeded = self._sampling(fps, start, end)
         path, container = self.path, self._container
         stream = container.streams.video[0]
         sampler = FrameSampler(fps, start)
@@ -231,9 +256,10 @@ class VideoReader:
                 raise decoding_stopped(path, last_time, e) from None
         finally:
             self.close()
-        self._check_complete(yielded, start, stopped_by_end, last_time)
+        self._check_complete(yielded, start, end, stopped_by_end, last_time)
 
-    def _sampled(self, events: Iterator, fps: float, start: float) -> Iterator[tuple[np.ndarray, float]]:
+    def _sampled(self, events: Iterator, fps: float, start: float, end: float | None
+                 ) -> Iterator[tuple[np.ndarray, float]]:
         """:meth:`frames` from what :func:`videollama3.gop.decode_gops` gives: the sampler run over the frames
         it may take, in order; the same checks at the end as :meth:`_in_turn`."""
         sampler = FrameSampler(fps, start)
@@ -260,19 +286,33 @@ class VideoReader:
         finally:
             events.close()
             self.close()
-        self._check_complete(yielded, start, stopped_by_end, last_time)
+        self._check_complete(yielded, start, end, stopped_by_end, last_time)
 
-    def _check_complete(self, yielded: int, start: float, stopped_by_end: bool, last_time: float | None) -> None:
-        """After the last frame: raise :class:`VideoError` when none was decoded, or when decoding ended
+    def _check_complete(self, yielded: int, start: float, end: float | None, stopped_by_end: bool,
+                        last_time: float | None) -> None:
+        """After the last frame: raise :class:`VideoError` when none was decoded, when decoding ended
         before the duration the container gives (a truncated file whose index is at the front decodes
-        as a shorter video)."""
-        if yielded == 0 and start == 0.0:
+        as a shorter video), or when no frame lay in the window asked for (``start`` after the last
+        frame, or no frame from ``start`` to ``end``): a stream of nothing is never a silent success."""
+        if yielded == 0 and last_time is None and not stopped_by_end:
             raise VideoError(f"{self.path} contains no decodable video frame", self.path, stopped_at=None)
         duration = self.info.duration
         slack = max(3.0 / self.info.fps if self.info.fps else 1.0, 0.5)  # the last frame starts one period early
         if not stopped_by_end and duration and last_time is not None and last_time < duration - slack:
             raise VideoError(f"decoding {self.path} ended at {last_time:.2f}s of a {duration:.2f}s video (the file "
                              "is truncated)", self.path, stopped_at=last_time)
+        if yielded == 0:
+            raise empty_window(self.path, start, end, None if stopped_by_end else last_time)
+
+
+def empty_window(path: str, start: float, end: float | None, last_time: float | None) -> VideoError:
+    """The :class:`VideoError` of a sampling window that holds no frame: ``start`` after the last frame (at
+    ``last_time`` seconds), or, with ``last_time`` None, no frame from ``start`` to ``end``."""
+    if last_time is not None:
+        return VideoError(f"no frame of {path} at or after start {start:.6g}s: its last frame is at "
+                          f"{last_time:.2f}s", path, stopped_at=None)
+    return VideoError(f"no frame of {path} lies between start {start:.6g}s and end {end:.6g}s; widen the window",
+                      path, stopped_at=None)
 
 
 def decoding_stopped(path: str, last_time: float | None, error: BaseException) -> VideoError:
@@ -320,7 +360,7 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
         fps, start, end = self._sampling
         reader = self._reader
         reader._claim(self)
-        time_base, t0, unneeded = reader._sampling(fps, start)
+        time_base, t0, unneeded = reader._sampling(fps, start, end)
         if unneeded is None or fps * 2 > reader.info.fps:
             return None
         stream = reader._container.streams.video[0]
@@ -328,7 +368,7 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
                              decoder_threads(skipping=True), _image)
         if events is None:
             return None
-        self._frames = reader._sampled(events, fps, start)
+        self._frames = reader._sampled(events, fps, start, end)
         return self._frames
 
 
@@ -583,18 +623,18 @@ class FrameFolder:
         :meth:`VideoReader.frames` samples, reading one image at a time.
 
         Raises:
-            VideoError: for an image that cannot be read, or one whose size differs from the first
+            VideoError: for a bad ``fps``, ``start`` or ``end`` (:func:`check_sampling`), a window that
+                holds no frame, an image that cannot be read, or one whose size differs from the first
                 frame's (``stopped_at`` gives the last time read, after the frames up to it were yielded).
         """
         from PIL import Image, UnidentifiedImageError
 
-        if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise VideoError(f"fps must be a positive number, got {fps!r}", self.path)
+        check_sampling(fps, start, end, self.path)
         size, last, sampler = (self.info.width, self.info.height), None, FrameSampler(fps, start)
         for i, file in enumerate(self.files):
             t = i / self.frame_rate
             if end is not None and t > end:
-                return
+                break
             if not sampler.take(t):
                 continue
             try:
@@ -609,6 +649,9 @@ class FrameFolder:
                                  f"({e.__class__.__name__})", self.path, stopped_at=last) from None
             last = round(t, 6)
             yield frame, last
+        if last is None:  # nothing in the window
+            past_end = end is not None and start <= (len(self.files) - 1) / self.frame_rate
+            raise empty_window(self.path, start, end, None if past_end else (len(self.files) - 1) / self.frame_rate)
 
 
 def open_video(path: str | Path, frame_rate: float | None = None) -> VideoReader | FrameFolder:
@@ -661,9 +704,9 @@ def iter_frames(
         presentation time in seconds from the start of the stream.
 
     Raises:
-        VideoError: when the video cannot be opened, yields no frame, or breaks
-            off while decoding (``stopped_at`` gives the last time decoded).
+        VideoError: for a bad ``fps``, ``start`` or ``end`` (:func:`check_sampling`); when the video
+            cannot be opened, yields no frame (none at all, or none from ``start`` to ``end``), or
+            breaks off while decoding (``stopped_at`` gives the last time decoded).
     """
-    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise VideoError(f"fps must be a positive number, got {fps!r}", str(path))
+    check_sampling(fps, start, end, str(path))
     yield from open_video(path).frames(fps, start, end)

@@ -68,34 +68,58 @@ class VideoSet:
     def video(self, name: str, log: RecordLog, record: str, fps: float | None = None,
               frame_rate: float | None = None, start: float = 0.0, end: float | None = None) -> VideoQuestions | None:
         """The video ``name`` (a file or a frame folder under the root), created on first use; None
-        (reported to ``log``) when it does not exist.
+        (reported to ``log``) when it does not exist, or when an earlier record streams it otherwise
+        (:meth:`at`).
 
         Raises:
-            AnnotationError: for a missing video, unless ``log.skip_bad``.
+            AnnotationError: for a missing video or other settings, unless ``log.skip_bad``.
         """
         try:
             path = resolve_video(self.video_root, name) if self.check_videos else self.video_root / name
         except FileNotFoundError:
             log.bad(record, f"video {name!r} not found under {self.video_root}")
             return None
-        return self.at(path, fps, frame_rate, start, end)
+        try:
+            return self.at(path, fps, frame_rate, start, end)
+        except ValueError as e:
+            log.bad(record, str(e))
+            return None
 
     def at(self, path: Path, fps: float | None = None, frame_rate: float | None = None, start: float = 0.0,
            end: float | None = None) -> VideoQuestions:
-        """The video at ``path`` (already resolved), created on first use with these settings."""
-        if path not in self.videos:
-            self.videos[path] = VideoQuestions(path, fps, [], frame_rate=frame_rate, start=start, end=end)
-        return self.videos[path]
-
-    def add(self, video: VideoQuestions, question: TimedQuestion, log: RecordLog, record: str) -> bool:
-        """Add ``question`` to ``video``; a repeated id is a bad record (reported to ``log``).
+        """The video at ``path`` (already resolved), created on first use with these settings: the
+        questions on one video share one pass over it.
 
         Raises:
-            AnnotationError: for a repeated id, unless ``log.skip_bad``.
+            ValueError: when it was created with other settings (another sampling rate, frame rate or
+                window): one pass cannot stream it both ways, and taking the first would answer these
+                questions from frames their record did not ask for.
+        """
+        video = self.videos.get(path)
+        if video is None:
+            video = self.videos[path] = VideoQuestions(path, fps, [], frame_rate=frame_rate, start=start, end=end)
+        asked, held = (fps, frame_rate, start, end), (video.fps, video.frame_rate, video.start, video.end)
+        if asked != held:
+            described = ", ".join(f"{k} {a!r} (before: {b!r})" for k, a, b in
+                                  zip(("fps", "frame rate", "start", "end"), asked, held) if a != b)
+            raise ValueError(f"{path.name} was already given with other settings: {described}; the questions on "
+                             "one video share one pass over it")
+        return video
+
+    def add(self, video: VideoQuestions, question: TimedQuestion, log: RecordLog, record: str) -> bool:
+        """Add ``question`` to ``video``; a repeated id, or a time before the part of the video streamed
+        (``video.start``: its answer would see no frame), is a bad record (reported to ``log``).
+
+        Raises:
+            AnnotationError: for a bad record, unless ``log.skip_bad``.
         """
         if question.id in self._ids:
             log.bad(record, f"question id {question.id!r} is used twice (first at {self._ids[question.id]}); "
                             "give every question its own id")
+            return False
+        if question.time < video.start:
+            log.bad(record, f"at {question.time:.6g}s it is before the part of the video streamed, which starts at "
+                            f"{video.start:.6g}s: its answer would see no frame")
             return False
         self._ids[question.id] = f"{log.path.name}: {record}"
         question.order = len(self._ids) - 1

@@ -28,7 +28,11 @@ class JsonlFormat(BenchmarkFormat):
         records, skipped = read_jsonl_records(path, videos.video_root, log.skip_bad)
         log.skipped += skipped
         for r in records:
-            video = videos.at(r.video, fps=r.fps)
+            try:
+                video = videos.at(r.video, fps=r.fps)
+            except ValueError as e:
+                log.bad(r.source or r.video.name, str(e))
+                continue
             for q in r.questions:
                 videos.add(video, q, log, f"{r.source} question {q.id}")
 

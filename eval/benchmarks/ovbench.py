@@ -100,6 +100,8 @@ class OvBenchFormat(BenchmarkFormat):
                 if clip is not None and (not isinstance(clip, list) or len(clip) != 2):
                     raise ValueError(f"clip must be [start_s, end_s], got {clip!r}")
                 start, end = (seconds(clip[0], "clip start"), seconds(clip[1], "clip end")) if clip else (0.0, None)
+                if end is not None and end < start:
+                    raise ValueError(f"clip end {end:.6g}s is before its start {start:.6g}s")
                 frame_rate = _frame_rate(r.get("fps"))
             except ValueError as e:
                 log.bad(f"video {n}", str(e))

@@ -287,6 +287,31 @@ def test_skip_bad_skips_a_video_that_cannot_be_read(tmp_path, videos, capsys):
     assert "Videos skipped (--skip-bad)" in (tmp_path / "b" / "report.md").read_text()
 
 
+def test_a_clip_that_holds_no_frame_leaves_its_questions_unanswered_not_answered_from_nothing(tmp_path, videos, capsys):
+    """An OVBench clip after bikes.mp4's last frame (9.96 s) streams nothing: its question is reported
+    unanswered with the reason, never answered from an empty memory; the other clip's is answered."""
+    question = {"question": "What?", "options": ["A. a", "B. b"], "answer": "A", "answer_type": "x"}
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("bikes.mp4", "bikes2.mp4"):
+        (root / name).symlink_to(videos / "bikes.mp4")
+    ann = write(tmp_path / "ovb.json", [
+        {"video_id": "bikes2.mp4", "clip": [9.98, 9.99], "questions": [{**question, "middle_frame_timestamp": 9.99}]},
+        {"video_id": "bikes.mp4", "clip": [2, 6], "questions": [{**question, "middle_frame_timestamp": 5}]}])
+    assert main(["eval", "--benchmark", "ovbench", "--annotations", str(ann), "--video-root", str(root), "--model",
+                 "tiny", "--max-new-tokens", "2", "--quiet", "--output-dir", str(tmp_path / "out")]) == 0
+    assert "no frame of " in capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["frames_seen"]) for r in records] == [("bikes.mp4#0", 4)]  # frames 2, 3, 4, 5 s
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["unanswered"] == ["bikes2.mp4#0"]
+    (why,) = summary["streams_stopped"]
+    assert why.startswith("no frame of ") and why.endswith("bikes2.mp4 at or after start 9.98s: its last frame is at 9.96s")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"## Streams that stopped early\n\n- {why}\n" in report
+    assert "## Questions not answered (their stream stopped before them)\n\n- bikes2.mp4#0\n" in report
+
+
 def test_a_question_the_model_cannot_take_stops_the_run_or_is_skipped_and_reported(tmp_path, videos, capsys):
     """A prompt beyond the language model's context (8192 positions for the tiny model; its tokenizer
     takes a token a letter) is refused by ask(): the run stops naming the question, or with --skip-bad

@@ -84,6 +84,10 @@ BAD = [
     ("ovbench", [{"video_id": "nope", "questions": []}], "video 0 ('nope'): video 'nope' not found"),
     ("ovbench", [{"video_id": "bikes", "questions": [{"question": "Q?", "options": ["A. a", "B. b"], "answer": "A"}]}],
      "question 0: middle_frame_timestamp must be a non-negative number"),
+    ("ovbench", [{"video_id": "bikes", "clip": [5, 2], "questions": []}], "video 0: clip end 2s is before its start 5s"),
+    ("ovbench", [{"video_id": "bikes", "clip": [6, 9], "questions": [{"middle_frame_timestamp": 3, "question": "Q?",
+                                                                      "options": ["A. a", "B. b"], "answer": "A"}]}],
+     "question 0: at 3s it is before the part of the video streamed, which starts at 6s: its answer would see no frame"),
 ]
 
 
@@ -100,6 +104,19 @@ def test_bad_records_are_named_or_skipped(tmp_path, videos, kind, content, messa
     assert str(e.value).count(f"{path}: ") == 1 and str(e.value).count("--skip-bad") == 1  # said once
     bench = load_benchmark(kind, path, videos, skip_bad=True)
     assert bench.num_questions == 0 and len(bench.skipped) == 1 and message in bench.skipped[0]
+
+
+def test_a_video_given_twice_with_other_settings_is_a_bad_record_not_the_first_settings(tmp_path, videos):
+    """One pass streams a video one way: a second line on it with another sampling rate is refused by
+    name, not streamed at the first line's rate (its questions would see frames it did not ask for)."""
+    line = {"video": "bikes.mp4", "questions": [{"id": "a", "time": 1, "question": "Q?", "answer": "a bike"}]}
+    again = [{**line, "fps": fps, "questions": [{**line["questions"][0], "id": qid}]} for fps, qid in ((1, "b"), (2, "c"))]
+    f = write(tmp_path / "two.jsonl", [{**line, "fps": 1}, *again], jsonl=True)
+    with pytest.raises(AnnotationError, match=r"line 3: bikes.mp4 was already given with other settings: fps 2 "
+                                              r"\(before: 1\)"):
+        load_benchmark("jsonl", f, videos)
+    bench = load_benchmark("jsonl", f, videos, skip_bad=True)
+    assert [q.id for v in bench.videos for q in v.questions] == ["a", "b"] and len(bench.skipped) == 1
 
 
 def test_missing_file_unknown_format_and_a_file_that_is_not_a_list(tmp_path, videos):

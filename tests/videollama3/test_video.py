@@ -189,6 +189,46 @@ def test_a_reader_reads_its_frames_again_one_iteration_at_a_time(videos, name, f
     assert [t for _, t in video.frames(fps=fps)] == [t for _, t in first]
 
 
+@pytest.mark.parametrize("start, end, message", [
+    (float("nan"), None, "start must be a number of seconds >= 0, got nan"),
+    (-1, None, "start must be a number of seconds >= 0, got -1"),
+    ("3", None, "start must be a number of seconds >= 0, got '3'"),
+    (5, 2, r"end must be a number of seconds not before start \(5 s\), got 2"),
+    (5, float("nan"), "end must be a number of seconds not before start"),
+    (100, None, "no frame of {video} at or after start 100s: its last frame is at {last}s"),
+    ("last", None, "no frame of {video} at or after start {start}s: its last frame is at {last}s"),
+    ("between", "between", "no frame of {video} lies between start {start}s and end {end}s; widen the window"),
+])
+def test_a_window_that_is_bad_or_holds_no_frame_is_a_clear_error_never_an_empty_stream(videos, tmp_path, start, end,
+                                                                                       message):
+    """Every way of reading frames (in turn; decoded ahead, several GOPs at once; a frame folder) refuses a bad
+    window, or one that holds no frame (after the last frame, or between two frames), by name: an empty
+    stream would answer its questions from nothing."""
+    from PIL import Image
+
+    from videollama3.video import decode_ahead, open_video
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(10):  # frames at 0 ... 9 s
+        Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    bikes, trailer = videos / "bikes.mp4", videos / "trailer_bbb.mp4"
+    sources = {  # video: (frames of a window, last frame's time, a start after it, a window between two frames)
+        "bikes.mp4": (lambda s, e: iter_frames(bikes, fps=1, start=s, end=e), "9.96", 9.99, (5.01, 5.02)),
+        "trailer_bbb.mp4": (lambda s, e: decode_ahead(open_video(trailer).frames(fps=0.25, start=s, end=e), 2),
+                            "55.08", 55.1, (20.01, 20.02)),  # 24 frames/s: 20.0, then 20.04
+        "frames": (lambda s, e: open_video(folder, 1).frames(fps=1, start=s, end=e), "9.00", 9.5, (3.2, 3.7)),
+    }
+    for name, (frames, last, after, between) in sources.items():
+        s = after if start == "last" else between[0] if start == "between" else start
+        e = between[1] if end == "between" else end
+        wanted = message.format(video=f".*{name}", last=last, start=f"{s:.6g}" if isinstance(s, float) else s,
+                                end=f"{e:.6g}" if isinstance(e, float) else e)
+        with pytest.raises(VideoError, match=wanted):
+            list(frames(s, e))
+    assert [t for _, t in iter_frames(bikes, fps=1, start=3, end=5)] == [3.0, 4.0, 5.0]
+
+
 def test_decoding_ahead_is_bounded_raises_in_place_and_stops_when_left():
     import threading
     import time
