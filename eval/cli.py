@@ -69,16 +69,20 @@ def add_command(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def process_group() -> tuple[int, int, Any, str | None]:
-    """``(rank, world_size, barrier, device)``: accelerate's state when launched by it, else one process."""
+def process_group() -> tuple[int, int, Any, Any, str | None]:
+    """``(rank, world_size, barrier, gather, device)``: accelerate's state when launched by it, else one
+    process. ``gather(obj)`` is the list of every process's ``obj`` (picklable), in rank order, on each
+    (accelerate's ``gather_object``)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
         from accelerate import PartialState
+        from accelerate.utils import gather_object
 
         state = PartialState(cpu=not torch.cuda.is_available())  # gloo process group on CPU-only machines
         device = None if state.device.type == "cpu" else str(state.device)
-        return state.process_index, state.num_processes, state.wait_for_everyone, device
-    return 0, 1, (lambda: None), None
+        return state.process_index, state.num_processes, state.wait_for_everyone, \
+            (lambda obj: gather_object([obj])), device
+    return 0, 1, (lambda: None), (lambda obj: [obj]), None
 
 
 def _check_run(output_dir: Path, settings: dict[str, Any], rank: int) -> None:
@@ -138,7 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .runner import PredictionStore, evaluate_video, first_of_each_id, read_records
 
     start = time.perf_counter()
-    rank, world, barrier, device = process_group()
+    rank, world, barrier, gather, device = process_group()
     check_output_path(args.output_dir, "--output-dir", folder=True)
     threads = apply_torch_threads(args, args.device or device or "cpu")
     spec = load_spec_from_args(args)
@@ -192,9 +196,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 unanswered += result["unanswered"]
                 skipped += result["skipped"]
         throughput = session.throughput(time.perf_counter() - streaming)
+        # what every process skipped or left unanswered, not rank 0's alone (the shards hold the records)
+        reports = gather({"skipped": skipped, "skipped_videos": skipped_videos, "stopped": stopped,
+                          "unanswered": unanswered})
         barrier()
         if rank != 0:
             return 0
+        skipped = list(dict.fromkeys(x for r in reports for x in r["skipped"]))  # load-time skips: every rank's
+        skipped_videos, stopped, unanswered = ([x for r in reports for x in r[key]]
+                                               for key in ("skipped_videos", "stopped", "unanswered"))
         records = store.merge() if world > 1 else read_records(output_dir / "predictions.jsonl")
     wanted = {q.id for v in videos for q in v.questions}
     records = first_of_each_id(r for r in records if r["id"] in wanted)

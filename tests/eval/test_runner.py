@@ -92,6 +92,30 @@ def test_accelerate_launch_with_two_cpu_processes(videos, tmp_path):
     assert len(records) == 31 == len({r["id"] for r in records}) and not (out / "shards").exists()
 
 
+def test_two_processes_report_what_each_skipped(videos, tmp_path):
+    """The video rank 1 could not read is in rank 0's summary and report, with its question unanswered."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "bikes.mp4").symlink_to(videos / "bikes.mp4")
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    ann = tmp_path / "a.jsonl"  # videos are dealt out in file order: bikes.mp4 to rank 0, broken.mp4 to rank 1
+    ann.write_text("\n".join(json.dumps({"video": v, "questions": [
+        {"id": v, "time": 2, "question": "What?", "options": ["a", "b"], "answer": "A"}]}) for v in ("bikes.mp4", "broken.mp4")))
+    out = tmp_path / "dist"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "eval",
+           "--benchmark", "jsonl", "--annotations", str(ann), "--video-root", str(root), "--model", "tiny",
+           "--no-model", "--output-dir", str(out), "--quiet", "--skip-bad"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["questions"] == 1 and summary["unanswered"] == ["broken.mp4"]
+    (skipped,) = summary["skipped_videos"]
+    assert "broken.mp4" in skipped and "1 questions not asked" in skipped
+    assert "## Videos skipped (--skip-bad): they could not be read" in (out / "report.md").read_text()
+
+
 def test_bad_annotations_exit_2_or_are_skipped(videos, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(DEV.read_text().splitlines()[1] + "\n" + json.dumps({"video": "missing.mp4", "questions": []}) + "\n")
