@@ -260,8 +260,9 @@ def evaluate_video(
         ``{"asked": n, "unanswered": [ids], "skipped": [messages], "error": message or None}``.
 
     Raises:
-        AnnotationError: for a question time more than :data:`LATE_S` past the end of the video, or a
-            question the model refuses (:meth:`~videollama3.session.StreamingSession.ask`'s
+        AnnotationError: for a question time more than :data:`LATE_S` past the end of the video, a
+            question due before the first frame of the part streamed (a clip's start between two frames),
+            or a question the model refuses (:meth:`~videollama3.session.StreamingSession.ask`'s
             QuestionError: a prompt beyond its context), unless ``skip_bad``.
         VideoError: for a video that cannot be opened.
     """
@@ -334,6 +335,10 @@ def evaluate_video(
                 session.question_readout()
             return None
         if q.poll is None:
+            if not session.frames_seen:  # due before the first frame of the part streamed: nothing to answer from
+                log.bad(f"question {q.id}", f"at {t:.6g}s no frame of the part of the video streamed (from "
+                                            f"{video.start:.6g}s) has come yet; its answer would see no frame")
+                raise _Unanswerable
             start = time.perf_counter()
             entries = session.question_readout()
             prediction = reply(q, benchmark.prompt(q), entries)

@@ -311,6 +311,21 @@ def test_a_clip_that_holds_no_frame_leaves_its_questions_unanswered_not_answered
     assert f"## Streams that stopped early\n\n- {why}\n" in report
     assert "## Questions not answered (their stream stopped before them)\n\n- bikes2.mp4#0\n" in report
 
+    # a clip starting between two frames (bikes.mp4: 25 frames/s, 2.0 then 2.04 s), asked at its start
+    ann = write(tmp_path / "early.json", [
+        {"video_id": "bikes.mp4", "clip": [2.01, 6], "questions": [{**question, "middle_frame_timestamp": 2.01},
+                                                                   {**question, "middle_frame_timestamp": 3}]}])
+    argv = ["eval", "--benchmark", "ovbench", "--annotations", str(ann), "--video-root", str(root), "--model",
+            "tiny", "--max-new-tokens", "2", "--quiet"]
+    assert main([*argv, "--output-dir", str(tmp_path / "early")]) == 2
+    assert ("question bikes.mp4#0: at 2.01s no frame of the part of the video streamed (from 2.01s) has come yet; "
+            "its answer would see no frame") in capsys.readouterr().err
+    assert main([*argv, "--output-dir", str(tmp_path / "early2"), "--skip-bad"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "early2" / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["frames_seen"]) for r in records] == [("bikes.mp4#1", 1)]  # the frame at 2.04 s
+    summary = json.loads((tmp_path / "early2" / "summary.json").read_text())
+    assert summary["unanswered"] == ["bikes.mp4#0"] and "no frame of the part" in summary["skipped_records"][0]
+
 
 def test_a_question_the_model_cannot_take_stops_the_run_or_is_skipped_and_reported(tmp_path, videos, capsys):
     """A prompt beyond the language model's context (8192 positions for the tiny model; its tokenizer

@@ -77,14 +77,24 @@ def test_shards_merge_into_one_file(tmp_path):
     assert not (out / "shards").exists()
 
 
-def test_accelerate_launch_with_two_cpu_processes(videos, tmp_path):
-    out = tmp_path / "dist"
+def launch_two_processes(*eval_argv: str) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of ``python -m eval`` on two CPU processes (gloo), on a free port of its own."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "eval",
-           "--benchmark", "jsonl", "--annotations", str(DEV), "--video-root", str(videos), "--model", "tiny",
-           "--no-model", "--output-dir", str(out), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+           "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend",
+           "no", "-m", "eval", *eval_argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_accelerate_launch_with_two_cpu_processes(videos, tmp_path):
+    out = tmp_path / "dist"
+    proc = launch_two_processes("--benchmark", "jsonl", "--annotations", str(DEV), "--video-root", str(videos),
+                                "--model", "tiny", "--no-model", "--output-dir", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["questions"] == 31
@@ -102,12 +112,8 @@ def test_two_processes_report_what_each_skipped(videos, tmp_path):
     ann.write_text("\n".join(json.dumps({"video": v, "questions": [
         {"id": v, "time": 2, "question": "What?", "options": ["a", "b"], "answer": "A"}]}) for v in ("bikes.mp4", "broken.mp4")))
     out = tmp_path / "dist"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "eval",
-           "--benchmark", "jsonl", "--annotations", str(ann), "--video-root", str(root), "--model", "tiny",
-           "--no-model", "--output-dir", str(out), "--quiet", "--skip-bad"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = launch_two_processes("--benchmark", "jsonl", "--annotations", str(ann), "--video-root", str(root),
+                                "--model", "tiny", "--no-model", "--output-dir", str(out), "--quiet", "--skip-bad")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["questions"] == 1 and summary["unanswered"] == ["broken.mp4"]
