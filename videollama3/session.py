@@ -570,7 +570,9 @@ def run_stream(
 
     Args:
         session: a fresh (or continuing) streaming session.
-        frames: iterable of ``(frame (H, W, 3) uint8, timestamp_s)`` in time order.
+        frames: iterable of ``(frame (H, W, 3) uint8, timestamp_s)`` in time order; closed (when it
+            has ``close``: a :func:`pipelined` stream, whose decoding threads stop) when the stream
+            ends, also when a question raises.
         questions: ``[(text, time in seconds or None)]``; questions without a time are
             asked after the last frame.
         max_new_tokens: generation budget per answer.
@@ -591,4 +593,8 @@ def run_stream(
     except VideoError as e:
         stopped = e.stopped_at if e.stopped_at is not None else (session.time or 0.0)
         return StreamResult(answers, stopped_at=stopped, error=str(e))
+    finally:  # a question that raised: stop decoding (and give torch its threads back) now, not at garbage collection
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
     return StreamResult(answers)

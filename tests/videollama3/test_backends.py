@@ -124,6 +124,16 @@ def test_the_pipeline_gives_torch_its_threads_back_when_the_source_ends(tiny, bi
         assert result.error and list(result.answers) == [0] and torch.get_num_threads() == 3
 
         session.reset()
+        frames = pipelined(session, iter(bikes_frames), depth, threads=1)
+
+        def refuse(i):
+            raise RuntimeError("a question that raises")
+
+        with pytest.raises(RuntimeError, match="a question that raises") as raised:
+            run_stream(session, frames, [("What?", 1.5)], ask=refuse)
+        assert raised.traceback  # which holds the frames alive: the threads come back at once, not at collection
+        assert torch.get_num_threads() == 3
+        session.reset()
         frames = pipelined(session, iter(bikes_frames), depth, threads=2)
         next(frames)
         assert torch.get_num_threads() == 2
