@@ -62,7 +62,8 @@ def _read_questions(args: argparse.Namespace, required: bool = True) -> list[tup
 
     Raises:
         UsageError: for an ``--at`` without its ``-q``, or no question at all.
-        QuestionError: for a bad questions file (naming the line) or a question with a special token.
+        QuestionError: for a bad questions file (naming the line: not a JSON object, a field other than
+            ``question`` and ``time``, a time that is not seconds) or a question with a special token.
     """
     from .questions import read_text, text_field
 
@@ -82,6 +83,9 @@ def _read_questions(args: argparse.Namespace, required: bool = True) -> list[tup
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise TypeError(f"a {type(record).__name__}")
+                unknown = sorted(set(record) - {"question", "time"})
+                if unknown:  # a misspelt time ("at", "t") would otherwise ask the question at the end, silently
+                    raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
                 t = record.get("time")
                 if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
                     raise TypeError(f"'time' must be seconds or null, got {t!r}")

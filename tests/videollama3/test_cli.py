@@ -80,6 +80,8 @@ def test_memory_none_is_the_native_view(videos, capsys):
         (["{bikes}", "--at", "1"], "--at 1.0 comes before any -q"),
         (["{bikes}"], "no question given"),
         (["{bikes}", "--questions", "{tmp}/bad.jsonl"], "line 1"),
+        (["{bikes}", "--questions", "{tmp}/at.jsonl"], "at.jsonl line 2: expected a JSON object with 'question' (and "
+                                                       "optional 'time' in seconds): unknown field 'at'"),
         (["{bikes}", "-q", "x", "--model", "{tmp}/no-model"], "does not exist"),
         (["{bikes}", "-q", "x", "--encode-batch", "0"], "--encode-batch must be a number of frames >= 1, got 0"),
         (["{bikes}", "-q", "x", "--torch-threads", "0"], "--torch-threads must be a number of threads >= 1, got 0"),
@@ -91,6 +93,7 @@ def test_bad_input_exits_2_with_one_line(argv, message, videos, tmp_path, capsys
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "cut.mp4").write_bytes((videos / "bikes.mp4").read_bytes()[:100_000])
     (tmp_path / "bad.jsonl").write_text("{not json\n")
+    (tmp_path / "at.jsonl").write_text('{"question": "a?", "time": 1}\n{"question": "b?", "at": 3}\n')  # not asked at the end
     argv = [a.format(tmp=tmp_path, bikes=videos / "bikes.mp4") for a in argv]
     if "--model" not in argv:
         argv += ["--model", "tiny"]
