@@ -28,7 +28,7 @@ from fastapi import FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from .sessions import ServeError, SessionManager
@@ -57,7 +57,10 @@ def describe_validation_errors(errors: Sequence[dict[str, Any]]) -> str:
 
 
 class OpenRequest(BaseModel):
-    """A session to open."""
+    """A session to open. A field it does not have is refused (422), not ignored: ``{"src": ...}`` would
+    otherwise open a session that waits for pushed frames."""
+
+    model_config = ConfigDict(extra="forbid")
 
     source: str | None = Field(None, description="a file under the media root, an http(s)/rtsp/udp URL, or null "
                                                  "to push frames")
@@ -66,7 +69,9 @@ class OpenRequest(BaseModel):
 
 
 class QuestionRequest(BaseModel):
-    """A question."""
+    """A question; a field it does not have is refused (422), not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     question: str
     max_new_tokens: int = Field(64, ge=1, le=512)

@@ -113,6 +113,11 @@ def test_pushed_frames_and_a_saved_memory_restored_answers_the_same(client):
     ("post", "/api/sessions", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422,
      "the body is not valid JSON"),
     ("post", "/api/sessions/nope/questions", {"json": {}}, 422, "body field 'question': Field required"),
+    # a field the request does not have: refused, not ignored ({"src": ...} would open a pushed-frames session)
+    ("post", "/api/sessions", {"json": {"src": "bikes.mp4"}}, 422,
+     "body field 'src': Extra inputs are not permitted (got 'bikes.mp4')"),
+    ("post", "/api/sessions/nope/questions", {"json": {"question": "What?", "max_tokens": 8}}, 422,
+     "body field 'max_tokens': Extra inputs are not permitted (got 8)"),
     ("get", "/api/sessions/nope/events?since=-1", {}, 422,
      "query parameter 'since': Input should be greater than or equal to 0 (got '-1')"),
 ])
