@@ -323,6 +323,22 @@ def evidence_window(value: Any) -> tuple[float, float] | None:
 
 
 # -------------------------------------------------------------- our format
+JSONL_RECORD_FIELDS = ("video", "fps", "questions")
+"""The fields of a line of our JSONL format (:func:`read_jsonl_records`)."""
+
+JSONL_QUESTION_FIELDS = ("id", "time", "question", "options", "answer", "task", "subtask", "evidence")
+"""The fields of a question of our JSONL format (:func:`read_jsonl_records`)."""
+
+
+def _known_fields(record: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """Raise ValueError naming the keys of ``record`` that are not ``fields``: a misspelt optional field
+    (``"evidance"``) would otherwise be dropped without a word."""
+    unknown = [k for k in record if k not in fields]
+    if unknown:
+        raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                         f"(the fields are {', '.join(fields)})")
+
+
 def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool = False) -> tuple[list[VideoQuestions], list[str]]:
     """Read our JSONL format line by line: ``{"video": path, "fps": 1 (optional), "questions":
     [{"id", "time" (s), "question", "options" (optional list), "answer" (letter or text), "task",
@@ -336,7 +352,8 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
 
     Raises:
         AnnotationError: for a missing file, a line that does not parse, a missing video or
-            a bad record (naming the file, the line and the question); with ``skip_bad`` bad
+            a bad record (naming the file, the line and the question; a field not in
+            :data:`JSONL_RECORD_FIELDS` / :data:`JSONL_QUESTION_FIELDS` is one); with ``skip_bad`` bad
             records are returned as skipped instead.
     """
     log = RecordLog(path, skip_bad)
@@ -345,6 +362,7 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
         try:
             if not isinstance(record, dict) or "video" not in record or not isinstance(record.get("questions"), list):
                 raise ValueError("expected an object with 'video' and a 'questions' list")
+            _known_fields(record, JSONL_RECORD_FIELDS)
             fps = record.get("fps")
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
                 raise ValueError(f"fps must be a positive, finite number of frames per second, got {fps!r}")
@@ -363,6 +381,7 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
             try:
                 if not isinstance(q, dict) or q.get("question") in (None, ""):
                     raise ValueError("no question text")
+                _known_fields(q, JSONL_QUESTION_FIELDS)
                 question = text_field(q["question"], "question")
                 if "time" not in q:
                     raise ValueError("no 'time' (seconds)")

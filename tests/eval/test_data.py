@@ -71,6 +71,12 @@ BAD = [
     ("jsonl", [{"video": "bikes.mp4", "questions": [{"id": "x", "time": 1, "question": "Q?", "answer": "B"}]}],
      "question x: answer 'B' is a letter but the question has no options"),
     ("jsonl", [{"video": "bikes.mp4", "questions": [{"id": "x", "question": "Q?", "answer": "a"}]}], "no 'time'"),
+    ("jsonl", [{"video": "bikes.mp4", "questions": [{"id": "x", "time": 1, "question": "Q?", "answer": "a",
+                                                     "evidance": [0, 1]}]}],  # a misspelt field is not dropped
+     "question x: unknown field 'evidance' (the fields are id, time, question, options, answer, task, subtask, "
+     "evidence)"),
+    ("jsonl", [{"video": "bikes.mp4", "fsp": 2, "questions": []}], "line 1: unknown field 'fsp' (the fields are "
+                                                                   "video, fps, questions)"),
     ("jsonl", [{"video": "bikes.mp4", "questions": [{"id": "x", "time": 1, "question": "Q?", "options": ["a", "b"],
                                                      "answer": "D"}]}], "names option D but there are 2 options"),
     ("ovo", [{"id": 7, "task": "EPM", "video": "bikes.mp4", "realtime": 1, "question": "Q?", "gt": 0}],
