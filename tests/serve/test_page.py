@@ -56,3 +56,20 @@ def test_start_a_sample_ask_and_see_the_answer_and_the_timeline(server, browser)
     assert 1.0 <= asked_at <= 9.0 and "10 frames seen" in browser.find_element(By.ID, "status").text
     OUTPUTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(OUTPUTS / "serve_page.png"))
+
+
+def test_a_sample_whose_name_holds_url_characters_plays(tiny, videos, tmp_path, browser):
+    """A file named with a space, "#" and "?" plays in the page: its URL is encoded, not cut at the "#"."""
+    media = tmp_path / "media"
+    (media / "clips").mkdir(parents=True)
+    name = "clips/a clip #1?.mp4"
+    (media / name).write_bytes((videos / "bikes.mp4").read_bytes())
+    with live_service(SessionManager(build_session(*tiny, "hierarchical"), "hierarchical", {}, media)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: [o.text for o in Select(d.find_element(By.ID, "sample")).options] == [name])
+        browser.find_element(By.ID, "start").click()
+        wait.until(lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
+        player = browser.find_element(By.ID, "player")
+        assert player.get_attribute("src").endswith("/media/clips/a%20clip%20%231%3F.mp4")
+        assert browser.execute_script("return document.getElementById('player').error") is None
