@@ -19,6 +19,7 @@ Every refusal is a 4xx with ``{"detail": "what was wrong and what to do"}``, but
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,7 +147,10 @@ def create_app(manager: SessionManager) -> FastAPI:
     @app.post("/api/sessions/upload", status_code=201, max_body_size=limits.max_upload_bytes + MULTIPART_OVERHEAD)
     def upload(file: UploadFile = File(...), fps: float = Query(1.0)) -> dict[str, Any]:
         """Open a session on an uploaded video (kept under the media root's ``uploads/``)."""
-        suffix = Path(file.filename or "video.mp4").suffix.lower()[:8] or ".mp4"
+        # the client's name gives only the extension (FFmpeg probes the content; some containers need it),
+        # and only letters and digits of it: the file's name is ours
+        suffix = Path(file.filename or "").suffix.lower()
+        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,7}", suffix) else ".mp4"
         target = manager.media_root / "uploads" / f"{uuid.uuid4().hex}{suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         size = 0

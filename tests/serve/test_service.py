@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import time
 
 import pytest
@@ -258,6 +259,11 @@ def test_an_uploaded_video_plays_in_its_session(client, videos):
     assert state["source"].startswith("uploads/") and state["source"].endswith(".mp4")
     assert client.get(f"/media/{state['source']}").status_code == 200  # the page plays it from there
     assert client.get("/docs").status_code == 200 and "/api/sessions" in client.get("/openapi.json").text
+    # the stored name is ours: the client's gives only an extension of letters and digits, else .mp4
+    for name, suffix in (("CLIP.MKV", ".mkv"), ("a.\u202emp4", ".mp4"), ("a.mp4#?", ".mp4"), ("noext", ".mp4")):
+        state = client.post("/api/sessions/upload", files={"file": (name, (videos / "bikes.mp4").read_bytes())}).json()
+        assert re.fullmatch(r"uploads/[0-9a-f]{32}" + re.escape(suffix), state["source"]), (name, state)
+        client.delete(f"/api/sessions/{state['id']}")
 
 
 def test_serve_refuses_a_media_root_that_is_not_a_folder(tmp_path, capsys):
