@@ -127,6 +127,8 @@ def _json_safe(value: Any) -> Any:
 
 def _print_answer(a: dict[str, Any]) -> None:
     print(f"\n[{a['time']:.1f}s] Q: {a['question']}")
+    if a.get("note"):
+        print(f"  ({a['note']})")
     print(f"  A: {a['answer']}")
     print(f"  latency {a['latency_s'] * 1000:.0f} ms, {a['visual_tokens']} visual tokens, {a['frames_seen']} frames seen")
     for name, times in a["tiers"].items():
@@ -328,6 +330,10 @@ def _answer_live(args: argparse.Namespace, spec, threads: int | None) -> int:
                                 on_frame=status.update)
         for i in sorted(result.answers):
             answered.append({**result.answers[i].to_dict(), "asked_at": questions[i][1]})
+            asked_at, last = questions[i][1], session.time or 0.0
+            if asked_at is not None and asked_at >= last + 1 / args.fps:  # the stream ended before its time came
+                answered[-1]["note"] = (f"asked for {asked_at:.1f}s, but the stream ended first (its last frame at "
+                                        f"{last:.1f}s): answered from the final memory")
             _print_answer(answered[-1])
         answer_typed()  # lines typed after the last frame: from the final memory
         error = result.error

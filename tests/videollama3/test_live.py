@@ -67,12 +67,16 @@ def test_a_slow_encoder_drops_frames_and_never_queues_them(tiny, videos):
 def test_a_stream_on_standard_input(bikes_ts, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr("sys.stdin", type("Stdin", (), {"buffer": io.BytesIO(bikes_ts)})())
     out = tmp_path / "a.json"
-    code = main(["answer", "-", "-q", "What moves?", "--at", "3", "--model", "tiny", "--max-new-tokens", "2",
-                 "--quiet", "--output", str(out)])
+    code = main(["answer", "-", "-q", "What moves?", "--at", "3", "-q", "And at 30 s?", "--at", "30", "--model", "tiny",
+                 "--max-new-tokens", "2", "--quiet", "--output", str(out)])
     stdout = capsys.readouterr().out
     assert code == 0
     report = json.loads(out.read_text())
-    (answer,) = report["answers"]
+    answer, late = report["answers"]
+    # the 10 s stream ended before 30 s came: answered from the final memory, and said so
+    assert "note" not in answer and late["time"] >= 8.0  # the last frame kept (the newest is never dropped)
+    note = f"asked for 30.0s, but the stream ended first (its last frame at {late['time']:.1f}s): answered from the final memory"
+    assert late["note"] == note and f"Q: And at 30 s?\n  ({note})" in stdout
     live = report["live"]  # a pipe is read as fast as it comes: what encoding could not keep up with is dropped
     assert live["decoded"] == 250 and live["sampled"] == 10 == report["frames_encoded"] + live["dropped"]
     assert answer["time"] <= 3.0 and answer["frames_seen"] <= 4
