@@ -289,7 +289,7 @@ def _answer_live(args: argparse.Namespace, spec, threads: int | None) -> int:
     questions = _read_questions(args, required=not args.interactive)
     source = LiveSource(args.video, fps=args.fps, realtime=args.realtime,
                         drop=args.realtime or is_live_source(args.video),
-                        read_timeout=args.read_timeout, duration=args.duration)
+                        read_timeout=args.read_timeout, duration=args.duration, frame_rate=args.frame_rate)
     try:
         typed = _interactive_questions(args.ask_from) if args.interactive else None  # before a model loads
         session = load_session(spec, device=args.device, dtype=model_dtype(args), frame_tokens=args.frame_tokens)

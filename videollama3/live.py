@@ -9,7 +9,8 @@ dropped and counted. Timestamps are the stream's, in seconds from its first fram
 
 ``-`` reads a stream on standard input (``ffmpeg ... -f mpegts - | vl3mem answer -``); a URL is
 opened by FFmpeg (``rtsp://``, ``http(s)://``, ``udp://``, HLS ``.m3u8``); ``/dev/videoN`` is a
-V4L2 camera.
+V4L2 camera; a folder of numbered images is read as :class:`~videollama3.video.FrameFolder` reads
+it (its ``frame_rate`` given), only the sampled images.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from .errors import VideoError
 from .sampling import FrameSampler
-from .video import upright
+from .video import FrameFolder, upright
 
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -71,14 +72,16 @@ class LiveSource:
         input_format: FFmpeg format name to force (``v4l2`` is used for ``/dev/video*``).
         drop: drop the oldest waiting sample when the buffer is full (live); False: the reader waits
             for room instead (a file read as fast as the consumer takes it, nothing lost).
+        frame_rate: frames per second a frame folder's images were taken at (required for a folder).
 
     Raises:
-        VideoError: when the source cannot be opened or has no video stream (one line).
+        VideoError: when the source cannot be opened or has no video stream, or is a frame folder
+            without a frame rate or image (one line).
     """
 
     def __init__(self, source: str, fps: float = 1.0, buffer: int = 2, realtime: bool = False,
                  read_timeout: float = 10.0, duration: float | None = None, input_format: str | None = None,
-                 drop: bool = True) -> None:
+                 drop: bool = True, frame_rate: float | None = None) -> None:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise VideoError(f"fps must be a positive number, got {fps!r}", source)
         if buffer < 1:
@@ -91,7 +94,15 @@ class LiveSource:
         self._ready = threading.Condition()
         self._stop = threading.Event()
         self._end: BaseException | bool = False
-        self._container = self._open(source, input_format)  # fails now, before a model is loaded
+        self._folder: FrameFolder | None = None
+        self._container: Any = None
+        if Path(source).is_dir() and source != "-":  # fails now, before a model is loaded, as the others do
+            if frame_rate is None:
+                raise VideoError(f"{source} is a frame folder; give the frame rate its images were taken at "
+                                 "(--frame-rate)", source)
+            self._folder = FrameFolder(source, frame_rate)
+        else:
+            self._container = self._open(source, input_format)
         self._thread = threading.Thread(target=self._read, name="vl3mem-live", daemon=True)
 
     def _open(self, source: str, input_format: str | None) -> Any:
@@ -133,19 +144,27 @@ class LiveSource:
             self._buffer.append(item)
             self._ready.notify_all()
 
-    def _read(self) -> None:
+    def _decoded(self) -> Iterator[tuple[Any, float]]:
+        """Every frame of the source as ``(frame, seconds from the first)``, in order: PyAV frames (turned
+        into images only when sampled), or a frame folder's sampled images (the folder reads no other)."""
+        if self._folder is not None:
+            yield from self._folder.frames(fps=self.fps)
+            return
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
-        first, sampler, started = None, FrameSampler(self.fps), time.monotonic()
+        first = None
+        for frame in self._container.decode(stream):
+            if frame.time is not None:
+                first = frame.time if first is None else first
+                yield frame, frame.time - first
+
+    def _read(self) -> None:
+        sampler, started = FrameSampler(self.fps), time.monotonic()
         try:
-            for frame in self._container.decode(stream):
+            for frame, t in self._decoded():
                 if self._stop.is_set():
                     break
-                if frame.time is None:
-                    continue
                 self.stats.decoded += 1
-                first = frame.time if first is None else first
-                t = frame.time - first
                 if self.duration is not None and t > self.duration:
                     break
                 if self.realtime:  # a file played at its own pace
@@ -155,12 +174,17 @@ class LiveSource:
                 if not sampler.take(t):
                     continue
                 self.stats.sampled += 1
-                self._put((upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0)), round(t, 6)))
+                image = frame if isinstance(frame, np.ndarray) else \
+                    upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
+                self._put((image, round(t, 6)))
             end: BaseException | bool = True
         except (av.error.FFmpegError, OSError) as e:
             end = VideoError(f"reading {self.source} stopped ({e.__class__.__name__}: {e})", self.source)
+        except VideoError as e:  # a frame folder's image that cannot be read
+            end = e
         finally:
-            self._container.close()
+            if self._container is not None:
+                self._container.close()
         with self._ready:
             self._end = end
             self._ready.notify()

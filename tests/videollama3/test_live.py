@@ -252,3 +252,28 @@ def test_an_mp4_on_standard_input_without_its_index_says_how_to_stream_it(videos
     with pytest.raises(VideoError, match="cannot open standard input") as e:
         LiveSource("-")
     assert ("needs its index first" in str(e.value)) == hint and ("-f mpegts" in str(e.value)) == hint
+
+
+def test_a_frame_folder_plays_live_at_its_frame_rate(tmp_path, capsys):
+    """``--realtime`` / ``--interactive`` on a folder of numbered images: read at its own pace, only the
+    sampled images; without ``--frame-rate`` one line before a model loads."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(8):  # 4 frames/s: 0 ... 1.75 s, each a shade darker
+        Image.fromarray(np.full((28, 28, 3), 200 - 20 * i, np.uint8)).save(folder / f"{i:03d}.png")
+    out = tmp_path / "a.json"
+    started = time.monotonic()
+    code = main(["answer", str(folder), "--frame-rate", "4", "--fps", "2", "--realtime", "-q", "What now?", "--at", "1",
+                 "--model", "tiny", "--max-new-tokens", "2", "--quiet", "--output", str(out)])
+    assert code == 0 and time.monotonic() - started >= 1.5  # played at its pace: 1.5 s to its last sample
+    report = json.loads(out.read_text())
+    (answer,) = report["answers"]
+    assert (answer["time"], answer["frames_seen"], answer["tiers"]["short"]) == (1.0, 3, [0.0, 0.5, 1.0])
+    assert report["live"] == {"decoded": 4, "sampled": 4, "dropped": 0, "delivered": 4}  # no other image read
+    capsys.readouterr()
+    assert main(["answer", str(folder), "--realtime", "-q", "x", "--model", "tiny"]) == 2
+    assert capsys.readouterr().err.strip() == (f"vl3mem: error: {folder} is a frame folder; give the frame rate its "
+                                               "images were taken at (--frame-rate)")
