@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import VideoError
 from .sampling import FrameSampler
-from .video import FrameFolder, upright
+from .video import FrameFolder, upright, video_stream
 
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -150,7 +150,7 @@ class LiveSource:
         if self._folder is not None:
             yield from self._folder.frames(fps=self.fps)
             return
-        stream = self._container.streams.video[0]
+        stream = video_stream(self._container)
         stream.thread_type = "AUTO"
         first = None
         for frame in self._container.decode(stream):

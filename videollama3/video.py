@@ -104,8 +104,16 @@ def _missing_mp4_index(path: Path) -> str | None:
     return None
 
 
+def video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The video stream of ``container`` that is read: FFmpeg's choice (``av_find_best_stream``, as
+    ``ffmpeg`` and ``ffplay`` make it), not the first, so a cover picture stored as a one-frame video
+    stream before the video (an MKV's image attachment, a second camera) is not taken for it. The
+    container has a video stream (:func:`_open` checks)."""
+    return container.streams.best("video")
+
+
 def _info(path: str | Path, container: av.container.InputContainer) -> VideoInfo:
-    stream = container.streams.video[0]
+    stream = video_stream(container)
     fps = float(stream.average_rate) if stream.average_rate else 0.0
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
@@ -218,7 +226,7 @@ class VideoReader:
             self.close()
             raise
         container = self._container
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         time_base = float(stream.time_base) if stream.time_base else 0.0
         t0 = float(stream.start_time * time_base) if stream.start_time is not None else None
         unneeded = _UnsampledFrames(fps, start) if fps is not None and time_base and t0 is not None \
@@ -229,7 +237,7 @@ class VideoReader:
         """:meth:`frames`, decoded by one decoder (FFmpeg's frame threads) as they are asked for."""
         time_base, t0, unneeded = self._sampling(fps, start, end)
         path, container = self.path, self._container
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         sampler = FrameSampler(fps, start)
         stream.thread_type = "AUTO"
         stream.thread_count = decoder_threads(skipping=unneeded is not None)
@@ -363,7 +371,7 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
         time_base, t0, unneeded = reader._sampling(fps, start, end)
         if unneeded is None or fps * 2 > reader.info.fps:
             return None
-        stream = reader._container.streams.video[0]
+        stream = video_stream(reader._container)
         events = decode_gops(reader._container, stream, fps, start, end, depth, time_base, t0, unneeded,
                              decoder_threads(skipping=True), _image)
         if events is None:

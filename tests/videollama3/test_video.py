@@ -437,3 +437,34 @@ def test_a_decoder_that_skips_frames_gets_more_threads(videos, monkeypatch, name
     assert asked == [skipping]
     if skipping:  # otherwise FFmpeg's own count (cores + 1 on this machine)
         assert stream.codec_context.thread_count == 8
+
+
+def test_a_picture_stream_before_the_video_is_not_taken_for_it(tmp_path):
+    """An MKV whose first video stream is a one-frame picture (cover art, a second camera's still) and
+    whose second is the video: every reader takes the video, as FFmpeg's own stream choice does."""
+    import av
+
+    from videollama3.live import LiveSource
+    from videollama3.video import decode_ahead, open_video
+
+    path = tmp_path / "cover.mkv"
+    with av.open(str(path), "w") as out:
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 255, np.uint8), format="rgb24")
+        for packet in [*cover.encode(picture), *cover.encode(None)]:
+            out.mux(packet)
+        for i in range(30):  # 3 s at 10 frames/s
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    info = open_video(path).info
+    assert (info.width, info.height, info.fps) == (64, 48, 10.0)
+    for frames in (iter_frames(path, fps=1), decode_ahead(open_video(path).frames(fps=1), 2),
+                   LiveSource(str(path), fps=1, drop=False)):
+        got = list(frames)
+        assert [t for _, t in got] == [0.0, 1.0, 2.0] and all(f.shape == (48, 64, 3) for f, _ in got)
