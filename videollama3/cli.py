@@ -65,7 +65,7 @@ def _read_questions(args: argparse.Namespace, required: bool = True) -> list[tup
         QuestionError: for a bad questions file (naming the line: not a JSON object, a field other than
             ``question`` and ``time``, a time that is not seconds) or a question with a special token.
     """
-    from .questions import read_text, text_field
+    from .questions import check_fields, read_text, text_field
 
     if args.pairing_error:
         raise UsageError(args.pairing_error)
@@ -83,9 +83,7 @@ def _read_questions(args: argparse.Namespace, required: bool = True) -> list[tup
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise TypeError(f"a {type(record).__name__}")
-                unknown = sorted(set(record) - {"question", "time"})
-                if unknown:  # a misspelt time ("at", "t") would otherwise ask the question at the end, silently
-                    raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
+                check_fields(record, ("question", "time"))  # a misspelt time ("at") would ask it at the end
                 t = record.get("time")
                 if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
                     raise TypeError(f"'time' must be seconds or null, got {t!r}")

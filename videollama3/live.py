@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import VideoError
 from .sampling import FrameSampler
-from .video import FrameFolder, upright, video_stream
+from .video import FrameFolder, frame_image, video_stream
 
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -174,9 +174,7 @@ class LiveSource:
                 if not sampler.take(t):
                     continue
                 self.stats.sampled += 1
-                image = frame if isinstance(frame, np.ndarray) else \
-                    upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
-                self._put((image, round(t, 6)))
+                self._put((frame if self._folder is not None else frame_image(frame), round(t, 6)))
             end: BaseException | bool = True
         except (av.error.FFmpegError, OSError) as e:
             end = VideoError(f"reading {self.source} stopped ({e.__class__.__name__}: {e})", self.source)

@@ -330,7 +330,7 @@ JSONL_QUESTION_FIELDS = ("id", "time", "question", "options", "answer", "task", 
 """The fields of a question of our JSONL format (:func:`read_jsonl_records`)."""
 
 
-def _known_fields(record: dict[str, Any], fields: tuple[str, ...]) -> None:
+def check_fields(record: dict[str, Any], fields: tuple[str, ...]) -> None:
     """Raise ValueError naming the keys of ``record`` that are not ``fields``: a misspelt optional field
     (``"evidance"``) would otherwise be dropped without a word."""
     unknown = [k for k in record if k not in fields]
@@ -362,7 +362,7 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
         try:
             if not isinstance(record, dict) or "video" not in record or not isinstance(record.get("questions"), list):
                 raise ValueError("expected an object with 'video' and a 'questions' list")
-            _known_fields(record, JSONL_RECORD_FIELDS)
+            check_fields(record, JSONL_RECORD_FIELDS)
             fps = record.get("fps")
             if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < math.inf):
                 raise ValueError(f"fps must be a positive, finite number of frames per second, got {fps!r}")
@@ -381,7 +381,7 @@ def read_jsonl_records(path: str | Path, video_root: str | Path, skip_bad: bool 
             try:
                 if not isinstance(q, dict) or q.get("question") in (None, ""):
                     raise ValueError("no question text")
-                _known_fields(q, JSONL_QUESTION_FIELDS)
+                check_fields(q, JSONL_QUESTION_FIELDS)
                 question = text_field(q["question"], "question")
                 if "time" not in q:
                     raise ValueError("no 'time' (seconds)")

@@ -258,7 +258,7 @@ class VideoReader:
                     last_time = t
                     if not sampler.take(t):
                         continue
-                    yield _image(frame), round(t, 6)
+                    yield frame_image(frame), round(t, 6)
                     yielded += 1
             except (av.error.FFmpegError, UnicodeDecodeError) as e:
                 raise decoding_stopped(path, last_time, e) from None
@@ -373,14 +373,14 @@ class VideoFrames(Iterator[tuple[np.ndarray, float]]):
             return None
         stream = video_stream(reader._container)
         events = decode_gops(reader._container, stream, fps, start, end, depth, time_base, t0, unneeded,
-                             decoder_threads(skipping=True), _image)
+                             decoder_threads(skipping=True), frame_image)
         if events is None:
             return None
         self._frames = reader._sampled(events, fps, start, end)
         return self._frames
 
 
-def _image(frame: av.VideoFrame) -> np.ndarray:
+def frame_image(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as a ``(H, W, 3)`` uint8 RGB array, turned upright (:func:`upright`)."""
     return upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
 
@@ -657,9 +657,9 @@ class FrameFolder:
                                  f"({e.__class__.__name__})", self.path, stopped_at=last) from None
             last = round(t, 6)
             yield frame, last
-        if last is None:  # nothing in the window
-            past_end = end is not None and start <= (len(self.files) - 1) / self.frame_rate
-            raise empty_window(self.path, start, end, None if past_end else (len(self.files) - 1) / self.frame_rate)
+        if last is None:  # nothing in the window: it starts after the last frame, or lies between two frames
+            final = (len(self.files) - 1) / self.frame_rate
+            raise empty_window(self.path, start, end, final if start > final else None)
 
 
 def open_video(path: str | Path, frame_rate: float | None = None) -> VideoReader | FrameFolder:
