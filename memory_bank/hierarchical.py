@@ -142,7 +142,7 @@ class _Chain(NamedTuple):
     Computed once, when a frame enters the memory, by one ``F.embedding_bag`` over its tokens
     (:func:`~memory_bank.resize.arrival_operator`: the token sum of each later grid is a fixed
     weighting of this grid's tokens, and so is each resized token), so moving an entry down a tier
-    only drops the first row and takes ``shrunk``. On the host, in float64: ``sums[j]`` ``(C,)`` is the
+    only drops the first row and takes ``shrunk``. On the host, in float32: ``sums[j]`` ``(C,)`` is the
     token sum of the grid in tier ``tier + j`` (its direction is the pooled descriptor) and
     ``norms[j]`` its norm (NaN or Inf when a token value was). The cosine similarity of two entries is
     ``sums_a . sums_b / (norm_a * norm_b)``: no division of vectors. ``shrunk`` is the entry's
@@ -162,7 +162,7 @@ class _Chain(NamedTuple):
 
     @classmethod
     def of_sum(cls, total: torch.Tensor) -> _Chain:
-        """The one-row chain of a ``(C,)`` float64 host sum (an entry of the last tier)."""
+        """The one-row chain of a ``(C,)`` float32 host sum (an entry of the last tier)."""
         return cls((total,), [float(torch.linalg.vector_norm(total))])
 
     def down(self) -> _Chain:
@@ -171,7 +171,7 @@ class _Chain(NamedTuple):
 
     def unit(self) -> torch.Tensor:
         """The ``(C,)`` float32 unit descriptor in this tier (zero for a zero sum); the chain has a row."""
-        return (self.sums[0] / max(self.norms[0], _EPS)).float()
+        return self.sums[0] / max(self.norms[0], _EPS)
 
     def merge(self, other: _Chain, weight: float) -> _Chain:
         """The one-row chain of the merge ``lerp(self, other, weight)`` of two same-grid entries (token sums
@@ -234,8 +234,8 @@ class _Tier:
     def units(self) -> list[torch.Tensor]:
         """Each entry's ``(C,)`` float32 unit pooled descriptor on its grid here, on the host: from its chain,
         or, in a tier after the last that compares (empty chains), from its :meth:`shown` tokens, summed
-        in float64 as the chains' sums are (only rounding tells the two apart)."""
-        return [c.unit() if c.sums else _Chain.of_sum(self.shown(e).tokens.sum(0, dtype=torch.float64).cpu()).unit()
+        in float32 as the chains' sums are (only rounding tells the two apart)."""
+        return [c.unit() if c.sums else _Chain.of_sum(self.shown(e).tokens.sum(0, dtype=torch.float32).cpu()).unit()
                 for e, c in zip(self.entries, self.chains)]
 
     def insert(self, entry: MemoryEntry, chain: _Chain) -> None:
@@ -314,7 +314,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     descriptor in every tier it may reach that compares entries (a tier of capacity 1 never
     does: its one pair is forced; by default the long tier, whose entries' descriptors a
     retrieval reads off their tokens) and its tokens already shrunk for the second
-    tier. The descriptors are copied to the host (at most ``tiers x C``, as float64: the one device
+    tier. The descriptors are copied to the host (at most ``tiers x C``, float32: the one device
     sync of an add, or of a whole batch with :meth:`add_frames`, the path of a stream
     encoded in batches) and all similarity bookkeeping runs there, so the cascade decides
     every move without touching tokens; a frame leaving the first tier takes its
@@ -491,7 +491,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     def _descriptor_chain(self, flat: torch.Tensor, grid: tuple[int, int], tier: int) -> _Chain:
         """The :class:`_Chain` of an entry of ``(h * w, C)`` tokens ``flat`` on ``grid`` in ``tier``: one
         ``F.embedding_bag`` (:meth:`_arrival_operator`) gives the tokens resized for the next tier and
-        its ``k`` token sums (each of two halves, added in float64), copied to the host (the one device
+        its ``k`` token sums (each of two halves, added in float32), copied to the host (the one device
         sync of an add). An entry in a tier after the last that compares gets an empty chain."""
         # every call and tensor op counts here: in a stream the encoder has emptied the caches between two adds
         key = (grid, tier, None if flat.is_cpu else flat.device)

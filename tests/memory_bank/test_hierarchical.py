@@ -243,11 +243,13 @@ def test_arrival_operator_gives_the_next_grid_and_the_sums_in_one_bag(mode, grid
     if shrinks:  # the same bags as resize_token_grid: the same values
         assert torch.equal(out[k: k + n], resize_token_grid(x, grids[0], grids[1], mode))
         assert torch.equal(op.resized_tokens(out), out[k: k + n])
-    # the halves added in float64, exactly
-    assert op.token_sums(out).dtype == torch.float64
-    assert torch.equal(op.token_sums(out), out[:k].double() + out[k + n:].double())
-    assert torch.equal(op.token_sums(out.t().contiguous().t()), op.token_sums(out))  # any layout
-    torch.testing.assert_close(op.token_sums(out), sum_weights(grids, mode) @ x.double(), rtol=1e-5, atol=1e-5)
+    # the halves added in float32, into a tensor of their own
+    sums = op.token_sums(out)
+    assert sums.dtype == torch.float32 and sums.shape == (k, 16)
+    assert torch.equal(sums, out[:k] + out[k + n:])
+    assert sums.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+    assert torch.equal(op.token_sums(out.t().contiguous().t()), sums)  # any layout
+    torch.testing.assert_close(sums.double(), sum_weights(grids, mode) @ x.double(), rtol=1e-5, atol=1e-5)
     # the first sums read only the top half of the grid's rows, the last ones only the bottom half
     top = (grids[0][0] + 1) // 2 * grids[0][1]
     bottom = x.clone()
@@ -269,7 +271,7 @@ def test_arrival_operator_sums_only_the_grids_asked_for(summed):
                      for o in (op, full))
     assert torch.equal(op.resized_tokens(out), full.resized_tokens(full_out))
     assert torch.equal(op.token_sums(out), full.token_sums(full_out)[:summed])
-    torch.testing.assert_close(op.token_sums(out), sum_weights(grids[:summed], "area") @ x.double(),
+    torch.testing.assert_close(op.token_sums(out).double(), sum_weights(grids[:summed], "area") @ x.double(),
                                rtol=1e-5, atol=1e-5)
 
 
