@@ -238,12 +238,13 @@ def check_device(flat: torch.Tensor, device: torch.device | None, frame_index: i
 
 
 def own_storage(tokens: torch.Tensor) -> torch.Tensor:
-    """``tokens`` detached, copied only when it is a view into a larger buffer.
+    """``tokens`` detached (when it requires grad), copied only when it is a view into a larger buffer.
 
     Keeping a view would pin the whole buffer (for instance a batch of frames)
     in memory for as long as the entry lives.
     """
-    tokens = tokens.detach()
+    if tokens.requires_grad:
+        tokens = tokens.detach()
     if tokens.is_contiguous() and tokens.untyped_storage().nbytes() == tokens.nbytes:
         return tokens
     return tokens.clone(memory_format=torch.contiguous_format)
