@@ -283,6 +283,18 @@ class _Tier:
             del self.sims[0 if pos == 0 else -1]
         return entry, chain
 
+    def replace_pair(self, pos: int, entry: MemoryEntry, chain: _Chain) -> None:
+        """Replace the adjacent pair ``(pos, pos + 1)`` by ``entry`` (their merge, which starts where the first
+        does: the same place in time order) with its chain; the one or two pairs it makes are unknown."""
+        n = len(self.entries)
+        if self._shown:
+            self._shown.pop(id(self.entries[pos]), None)
+            self._shown.pop(id(self.entries[pos + 1]), None)
+        self.entries[pos: pos + 2] = [entry]
+        self.chains[pos: pos + 2] = [chain]
+        del self.keys[pos + 1]
+        self.sims[max(pos - 1, 0): pos + 2] = [None] * ((pos > 0) + (pos + 2 < n))
+
     def most_similar_adjacent_pair(self) -> int:
         """Position ``i`` of the adjacent pair ``(i, i + 1)`` with the highest cosine similarity (the first on ties)."""
         sims = self.sims
@@ -610,13 +622,11 @@ class HierarchicalMemoryBank(MemoryBackend):
             end_timestamp=max(a.end_timestamp, b.end_timestamp),
             num_frames=total,
         )
-        _, b_chain = tier.pop(pos + 1)
         if same_grid:  # the token sum of the merge is the merge of the sums (both linear)
-            chain = tier.chains[pos].merge(b_chain, weight)
+            chain = tier.chains[pos].merge(tier.chains[pos + 1], weight)
         else:
             chain = self._descriptor_chain(tokens, grid, a.tier)
-        tier.pop(pos)
-        tier.insert(merged, chain)
+        tier.replace_pair(pos, merged, chain)
         self._private = merged
 
     def _run_deferred_merges(self) -> None:
