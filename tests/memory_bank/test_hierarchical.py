@@ -152,6 +152,35 @@ def test_long_stream_invariants():
     assert bank.frames_added == 10_000
 
 
+def test_every_kept_similarity_is_the_cosine_of_the_entries_shown():
+    """After every add, each adjacent pair's similarity a tier keeps (computed now if unknown) is the cosine
+    of the two entries' token sums on their grids there: no value outlives the pair it was computed for,
+    through evictions, inserts in time order and merges at every position of a last tier that compares."""
+    g = torch.Generator().manual_seed(8)
+    bank = HierarchicalMemoryBank(mm_hidden_size=16, memory_capacities=(3, 2, 4), memory_reduced_sizes=(16, 9, 4))
+    last, merged_at = bank._tiers[-1], set()
+    replace_pair = last.replace_pair
+
+    def record(pos, entry, chain):
+        merged_at.add(pos)
+        replace_pair(pos, entry, chain)
+
+    last.replace_pair = record
+    x = torch.randn(16, 16, generator=g)
+    for i in range(150):
+        x = torch.randn(16, 16, generator=g) if i % 11 == 0 else x + 0.5 * torch.randn(16, 16, generator=g)
+        bank.add(x, i, float(i))
+        for tier, shown in zip(bank._tiers, bank.tiers().values()):
+            if len(tier) < 2:
+                continue
+            tier.most_similar_adjacent_pair()  # fills the unknown ones (a tier of two never needs its one)
+            sums = [e.tokens.double().sum(0) for e in shown]
+            want = [float(torch.nn.functional.cosine_similarity(a, b, dim=0)) for a, b in zip(sums, sums[1:])]
+            got = [w if s is None and len(tier) == 2 else s for s, w in zip(tier.sims, want)]
+            assert got == pytest.approx(want, abs=1e-5), f"frame {i}, tier of {tier.budget} tokens"
+    assert merged_at == {0, 1, 2, 3}  # every pair of five entries: the first, the middle ones and the last
+
+
 # ---------------------------------------------------------------- resize
 def test_area_resize_12_to_6_is_a_2x2_average():
     x = torch.randn(144, 5)
