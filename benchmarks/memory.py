@@ -16,17 +16,32 @@ add by add, interleaved; the median of 7 rounds: :func:`compare_with_reference`)
 operations only a frame's arrival bags and the merge gain from a second thread (each thread takes
 one half of the grid); the others are too small (a second thread costs them an OpenMP fork and join
 each), while the reference's means over whole tiers all gain.
+
+``--against REV`` also times the ``memory_bank`` package of git revision ``REV`` (``git archive``, imported
+beside this tree's under another name) against this tree's in the same run, interleaved with the reference:
+the before / after of a change to the add, with the VM's noise falling on both
+(:func:`compare_with_revision`).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import gc
+import importlib.util
+import io
+import itertools
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -144,11 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--pool", type=int, default=256, help="distinct frames generated, then cycled")
     parser.add_argument("--min-adds", type=int, default=2000, help="short streams are repeated up to this many adds")
+    parser.add_argument("--against", metavar="REV", help="also time memory_bank at this git revision, in the same run")
     args = parser.parse_args(argv)
     device = check_device(args.device, "--device")
     if min(args.frames) < 1 or args.pool < 1 or args.min_adds < 1:
         raise BenchmarkInputError(f"--frames, --pool and --min-adds must be at least 1, got {args.frames}, "
                                   f"{args.pool}, {args.min_adds}")
+    other = memory_bank_at(args.against) if args.against else None
     config = MemoryBankConfig()
     g = torch.Generator().manual_seed(0)
     c, n = config.mm_hidden_size, config.memory_reduced_sizes[0]
@@ -202,6 +219,19 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"    batches of 8 in one encoder buffer: add() in turn {r['in_turn_ms']:.4f} ms per frame, "
                       f"add_frames {r['batch_ms']:.4f} ms per frame ({r['batch_speedup']:.2f}x the reference); both "
                       "copy each frame out of the buffer")
+    against = None
+    if other is not None:
+        against = {}
+        for threads in dict.fromkeys((default_threads, streaming_threads)):
+            torch.set_num_threads(threads)
+            try:
+                r = against[threads] = compare_with_revision(config, device, pool, min(args.frames[-1], 1000), other)
+            finally:
+                torch.set_num_threads(default_threads)
+            print(f"{threads} torch threads, frames out of cache: memory_bank at {args.against} ({other.REVISION[:12]}) "
+                  f"{r['revision_ms']:.4f} ms per add, this tree {r['ours_ms']:.4f} ms: {r['speedup']:.2f}x as fast "
+                  f"(single rounds {r['speedup_rounds'][0]:.2f}x to {r['speedup_rounds'][1]:.2f}x; the reference "
+                  f"{r['reference_ms']:.4f} ms, interleaved with both)")
     fixed = fixed_cost_ms(config, device, min(args.frames[-1], 1000))
     print(f"the same stream at {FIXED_COST_WIDTH} channels (the add's fixed cost: Python and torch dispatch, next to no "
           f"memory traffic): {fixed:.4f} ms per add, {fixed / results[max(args.frames)]['mean_ms']:.0%} of the add "
@@ -215,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
             "fixed_cost_ms": fixed,
             "reference_mean_ms": speedups[default_threads]["pool"]["reference_ms"],
             "speedup_vs_reference": speedups[default_threads]["pool"]["speedup"],
-            "vs_reference": speedups[default_threads], "vs_reference_by_threads": speedups}
+            "vs_reference": speedups[default_threads], "vs_reference_by_threads": speedups,
+            "vs_revision_by_threads": against}
 
 
 FIXED_COST_WIDTH = 8
@@ -282,6 +313,83 @@ def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool:
         if fresh:
             r.update(in_turn_ms=ms["in_turn"], batch_ms=ms["batch"], batch_speedup=ms["reference"] / ms["batch"])
     return result
+
+
+def memory_bank_at(revision: str) -> ModuleType:
+    """The ``memory_bank`` package of git revision ``revision`` of the repository this benchmark belongs to,
+    imported beside this tree's as ``memory_bank_at_<commit>`` (``git archive`` into a temporary folder,
+    removed when the process ends), so that both run in one process. ``REVISION`` on the module is the commit.
+
+    Raises:
+        BenchmarkInputError: when git is missing, this source tree is not a git checkout, or ``revision``
+            does not name a commit holding ``memory_bank/``.
+    """
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        archive = subprocess.run(["git", "-C", str(root), "archive", commit, "memory_bank"], capture_output=True,
+                                 check=True).stdout
+    except FileNotFoundError:
+        raise BenchmarkInputError("--against needs git on the PATH") from None
+    except subprocess.CalledProcessError as e:
+        reason = " ".join((e.stderr if isinstance(e.stderr, str) else e.stderr.decode(errors="replace")).split())
+        raise BenchmarkInputError(f"--against {revision}: no commit holding memory_bank/ of that name in {root}"
+                                  f"{f' ({reason[:160]})' if reason else ''}; give a commit, branch or tag") from None
+    name = f"memory_bank_at_{commit[:12]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = Path(tempfile.mkdtemp(prefix="vl3mem-bench-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    package = (folder / "memory_bank").rename(folder / name)
+    spec = importlib.util.spec_from_file_location(name, package / "__init__.py", submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    module.REVISION = commit
+    return module
+
+
+def compare_with_revision(config: MemoryBankConfig, device: torch.device, pool: list[torch.Tensor], frames: int,
+                          other: ModuleType, rounds: int = 7) -> dict[str, float | tuple[float, float]]:
+    """Ms per add of this tree's :class:`HierarchicalMemoryBank`, of ``other``'s (:func:`memory_bank_at`) and of
+    :class:`ReferencePyramidMemory`, and this tree's speed-up over ``other``'s.
+
+    The three are timed add by add, interleaved, in each of their six orders in turn (each bank follows
+    each other one equally often), each on its own frames of ``pool`` (out of cache): as
+    :func:`compare_with_reference`, a burst of noise falls on all three. A
+    round is a stream of ``frames`` frames into each; the times are medians over ``rounds`` rounds, the
+    speed-up the median of the rounds' ratios (``speedup_rounds``: the lowest and highest). ``other``'s
+    bank is built from its own ``MemoryBankConfig`` with the fields of ``config`` it has.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fields = {f.name for f in dataclasses.fields(other.MemoryBankConfig)}
+    other_config = other.MemoryBankConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in fields})
+    names = ("ours", "revision", "reference")
+    # the six orders in turn: each bank follows each other one equally often (a bank that follows the reference
+    # finds the caches emptied; turning one order, ours would follow it twice as often as the revision's)
+    orders = list(itertools.permutations(names))
+    spent_ms: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        banks = {"ours": HierarchicalMemoryBank(config), "revision": other.HierarchicalMemoryBank(other_config),
+                 "reference": ReferencePyramidMemory(config.memory_capacities, config.memory_reduced_sizes)}
+        spent = dict.fromkeys(names, 0.0)
+        for i in range(frames):
+            for name in orders[i % len(orders)]:
+                tokens = pool[(i + names.index(name) * len(pool) // 3) % len(pool)]
+                sync()
+                t0 = time.perf_counter()
+                banks[name].add(tokens, i, float(i))
+                sync()
+                spent[name] += time.perf_counter() - t0
+        for name in names:
+            spent_ms[name].append(spent[name] * 1e3 / frames)
+    per_round = [old / new for old, new in zip(spent_ms["revision"], spent_ms["ours"])]
+    return {"ours_ms": statistics.median(spent_ms["ours"]), "revision_ms": statistics.median(spent_ms["revision"]),
+            "reference_ms": statistics.median(spent_ms["reference"]), "speedup": statistics.median(per_round),
+            "speedup_rounds": (min(per_round), max(per_round))}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The benchmarks run as ``vl3mem bench ...`` and say which flag to pass when a sample video is missing."""
 
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +204,65 @@ def test_bench_head_refuses_a_prompt_too_short_or_widths_that_do_not_divide(caps
     assert main(["bench", "head", *SMALL_HEAD, *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_memory_bank_at_a_revision_is_that_commit_s_package_beside_this_one():
+    """``--against REV`` runs the memory_bank of a git revision beside this tree's: its own classes, its
+    files as git holds them, imported once."""
+    import inspect
+
+    import memory_bank
+    from benchmarks.memory import memory_bank_at
+
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    other = memory_bank_at("HEAD")
+    assert other.REVISION == head and other.__name__ == f"memory_bank_at_{head[:12]}"
+    assert other.HierarchicalMemoryBank is not memory_bank.HierarchicalMemoryBank
+    committed = subprocess.run(["git", "-C", str(root), "show", "HEAD:memory_bank/hierarchical.py"],
+                               capture_output=True, text=True, check=True).stdout
+    assert inspect.getsource(other.hierarchical) == committed
+    assert memory_bank_at(head) is other
+
+
+@pytest.mark.parametrize("path, message", [
+    (None, "--against no-such-rev: no commit holding memory_bank/ of that name in "),
+    ("", "--against needs git on the PATH"),
+])
+def test_memory_bank_at_names_what_is_wrong(monkeypatch, path, message):
+    from benchmarks import BenchmarkInputError
+    from benchmarks.memory import memory_bank_at
+
+    if path is not None:
+        monkeypatch.setenv("PATH", path)
+    with pytest.raises(BenchmarkInputError, match=re.escape(message)):
+        memory_bank_at("no-such-rev")
+
+
+def test_compare_with_revision_times_both_banks_and_the_reference_on_every_frame(monkeypatch):
+    import torch
+
+    from benchmarks import memory as bench
+    from memory_bank import MemoryBankConfig
+
+    other = bench.memory_bank_at("HEAD")
+    added = {"ours": 0, "revision": 0, "reference": 0}
+    for name, cls in (("ours", bench.HierarchicalMemoryBank), ("revision", other.HierarchicalMemoryBank),
+                      ("reference", bench.ReferencePyramidMemory)):
+        def counting_add(self, *args, _add=cls.add, _name=name, **kwargs):
+            added[_name] += 1
+            return _add(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "add", counting_add)
+    config = MemoryBankConfig(mm_hidden_size=8)
+    pool = [torch.randn(144, 8) for _ in range(12)]
+    r = bench.compare_with_revision(config, torch.device("cpu"), pool, frames=20, other=other, rounds=3)
+    assert added == {"ours": 60, "revision": 60, "reference": 60}
+    assert min(r["ours_ms"], r["revision_ms"], r["reference_ms"]) > 0
+    assert r["speedup_rounds"][0] <= r["speedup"] <= r["speedup_rounds"][1]
+
+
+def test_bench_memory_against_a_revision_that_is_not_one_is_one_line(capsys):
+    code = main(["bench", "memory", "--frames", "5", "--against", "no-such-rev"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--against no-such-rev: no commit holding memory_bank/" in err[0]
