@@ -52,16 +52,6 @@ would take it: batches of 2, 4 or 8 such frames cost 1.03x-1.4x as much per fram
 (2-core VM, 1 and 2 threads; ``python -m benchmarks.memory``), while narrow frames (the tiny test model's 32 or 64 channels) go 1.3x faster 8 at a time.
 On a GPU the whole batch is one chunk: its one host copy of descriptors is one device sync."""
 
-DEFERRED_MERGES = 8
-"""The last tier's merges into the last merge's tokens (:meth:`HierarchicalMemoryBank._merge_pair`) wait until
-this many are due, or until something reads the tier, then run back to back, in order: the same lerps, so the
-same values, bit for bit. Run add by add, each lerp read the tokens it merges into from memory too (the
-encoder, or here the reference, ran in between); back to back, they stay in cache. With 8 an add was 1.05x-1.09x
-as fast (0.161 against 0.176 ms at 2 threads, 0.227 against 0.239 ms at 1; 144 x 1152, frames out of cache,
-timed interleaved with the reference in one run), for up to 7 waiting ``8 x 8 x C`` grids held (2.2 MB at 1152
-channels, with the rows of their arrival around them)."""
-
-
 @dataclass
 class MemoryBankConfig(MemoryConfig):
     """All settings of :class:`HierarchicalMemoryBank`.
@@ -342,8 +332,7 @@ class HierarchicalMemoryBank(MemoryBackend):
     shrunk tokens, so its full grid is never read again. The rest of the token work is
     one sparse shrink per entry moving between two later tiers
     (:func:`~memory_bank.resize.resize_token_grid`) and one ``lerp`` per merge, written into the
-    last merge's tokens while no one else can hold them, :data:`DEFERRED_MERGES` at a time
-    (:meth:`_merge_pair`); a merged
+    last merge's tokens while no one else can hold them (:meth:`_merge_pair`); a merged
     entry's descriptor is the merge of the two descriptors' sums (both are linear).
     The last tier keeps an entry on the grid it arrives with (8x8 by default) and merges there:
     shrinking and merging are both linear, so the order does not change the result (to float32
@@ -377,8 +366,6 @@ class HierarchicalMemoryBank(MemoryBackend):
         self._evictions = [0] * cfg.num_tiers
         self._merges = [0] * cfg.num_tiers
         self._private: MemoryEntry | None = None  # the last merge's result while no one else can hold its tokens
-        # merges into self._private's tokens not run yet, in order: (other tokens, weight, private is the first)
-        self._deferred: list[tuple[torch.Tensor, float, bool]] = []
         self._cursor.reset()
 
     def __len__(self) -> int:
@@ -396,7 +383,6 @@ class HierarchicalMemoryBank(MemoryBackend):
 
     def tiers(self) -> dict[str, list[MemoryEntry]]:
         """Entries of each tier by tier name, each list in time order."""
-        self._run_deferred_merges()
         return {name: t.shown_entries() for name, t in zip(self.config.memory_tier_names, self._tiers)}
 
     # -------------------------------------------------------------------- add
@@ -582,10 +568,7 @@ class HierarchicalMemoryBank(MemoryBackend):
         hands out a shrunk copy, never these tokens); :meth:`state_dict`, the one other way out, ends
         it. Tokens made under ``torch.inference_mode`` are written in place only under it, as torch
         allows. Same kernel, same values; the add writes no fresh ``h * w x C`` tensor (one merge per
-        add by default: 1.11x-1.13x as fast an add, 2-core VM, out of cache). Such a lerp waits, with
-        those after it, until :data:`DEFERRED_MERGES` are due or something reads the tier
-        (:meth:`_run_deferred_merges`): the descriptors and every decision come from the chains, not the
-        tokens, so nothing else waits for it.
+        add by default: 1.11x-1.13x as fast an add, 2-core VM, out of cache).
         """
         a, b = tier.entries[pos], tier.entries[pos + 1]
         total = a.num_frames + b.num_frames
@@ -594,13 +577,10 @@ class HierarchicalMemoryBank(MemoryBackend):
         if private is not None and a.grid == b.grid and a.tokens.dtype == b.tokens.dtype == torch.float32 \
                 and fit_grid(a.grid, tier.budget) != a.grid \
                 and (torch.is_inference_mode_enabled() or not private.tokens.is_inference()):
-            # lerp(a, b, weight) into the tokens no one else holds (an output may be one of the inputs), deferred
-            self._deferred.append((b.tokens if private is a else a.tokens, weight, private is a))
-            tokens, grid, same_grid = private.tokens, a.grid, True
-            if len(self._deferred) >= DEFERRED_MERGES:
-                self._run_deferred_merges()
+            # the same kernel, into the tokens no one else holds (an output may be one of the inputs)
+            tokens = torch.lerp(a.tokens, b.tokens, weight, out=private.tokens)
+            grid, same_grid = a.grid, True
         else:
-            self._run_deferred_merges()  # a or b may be the last merge, read now
             if a.grid != b.grid:  # one kept on a larger grid, or a stream that changed resolution
                 a, b = tier.shown(a), tier.shown(b)
             # frames of one stream share a grid; if the stream changed resolution, average on the common sub-grid
@@ -629,21 +609,6 @@ class HierarchicalMemoryBank(MemoryBackend):
         tier.replace_pair(pos, merged, chain)
         self._private = merged
 
-    def _run_deferred_merges(self) -> None:
-        """Run the merges :meth:`_merge_pair` deferred into the last merge's tokens, in order, as it would have
-        (under ``torch.inference_mode`` for tokens made under it, which only it may write). Everything that
-        reads the tokens of the last tier calls this first."""
-        if not self._deferred:
-            return
-        target = self._private.tokens
-        with torch.inference_mode() if target.is_inference() else torch.no_grad():
-            for other, weight, target_first in self._deferred:
-                if target_first:
-                    torch.lerp(target, other, weight, out=target)
-                else:
-                    torch.lerp(other, target, weight, out=target)
-        self._deferred.clear()
-
     # ---------------------------------------------------------------- readout
     def readout(self) -> list[MemoryEntry]:
         """All entries of all tiers in time order (by start timestamp, then frame index).
@@ -651,7 +616,6 @@ class HierarchicalMemoryBank(MemoryBackend):
         Returns:
             A list of :class:`MemoryEntry`; ``entry.tokens`` is ``(n_i, C)``.
         """
-        self._run_deferred_merges()
         return list(heapq.merge(*(t.shown_entries() for t in self._tiers), key=lambda e: (e.timestamp, e.frame_index)))
 
     def retrieve(
@@ -662,7 +626,6 @@ class HierarchicalMemoryBank(MemoryBackend):
         return super().retrieve(query, k, threshold)
 
     def _retrieval_index(self) -> tuple[list[MemoryEntry], torch.Tensor | None]:
-        self._run_deferred_merges()
         entries = [e for t in self._tiers for e in t.shown_entries()]
         return entries, torch.stack([u for t in self._tiers for u in t.units()]) if entries else None
 
@@ -670,10 +633,8 @@ class HierarchicalMemoryBank(MemoryBackend):
         """Per tier: entries, capacity, tokens, bytes, evictions, merges; and totals.
 
         ``bytes`` counts the token tensors a readout holds (not the descriptors, the first tier's
-        tokens already shrunk for the second, the larger grids the last tier keeps, nor the grids of merges
-        waiting to run: :data:`DEFERRED_MERGES`).
+        tokens already shrunk for the second, nor the larger grids the last tier keeps).
         """
-        self._run_deferred_merges()
         tiers = {}
         for name, tier, ev, mg in zip(self.config.memory_tier_names, self._tiers, self._evictions, self._merges):
             tiers[name] = {
@@ -702,7 +663,6 @@ class HierarchicalMemoryBank(MemoryBackend):
         saved so, with that grid (a readout shows it shrunk). Once handed out here, the last merge's
         tokens are no longer merged into in place (:meth:`_merge_pair`): they stay as returned.
         """
-        self._run_deferred_merges()
         self._private = None
         return {
             "format": _FORMAT,
@@ -751,7 +711,7 @@ class HierarchicalMemoryBank(MemoryBackend):
             raise MemoryBankError(f"state's evictions and merges must have one count per tier ({len(tiers)})")
         cursor = StreamCursor.from_state(state, entries)
         self._tiers, (self._evictions, self._merges), self._cursor = tiers, counters, cursor
-        self._private, self._deferred = None, []
+        self._private = None
 
     def save(self, path: str | Path) -> None:
         """Write the state to a safetensors file (tokens as tensors, the rest as JSON metadata).

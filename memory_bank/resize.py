@@ -251,9 +251,9 @@ class ArrivalOperator(NamedTuple):
 
         float32 throughout, like the bag's own sums: one rounding more than a whole-grid sum. Adding the
         halves in float64 by one reduction over a strided view of both, and comparing in float64, made
-        an add 1.2x as slow (0.177 against 0.148 ms per add, 144 x 1152, 2 threads, out of cache, timed
-        interleaved with the reference in one run), for decisions that float32 already takes alike
-        (the readout after 1,000 frames equals the pinned implementation's, ``tests/memory_bank``).
+        an add 1.06x-1.08x as slow (144 x 1152, 1 and 2 threads, out of cache; ``vl3mem bench memory
+        --against``), for decisions that float32 takes alike (the readout after 1,000 frames equals the
+        pinned implementation's, ``tests/memory_bank``).
 
         Args:
             blocks: one frame's ``(rows, C)`` float32 output, or ``(count, rows, C)`` for a batch (a view

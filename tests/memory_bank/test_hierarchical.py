@@ -455,39 +455,6 @@ def test_tokens_handed_out_are_never_merged_into(way_out):
     assert (_last_kept(bank) is last) == (way_out in ("readout", "state_dict", "inference mode"))
 
 
-def test_deferred_merges_give_the_memory_of_merges_run_at_once():
-    """The long tier's in-place merges wait (at most DEFERRED_MERGES - 1 of them) and run, in order, when
-    due or when anything reads the memory: every read sees, bit for bit, what a bank merging into new
-    tensors at once shows, under inference mode or not, before and after a state_dict."""
-    import memory_bank.hierarchical as hierarchical
-
-    g = torch.Generator().manual_seed(21)
-    frames = torch.randn(160, 144, 16, generator=g).cumsum(0) * 0.3
-    bank, eager = HierarchicalMemoryBank(mm_hidden_size=16), MergeOutOfPlace(mm_hidden_size=16)
-    reads = {23: "readout", 40: "stats", 57: "retrieve", 75: "tiers", 90: "state_dict", 130: "readout"}
-    waited = 0
-    for i, x in enumerate(frames):
-        with torch.inference_mode(60 <= i < 100):
-            bank.add(x, i, 0.5 * i)
-            eager.add(x, i, 0.5 * i)
-        assert not eager._deferred and len(bank._deferred) < hierarchical.DEFERRED_MERGES
-        waited = max(waited, len(bank._deferred))
-        way = reads.get(i)
-        if way == "retrieve":
-            query = frames[i // 2]
-            assert [(e.frame_index, s) for e, s in bank.retrieve(query, threshold=-1)] == \
-                [(e.frame_index, s) for e, s in eager.retrieve(query, threshold=-1)]
-        elif way == "state_dict":
-            got, want = bank.state_dict(), eager.state_dict()
-            assert all(torch.equal(a["tokens"], b["tokens"]) for a, b in zip(got["entries"], want["entries"]))
-        elif way is not None:
-            getattr(bank, way)()
-            assert not bank._deferred
-        if way is not None or i == len(frames) - 1:
-            assert same(snapshot(bank), snapshot(eager))
-    assert waited == hierarchical.DEFERRED_MERGES - 1 and bank.stats()["tiers"]["long"]["merges"] == 160 - 13
-
-
 def test_a_frame_moves_down_with_the_tokens_resized_when_it_arrived():
     """The first tier's entries carry their next-tier tokens (made at arrival, with the descriptors):
     what reaches the second tier is exactly the resize of the frame's tokens."""
