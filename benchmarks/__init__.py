@@ -54,6 +54,14 @@ def add_video_arguments(parser: argparse.ArgumentParser, videos: list[str], fps:
     parser.add_argument("--fps", type=float, default=fps, help=f"frames sampled per second (default {fps:g})")
 
 
+def device_sync(device: Any) -> Callable[[], None]:
+    """What a timer calls before reading the clock, so that work queued on ``device`` (a ``torch.device``
+    or its name) is counted: ``torch.cuda.synchronize`` on a CUDA device, nothing elsewhere."""
+    import torch
+
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+
 def run_as_script(main: Callable[[list[str]], Any]) -> int:
     """``python -m benchmarks.NAME ARGS``: ``main(ARGS)``, with bad input one line on stderr and exit status 2
     (:func:`videollama3.errors.report_errors`), as ``vl3mem bench`` prints it, not a traceback. Returns the

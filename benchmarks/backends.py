@@ -37,7 +37,7 @@ from videollama3.options import check_device, parse_pairs
 from videollama3.preprocess import preprocess_frames
 from videollama3.video import iter_frames
 
-from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script, sample_video
+from . import BenchmarkInputError, add_video_arguments, device_sync, existing_video, run_as_script, sample_video
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 PIXEL_VARIANTS = ["significance:criterion=pixel", "significance:criterion=ssim"]
@@ -74,7 +74,7 @@ def run_backend(wrapped: VideoLlama3WithMemory, spec: str, frames: list[tuple[to
     """Stream ``frames`` through a fresh backend ``spec`` (:func:`build_backend`); return its numbers and
     token curve."""
     memory = build_backend(spec, wrapped.memory_width)
-    sync = torch.cuda.synchronize if wrapped.device.type == "cuda" else (lambda: None)
+    sync = device_sync(wrapped.device)
     add_ms, tokens_held, stored, next_ask = [], [], 0, ask_every
     for i, (tokens, t, frame) in enumerate(frames):
         sync()

@@ -34,7 +34,13 @@ from videollama3.options import check_device
 from videollama3.session import PreparedFrame, default_encode_batch
 from videollama3.video import open_video
 
-from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script
+from . import (
+    BenchmarkInputError,
+    add_video_arguments,
+    device_sync,
+    existing_video,
+    run_as_script,
+)
 
 DEFAULT_VIDEOS = ["trailer_bbb.mp4"]
 
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = load_model(args.model, device=args.device)
     session = build_session(model, tokenizer)
     encode = session.model.encode_frames
-    sync = torch.cuda.synchronize if session.model.device.type == "cuda" else (lambda: None)
+    sync = device_sync(session.model.device)
     print(f"model {args.model} on {args.device} ({session.model.vision_dtype}), {torch.get_num_threads()} torch "
           f"threads; default batch here: {default_encode_batch(session.model.device)}")
     print("| video | batch | ms per frame | frames/s | max abs diff from one at a time | native conv ms per frame | "

@@ -49,7 +49,7 @@ from memory_bank import HierarchicalMemoryBank, MemoryBankConfig
 from videollama3.options import check_device
 from videollama3.video import encoder_threads
 
-from . import BenchmarkInputError, run_as_script
+from . import BenchmarkInputError, device_sync, run_as_script
 
 
 def resident_mib() -> float:
@@ -132,7 +132,7 @@ def time_stream(
     bank = (ReferencePyramidMemory(config.memory_capacities, config.memory_reduced_sizes) if reference
             else HierarchicalMemoryBank(config))
     times = []
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     step = max(batch, 1)
     for first in range(0, num_frames, step):
         indices = range(first, min(first + step, num_frames))
@@ -281,7 +281,7 @@ def compare_with_reference(config: MemoryBankConfig, device: torch.device, pool:
     on batches of ``batch`` frames in one encoder buffer (how a stream encoded in batches adds them),
     a stream each per round: ``add`` in turn on each frame's view (``in_turn_ms``) and ``add_frames``
     (``batch_ms``), against the same round's reference."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     result = {}
     for fresh in (False, True):
         rounds_ms: dict[str, list[float]] = {"ours": [], "reference": [], "in_turn": [], "batch": []}
@@ -364,7 +364,7 @@ def compare_with_revision(config: MemoryBankConfig, device: torch.device, pool: 
     speed-up the median of the rounds' ratios (``speedup_rounds``: the lowest and highest). ``other``'s
     bank is built from its own ``MemoryBankConfig`` with the fields of ``config`` it has.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     fields = {f.name for f in dataclasses.fields(other.MemoryBankConfig)}
     other_config = other.MemoryBankConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in fields})
     names = ("ours", "revision", "reference")

@@ -37,7 +37,13 @@ from videollama3.options import check_device
 from videollama3.session import default_encode_batch, pipelined, run_stream
 from videollama3.video import decode_ahead, encoder_threads, open_video
 
-from . import BenchmarkInputError, add_video_arguments, existing_video, run_as_script
+from . import (
+    BenchmarkInputError,
+    add_video_arguments,
+    device_sync,
+    existing_video,
+    run_as_script,
+)
 
 DEFAULT_VIDEOS = ["vtest.avi", "trailer_bbb.mp4"]
 
@@ -60,7 +66,7 @@ def stream_once(model, tokenizer, path: str | Path, fps: float, ahead: int, new_
     session = build_session(model, tokenizer)
     session.encode_batch = encode_batch
     frames = video.frames(fps=fps)
-    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    sync = device_sync(model.device)
     sync()
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     run_stream(session, pipelined(session, frames, ahead, threads), questions, new_tokens, min_new_tokens=new_tokens)

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from memory_bank import UnboundedMemory
 from videollama3.loading import build_session, load_model
@@ -32,7 +31,7 @@ from videollama3.preprocess import preprocess_frames
 from videollama3.session import StreamingSession
 from videollama3.video import iter_frames, probe_video
 
-from . import existing_video, run_as_script, sample_video
+from . import device_sync, existing_video, run_as_script, sample_video
 
 
 def looped_frames(path: str | Path, num_frames: int, fps: float | None):
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     session = build_session(*load_model(args.model, device=args.device))
     question = "What has happened in the video so far?"
-    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
+    sync = device_sync(args.device)
     session.ask("warm up", 2)
 
     checkpoints = sorted(args.checkpoints)

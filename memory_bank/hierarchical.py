@@ -52,6 +52,7 @@ would take it: batches of 2, 4 or 8 such frames cost 1.03x-1.4x as much per fram
 (2-core VM, 1 and 2 threads; ``python -m benchmarks.memory``), while narrow frames (the tiny test model's 32 or 64 channels) go 1.3x faster 8 at a time.
 On a GPU the whole batch is one chunk: its one host copy of descriptors is one device sync."""
 
+
 @dataclass
 class MemoryBankConfig(MemoryConfig):
     """All settings of :class:`HierarchicalMemoryBank`.

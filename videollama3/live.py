@@ -15,7 +15,6 @@ it (its ``frame_rate`` given), only the sampled images.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ import numpy as np
 
 from .errors import VideoError
 from .sampling import FrameSampler
-from .video import FrameFolder, frame_image, video_stream
+from .video import FrameFolder, check_sampling, frame_image, video_stream
 
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -82,8 +81,7 @@ class LiveSource:
     def __init__(self, source: str, fps: float = 1.0, buffer: int = 2, realtime: bool = False,
                  read_timeout: float = 10.0, duration: float | None = None, input_format: str | None = None,
                  drop: bool = True, frame_rate: float | None = None) -> None:
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise VideoError(f"fps must be a positive number, got {fps!r}", source)
+        check_sampling(fps, path=source)
         if buffer < 1:
             raise ValueError(f"buffer must be at least 1 frame, got {buffer}")
         self.source, self.fps, self.realtime = source, float(fps), realtime

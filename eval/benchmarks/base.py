@@ -79,6 +79,16 @@ class VideoSet:
         except FileNotFoundError:
             log.bad(record, f"video {name!r} not found under {self.video_root}")
             return None
+        return self.at_or_bad(path, log, record, fps, frame_rate, start, end)
+
+    def at_or_bad(self, path: Path, log: RecordLog, record: str, fps: float | None = None,
+                  frame_rate: float | None = None, start: float = 0.0, end: float | None = None
+                  ) -> VideoQuestions | None:
+        """:meth:`at`, with a video already given other settings reported to ``log`` as a bad record (None).
+
+        Raises:
+            AnnotationError: for other settings, unless ``log.skip_bad``.
+        """
         try:
             return self.at(path, fps, frame_rate, start, end)
         except ValueError as e:

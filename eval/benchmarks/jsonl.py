@@ -28,10 +28,8 @@ class JsonlFormat(BenchmarkFormat):
         records, skipped = read_jsonl_records(path, videos.video_root, log.skip_bad)
         log.skipped += skipped
         for r in records:
-            try:
-                video = videos.at(r.video, fps=r.fps)
-            except ValueError as e:
-                log.bad(r.source or r.video.name, str(e))
+            video = videos.at_or_bad(r.video, log, r.source or r.video.name, fps=r.fps)
+            if video is None:
                 continue
             for q in r.questions:
                 videos.add(video, q, log, f"{r.source} question {q.id}")
